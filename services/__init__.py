@@ -1,0 +1,1 @@
+"""Thin service entry points over the shared core package `upscaling`."""

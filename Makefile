@@ -1,0 +1,49 @@
+# Upscaling service — developer and CI entry points.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_FILES := $(wildcard protos/upscaling/v1/*.proto)
+
+.PHONY: venv protos protos-check lint migrate run test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Regenerate the Python code of the protos (grpc_tools.protoc, plus .pyi stubs).
+protos: $(STAMP)
+	rm -f upscaling/v1/*_pb2*.py upscaling/v1/*_pb2*.pyi
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_FILES)
+
+## Fail when the committed generated code differs from what `make protos` produces.
+protos-check: protos
+	git diff --exit-code -- upscaling/v1
+	test -z "$$(git status --porcelain -- upscaling/v1)"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/buf lint
+
+migrate: $(STAMP)
+	$(BIN)/python -m upscaling.migrations
+
+## Start every service as local processes (gateway, tiler, local openEO backend); Ctrl-C stops them all.
+run: $(STAMP)
+	$(BIN)/python -m upscaling.launcher
+
+test: $(STAMP)
+	$(MAKE) --no-print-directory lint protos-check
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_tiler.py
+	@if [ -f bench/bench_local_openeo.py ]; then $(BIN)/python bench/bench_local_openeo.py; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,62 @@
+"""`python -m gateway`: HTTP/WebSocket bridge (uvicorn) and public gRPC API in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import uvicorn
+
+from gateway.deps import Dependencies
+from gateway.grpc_api import PublicTilerServicer
+from gateway.http_app import create_app
+from upscaling.config import load_settings
+from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
+from upscaling.logs import configure_logging
+from upscaling.v1 import tiler_pb2, tiler_pb2_grpc
+
+log = logging.getLogger("gateway")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the gateway stops HTTP and gRPC together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def main() -> None:
+    settings = load_settings()
+    configure_logging("gateway", settings.log_level, settings.log_format)
+    stop = shutdown_event()
+    deps = Dependencies(settings)
+    await deps.start()
+    assert deps.tiler is not None
+    grpc_server = GrpcServer(
+        settings,
+        [ServiceBinding(PublicTilerServicer(deps.tiler), tiler_pb2_grpc.add_TilerServiceServicer_to_server,
+                        tiler_pb2.DESCRIPTOR.services_by_name["TilerService"].full_name)],
+        settings.gateway_host,
+        settings.gateway_grpc_port,
+    )
+    await grpc_server.start()
+    http = _Server(uvicorn.Config(create_app(deps), host=settings.gateway_host, port=settings.gateway_http_port,
+                                  log_config=None, access_log=False, ws="websockets-sansio"))
+    http_task = asyncio.create_task(http.serve())
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down")
+    http.should_exit = True
+    await http_task
+    await grpc_server.stop()
+    await deps.stop()
+    stop_task.cancel()
+    if not stop.is_set():
+        raise SystemExit("HTTP server stopped on its own (is the port taken?)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

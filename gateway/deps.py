@@ -1,0 +1,86 @@
+"""The gateway's connections to its dependencies (PostgreSQL, RabbitMQ, tiler) and their health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aio_pika.abc import AbstractRobustConnection
+
+from gateway.tiler_client import TilerClient
+from upscaling import broker, db
+from upscaling.config import Settings
+from upscaling.migrations import apply_migrations
+from upscaling.startup import with_retry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Dependencies:
+    """Everything the gateway talks to; opened by `start`, closed by `stop`."""
+
+    settings: Settings
+    pool: asyncpg.Pool | None = None
+    amqp: AbstractRobustConnection | None = None
+    tiler: TilerClient | None = None
+    topology: broker.Topology = field(default_factory=broker.Topology)
+
+    async def start(self) -> None:
+        """Connect (waiting for each dependency), apply migrations if configured, declare the topology."""
+        s = self.settings
+        self.topology = broker.Topology(prefix=s.broker_prefix)
+        self.pool = await with_retry("PostgreSQL", lambda: db.create_pool(s))
+        if s.migrate_on_start:
+            async with self.pool.acquire() as conn:
+                await apply_migrations(conn)
+        self.amqp = await with_retry("RabbitMQ", lambda: broker.connect(s.rabbitmq_url, "gateway"))
+        channel = await broker.open_channel(self.amqp)
+        await broker.declare(channel, self.topology)
+        await channel.close()
+        self.tiler = TilerClient(s)
+
+    async def stop(self) -> None:
+        """Close every connection."""
+        if self.tiler:
+            await self.tiler.close()
+        if self.amqp:
+            await self.amqp.close()
+        if self.pool:
+            await self.pool.close()
+
+    async def _check_rabbitmq(self) -> None:
+        if self.amqp is None or self.amqp.is_closed:
+            raise RuntimeError("connection closed")
+        channel = await self.amqp.channel()
+        try:
+            await channel.declare_exchange(self.topology.events_exchange, passive=True)
+        finally:
+            await channel.close()
+
+    async def health(self) -> dict[str, Any]:
+        """`{"status": "ok"|"error", "<dependency>": {"status", "message"?}}`, checks run concurrently."""
+        checks = {
+            "database": lambda: db.check(self.pool) if self.pool else _fail("not connected"),
+            "rabbitmq": self._check_rabbitmq,
+            "tiler": lambda: self.tiler.check() if self.tiler else _fail("not connected"),
+        }
+
+        async def run(check: Any) -> dict[str, str]:
+            try:
+                await asyncio.wait_for(check(), timeout=5)
+                return {"status": "ok"}
+            except Exception as exc:
+                return {"status": "error", "message": str(exc) or type(exc).__name__}
+
+        results = await asyncio.gather(*(run(c) for c in checks.values()))
+        body: dict[str, Any] = dict(zip(checks, results, strict=True))
+        body = {"status": "ok" if all(r["status"] == "ok" for r in results) else "error", **body}
+        return body
+
+
+async def _fail(message: str) -> None:
+    raise RuntimeError(message)

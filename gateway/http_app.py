@@ -1,0 +1,67 @@
+"""The HTTP bridge: APEx-compatible paths and JSON (FastAPI), served by uvicorn on port 8000."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from gateway.deps import Dependencies
+from gateway.http_errors import install_error_handlers
+from gateway.middleware import RequestContextMiddleware
+from upscaling.errors import Unavailable
+from upscaling.tiles import tile_feature, tile_geometry
+
+
+class TilesRequest(BaseModel):
+    """Body of `POST /tiles`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    aoi: dict[str, Any] = Field(description="GeoJSON Polygon, MultiPolygon, Feature or FeatureCollection "
+                                            "in WGS84 longitude/latitude")
+    grid: str = Field("20x20km", description='Grid name "NxNkm", e.g. "20x20km" or "250x250km"')
+    format: Literal["geometrycollection", "featurecollection"] = Field(
+        "geometrycollection",
+        description="geometrycollection (APEx: the clipped tiles) or featurecollection "
+                    "(tiles with id, zone, EPSG, projected bounds and cell bbox)")
+    full_cells: StrictBool = Field(False, description="return whole grid cells instead of AOI-clipped tiles")
+
+
+def create_app(deps: Dependencies) -> FastAPI:
+    """Build the FastAPI application over the given dependencies."""
+    app = FastAPI(
+        title="Upscaling service",
+        version="0.1.0",
+        description="APEx-compatible HTTP bridge of the upscaling service.",
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=deps.settings.http_max_body_bytes)
+
+    @app.get("/health", summary="Health of the gateway and every dependency")
+    async def health() -> JSONResponse:
+        body = await deps.health()
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    @app.post("/tiles", status_code=201, summary="Split an AOI into the tiles of a kilometre grid")
+    async def tiles(body: TilesRequest) -> JSONResponse:
+        if deps.tiler is None:
+            raise Unavailable("the tiler is not connected yet")
+        reply = await deps.tiler.tile_geojson(body.aoi, body.grid, body.full_cells)
+        headers = {"X-Tile-Count": str(len(reply.tiles))}
+        if reply.warnings:
+            headers["X-Warnings"] = "; ".join(reply.warnings)[:1000]
+        if body.format == "featurecollection":
+            content: dict[str, Any] = {
+                "type": "FeatureCollection",
+                "features": [tile_feature(t, reply.grid.name) for t in reply.tiles],
+                "grid": reply.grid.name,
+                "warnings": list(reply.warnings),
+            }
+        else:
+            content = {"type": "GeometryCollection", "geometries": [tile_geometry(t) for t in reply.tiles]}
+        return JSONResponse(content, status_code=201, headers=headers)
+
+    return app

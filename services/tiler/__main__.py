@@ -1,0 +1,24 @@
+"""`python -m services.tiler`: the tiler gRPC service."""
+
+import asyncio
+
+from services.tiler.servicer import TilerServicer
+from upscaling.config import load_settings
+from upscaling.grpc_server import GrpcServer, ServiceBinding, serve_until_signal
+from upscaling.logs import configure_logging
+from upscaling.v1 import tiler_pb2, tiler_pb2_grpc
+
+
+async def main() -> None:
+    settings = load_settings()
+    configure_logging("tiler", settings.log_level, settings.log_format)
+    binding = ServiceBinding(
+        TilerServicer(settings),
+        tiler_pb2_grpc.add_TilerServiceServicer_to_server,
+        tiler_pb2.DESCRIPTOR.services_by_name["TilerService"].full_name,
+    )
+    await serve_until_signal(GrpcServer(settings, [binding], settings.tiler_host, settings.tiler_port))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,106 @@
+"""RabbitMQ through aio-pika: robust connection and the queue/exchange topology every service shares.
+
+Topology (names carry BROKER_PREFIX, so test runs and deployments can share one broker):
+- `<p>.jobs` direct exchange → `<p>.jobs.submit` durable quorum queue (job messages for the dispatcher),
+  dead-lettered to `<p>.dlx` → `<p>.jobs.dead` after `delivery_limit` redeliveries or a reject;
+- `<p>.events` topic exchange for status events (routing keys `task.<task_id>.job.<job_id>`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names of the exchanges and queues, derived from a prefix."""
+
+    prefix: str = "upscaling"
+    delivery_limit: int = 5
+
+    @property
+    def jobs_exchange(self) -> str:
+        return f"{self.prefix}.jobs"
+
+    @property
+    def jobs_queue(self) -> str:
+        return f"{self.prefix}.jobs.submit"
+
+    @property
+    def jobs_routing_key(self) -> str:
+        return "submit"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.prefix}.jobs.dead"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}.events"
+
+
+@dataclass
+class DeclaredTopology:
+    """The declared exchanges and queues of one channel."""
+
+    jobs_exchange: AbstractExchange
+    jobs_queue: AbstractQueue
+    dead_letter_queue: AbstractQueue
+    events_exchange: AbstractExchange
+
+
+def event_routing_key(task_id: int, job_id: int | None = None) -> str:
+    """Routing key of a status event: `task.<id>` for task events, `task.<id>.job.<id>` for job events."""
+    return f"task.{task_id}" if job_id is None else f"task.{task_id}.job.{job_id}"
+
+
+async def connect(url: str, name: str) -> AbstractRobustConnection:
+    """A robust (auto-reconnecting) connection, named after the service in the broker's UI."""
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+
+
+async def open_channel(connection: AbstractRobustConnection, prefetch: int = 0) -> AbstractChannel:
+    """A channel with publisher confirms on and an optional prefetch limit."""
+    channel = await connection.channel(publisher_confirms=True)
+    if prefetch:
+        await channel.set_qos(prefetch_count=prefetch)
+    return channel
+
+
+async def declare(channel: AbstractChannel, topology: Topology) -> DeclaredTopology:
+    """Declare (idempotently) every exchange and queue, with dead-lettering on the job queue."""
+    dlx = await channel.declare_exchange(topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT,
+                                         durable=True)
+    dead = await channel.declare_queue(topology.dead_letter_queue, durable=True,
+                                       arguments={"x-queue-type": "quorum"})
+    await dead.bind(dlx, routing_key="#")
+    jobs_exchange = await channel.declare_exchange(topology.jobs_exchange, aio_pika.ExchangeType.DIRECT,
+                                                   durable=True)
+    jobs_queue = await channel.declare_queue(
+        topology.jobs_queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": topology.dead_letter_exchange,
+            "x-delivery-limit": topology.delivery_limit,
+        },
+    )
+    await jobs_queue.bind(jobs_exchange, routing_key=topology.jobs_routing_key)
+    events = await channel.declare_exchange(topology.events_exchange, aio_pika.ExchangeType.TOPIC,
+                                            durable=True)
+    return DeclaredTopology(jobs_exchange, jobs_queue, dead, events)
+
+
+async def delete(channel: AbstractChannel, topology: Topology) -> None:
+    """Remove every exchange and queue of a topology (used by tests to clean up their own names)."""
+    for queue in (topology.jobs_queue, topology.dead_letter_queue):
+        await channel.queue_delete(queue)
+    for exchange in (topology.jobs_exchange, topology.dead_letter_exchange, topology.events_exchange):
+        await channel.exchange_delete(exchange)

@@ -1,0 +1,116 @@
+"""Configuration from environment variables (one frozen dataclass, read once per process)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+
+def _env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"environment variable {name} must be a boolean, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of every service; each field names its environment variable in `ENV` below."""
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/test"
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    broker_prefix: str = "upscaling"
+    log_level: str = "INFO"
+    log_format: str = "json"
+    migrate_on_start: bool = True
+    tiler_host: str = "0.0.0.0"
+    tiler_port: int = 50052
+    tiler_address: str = "127.0.0.1:50052"
+    tiler_timeout_s: float = 120.0
+    max_tiles: int = 100_000
+    tiler_workers: int = 2
+    gateway_host: str = "0.0.0.0"
+    gateway_http_port: int = 8000
+    gateway_grpc_port: int = 50051
+    http_max_body_bytes: int = 16 * 1024 * 1024
+    grpc_max_message_bytes: int = 256 * 1024 * 1024
+    grpc_grace_s: float = 10.0
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+
+# Environment variable for each setting.
+ENV: dict[str, str] = {
+    "database_url": "DATABASE_URL",
+    "rabbitmq_url": "RABBITMQ_URL",
+    "broker_prefix": "BROKER_PREFIX",
+    "log_level": "LOG_LEVEL",
+    "log_format": "LOG_FORMAT",
+    "migrate_on_start": "MIGRATE_ON_START",
+    "tiler_host": "TILER_HOST",
+    "tiler_port": "TILER_PORT",
+    "tiler_address": "TILER_ADDRESS",
+    "tiler_timeout_s": "TILER_TIMEOUT_S",
+    "max_tiles": "MAX_TILES",
+    "tiler_workers": "TILER_WORKERS",
+    "gateway_host": "GATEWAY_HOST",
+    "gateway_http_port": "GATEWAY_HTTP_PORT",
+    "gateway_grpc_port": "GATEWAY_GRPC_PORT",
+    "http_max_body_bytes": "HTTP_MAX_BODY_BYTES",
+    "grpc_max_message_bytes": "GRPC_MAX_MESSAGE_BYTES",
+    "grpc_grace_s": "GRPC_GRACE_S",
+    "db_pool_min": "DB_POOL_MIN",
+    "db_pool_max": "DB_POOL_MAX",
+}
+
+
+def load_settings() -> Settings:
+    """Read every setting from the environment, falling back to the defaults above."""
+    defaults = Settings()
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        if f.name not in ENV:
+            continue
+        default = getattr(defaults, f.name)
+        name = ENV[f.name]
+        if isinstance(default, bool):
+            values[f.name] = _env_bool(name, default)
+        elif isinstance(default, int):
+            values[f.name] = _env_int(name, default)
+        elif isinstance(default, float):
+            values[f.name] = _env_float(name, default)
+        else:
+            values[f.name] = _env_str(name, default)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.max_tiles < 1:
+        raise ValueError("MAX_TILES must be at least 1")
+    return settings

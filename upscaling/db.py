@@ -1,0 +1,31 @@
+"""PostgreSQL access through asyncpg: the connection pool every service shares."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+
+from upscaling.config import Settings
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    """Open a pool on DATABASE_URL with JSON/JSONB decoded to Python objects."""
+    return await asyncpg.create_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        init=_init_connection,
+        command_timeout=60,
+    )
+
+
+async def check(pool: asyncpg.Pool) -> None:
+    """Raise unless the database answers a trivial query."""
+    async with pool.acquire(timeout=5) as conn:
+        await conn.fetchval("SELECT 1")

@@ -1,0 +1,164 @@
+"""gRPC server bootstrap shared by every service: health, reflection, error mapping, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from upscaling.config import Settings
+from upscaling.errors import ServiceError
+from upscaling.logs import correlation_id, new_correlation_id
+
+log = logging.getLogger(__name__)
+
+CORRELATION_HEADER = "x-correlation-id"
+# Trailing metadata key carrying the APEx-style error code of a ServiceError (e.g. TOO_MANY_TILES).
+ERROR_CODE_KEY = "error-code"
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer, the generated function that registers it, and its full service name."""
+
+    servicer: Any
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    full_name: str
+
+
+def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
+    for item_key, value in details.invocation_metadata or ():
+        if item_key == key:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+async def _abort_for(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
+    if isinstance(exc, ServiceError):
+        await context.abort(exc.grpc_code, exc.message, trailing_metadata=((ERROR_CODE_KEY, exc.error_code),))
+    log.exception("unhandled error in %s", method)
+    await context.abort(grpc.StatusCode.INTERNAL,
+                        f"internal error (correlation id {correlation_id.get()})")
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Sets the correlation id from metadata and turns exceptions into status codes with a message."""
+
+    def __init__(self, prefix: str = "/upscaling.") -> None:
+        self.prefix = prefix
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(self.prefix):
+            return handler
+        cid = _metadata_value(handler_call_details, CORRELATION_HEADER) or new_correlation_id()
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = correlation_id.set(cid)
+                try:
+                    return await inner(request, context)
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    await _abort_for(context, exc, method)
+                finally:
+                    correlation_id.reset(token)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer)
+
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                token = correlation_id.set(cid)
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    await _abort_for(context, exc, method)
+                finally:
+                    correlation_id.reset(token)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer)
+        return handler
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """Channel/server options shared by servers and clients (message size limits, keepalive)."""
+    return [
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+
+
+class GrpcServer:
+    """A grpc.aio server with health and reflection for the given services."""
+
+    def __init__(self, settings: Settings, bindings: Sequence[ServiceBinding], host: str, port: int) -> None:
+        self.settings = settings
+        self.bindings = list(bindings)
+        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()],
+                                      options=grpc_options(settings))
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        for binding in self.bindings:
+            binding.add_to_server(binding.servicer, self.server)
+        names = [b.full_name for b in self.bindings]
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind gRPC port {host}:{port}")
+
+    async def start(self) -> None:
+        """Start serving and mark every service SERVING."""
+        await self.server.start()
+        for name in ["", *(b.full_name for b in self.bindings)]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gRPC listening", extra={"port": self.port})
+
+    async def stop(self) -> None:
+        """Mark NOT_SERVING, then let in-flight calls finish within the grace period."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grpc_grace_s)
+        log.info("gRPC stopped")
+
+
+def shutdown_event() -> asyncio.Event:
+    """An event set on SIGTERM or SIGINT (installed on the running loop)."""
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, event.set)
+    return event
+
+
+async def serve_until_signal(server: GrpcServer) -> None:
+    """Run a server until SIGTERM/SIGINT, then stop it gracefully."""
+    stop = shutdown_event()
+    await server.start()
+    await stop.wait()
+    log.info("shutdown signal received")
+    await server.stop()
