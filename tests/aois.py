@@ -35,6 +35,14 @@ def countries() -> dict[str, dict[str, Any]]:
     return out
 
 
+def europe() -> dict[str, Any]:
+    """All countries of the file (eight western/central European countries) as one MultiPolygon."""
+    polygons: list[Any] = []
+    for geometry in countries().values():
+        polygons.extend([geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"])
+    return {"type": "MultiPolygon", "coordinates": polygons}
+
+
 def box(west: float, south: float, east: float, north: float) -> dict[str, Any]:
     """A GeoJSON Polygon rectangle."""
     return {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north],

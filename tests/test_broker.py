@@ -27,8 +27,8 @@ async def topology(infra: Infra):
         await connection.close()
 
 
-async def _get(queue: aio_pika.abc.AbstractQueue, timeout: float = 10) -> aio_pika.abc.AbstractIncomingMessage:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _get(queue: aio_pika.abc.AbstractQueue, wait_s: float = 10) -> aio_pika.abc.AbstractIncomingMessage:
+    deadline = asyncio.get_running_loop().time() + wait_s
     while True:
         message = await queue.get(no_ack=False, fail=False)
         if message is not None:
@@ -39,7 +39,7 @@ async def _get(queue: aio_pika.abc.AbstractQueue, timeout: float = 10) -> aio_pi
 
 
 async def test_job_message_round_trip_with_confirm_and_ack(topology) -> None:
-    topo, channel, declared = topology
+    topo, _channel, declared = topology
     sent = jobs_pb2.SubmitJobMessage(job_id=7, task_id=3, title="t - Processing Job 1", tag="job-7", attempt=1)
     confirmation = await declared.jobs_exchange.publish(
         aio_pika.Message(sent.SerializeToString(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -56,7 +56,7 @@ async def test_job_message_round_trip_with_confirm_and_ack(topology) -> None:
 
 
 async def test_rejected_message_is_dead_lettered(topology) -> None:
-    topo, channel, declared = topology
+    topo, _channel, declared = topology
     await declared.jobs_exchange.publish(aio_pika.Message(b"not a protobuf"), routing_key=topo.jobs_routing_key)
     message = await _get(declared.jobs_queue)
     await message.reject(requeue=False)
@@ -67,7 +67,7 @@ async def test_rejected_message_is_dead_lettered(topology) -> None:
 
 
 async def test_poison_message_stops_looping_after_delivery_limit(topology) -> None:
-    topo, channel, declared = topology
+    topo, _channel, declared = topology
     await declared.jobs_exchange.publish(aio_pika.Message(b"poison"), routing_key=topo.jobs_routing_key)
     deliveries = 0
     while True:
@@ -85,7 +85,7 @@ async def test_poison_message_stops_looping_after_delivery_limit(topology) -> No
 
 
 async def test_status_events_route_by_task_and_job(topology) -> None:
-    topo, channel, declared = topology
+    _topo, channel, declared = topology
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
     await queue.bind(declared.events_exchange, routing_key="task.42.#")
     event = jobs_pb2.JobStatusEvent(job_id=1, task_id=42, sequence=5)

@@ -66,7 +66,7 @@ async def test_failed_migration_rolls_back_and_stops(fresh_db: str, tmp_path: Pa
 
 def test_misnamed_and_duplicate_files_are_rejected(tmp_path: Path) -> None:
     (tmp_path / "1_init.sql").write_text("SELECT 1;")
-    with pytest.raises(ValueError, match="NNNN_name.sql"):
+    with pytest.raises(ValueError, match=r"NNNN_name\.sql"):
         discover(tmp_path)
     (tmp_path / "1_init.sql").unlink()
     (tmp_path / "0001_a.sql").write_text("SELECT 1;")

@@ -9,7 +9,7 @@ import time
 import grpc
 import requests
 
-from tests.aois import SEED_AOI, countries
+from tests.aois import SEED_AOI, europe
 from tests.infra import ServiceProcess, free_port, wait_grpc_serving, wait_http_ok
 from upscaling.v1 import tiler_pb2, tiler_pb2_grpc
 
@@ -40,7 +40,7 @@ def test_sigterm_lets_the_inflight_call_finish(service_env, tmp_path) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{port}",
                                    options=[("grpc.max_receive_message_length", 1 << 29)]) as channel:
             stub = tiler_pb2_grpc.TilerServiceStub(channel)
-            request = tiler_pb2.TileAoiRequest(aoi_geojson=json.dumps(countries()["Russia"]), grid="20x20km")
+            request = tiler_pb2.TileAoiRequest(aoi_geojson=json.dumps(europe()), grid="5x5km")
             future = stub.TileAoi.future(request, timeout=120)
             time.sleep(0.3)
             assert not future.done(), "the call finished before SIGTERM; pick a larger AOI"
