@@ -1,0 +1,140 @@
+"""openEO backends the service may submit to, with their credentials and limits.
+
+Configured by `OPENEO_BACKENDS` (a JSON list) or `OPENEO_BACKENDS_FILE` (a path to such a list); default:
+the built-in local openEO backend at http://127.0.0.1:8081/openeo/1.2 with its demo user. Each entry:
+
+    {"endpoint": "https://openeo.example.org/openeo/1.2",      # what clients put in service.endpoint
+     "url": "http://...",                                      # optional: where to connect, if different
+     "aliases": ["https://openeo.example.org"],                # optional: other spellings clients use
+     "auth": {"method": "basic", "username": "u", "password_env": "OPENEO_PW"},
+     "max_running_jobs": 2,                                    # queued+running jobs at once; 0 = no limit
+     "starts_per_second": 0.2}                                 # job starts per second; 0 = no limit
+
+`auth.method` is `none`, `basic` (`password`, `password_env` or `password_file`) or `oidc_client_credentials`
+(`client_id`, `client_secret`/`client_secret_env`/`client_secret_file`, `provider_id`). Secrets never leave
+this module except into the openEO client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_BACKENDS = [{
+    "endpoint": "http://127.0.0.1:8081/openeo/1.2",
+    "aliases": ["http://127.0.0.1:8081", "http://localhost:8081", "http://localhost:8081/openeo/1.2"],
+    "auth": {"method": "basic", "username": "demo", "password": "demo"},
+    "max_running_jobs": 4,
+    "starts_per_second": 0,
+}]
+
+
+def normalize_endpoint(url: str) -> str:
+    """The canonical spelling of an endpoint URL (lower-case scheme and host, no trailing slash)."""
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url.rstrip("/")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}".rstrip("/")
+
+
+def _secret(spec: dict[str, Any], name: str) -> str | None:
+    if spec.get(name) is not None:
+        return str(spec[name])
+    if spec.get(f"{name}_env"):
+        value = os.environ.get(spec[f"{name}_env"])
+        if value is None:
+            raise ValueError(f"environment variable {spec[f'{name}_env']} (backend {name}) is not set")
+        return value
+    if spec.get(f"{name}_file"):
+        return Path(spec[f"{name}_file"]).read_text().strip()
+    return None
+
+
+@dataclass(frozen=True)
+class BackendAuth:
+    """How to authenticate to a backend. `repr` hides the secrets."""
+
+    method: str = "none"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    provider_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One openEO backend."""
+
+    endpoint: str
+    url: str
+    aliases: tuple[str, ...] = ()
+    auth: BackendAuth = field(default_factory=BackendAuth)
+    max_running_jobs: int = 0
+    starts_per_second: float = 0.0
+
+
+def parse_backend(entry: dict[str, Any]) -> BackendConfig:
+    """One backend from its JSON entry; ValueError with a message on a bad entry."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("endpoint"), str):
+        raise ValueError(f"backend entry needs an 'endpoint' string: {entry!r}")
+    auth_spec = entry.get("auth") or {"method": "none"}
+    method = auth_spec.get("method", "none")
+    if method not in ("none", "basic", "oidc_client_credentials"):
+        raise ValueError(f"backend {entry['endpoint']}: unknown auth method {method!r}")
+    auth = BackendAuth(
+        method=method,
+        username=auth_spec.get("username"),
+        password=_secret(auth_spec, "password"),
+        client_id=auth_spec.get("client_id"),
+        client_secret=_secret(auth_spec, "client_secret"),
+        provider_id=auth_spec.get("provider_id"),
+    )
+    endpoint = normalize_endpoint(entry["endpoint"])
+    return BackendConfig(
+        endpoint=endpoint,
+        url=entry.get("url") or endpoint,
+        aliases=tuple(normalize_endpoint(a) for a in entry.get("aliases", ())),
+        auth=auth,
+        max_running_jobs=int(entry.get("max_running_jobs", 0)),
+        starts_per_second=float(entry.get("starts_per_second", 0.0)),
+    )
+
+
+class Backends:
+    """The configured backends, looked up by any spelling of their endpoint."""
+
+    def __init__(self, configs: list[BackendConfig]) -> None:
+        self.configs = configs
+        self._by_name: dict[str, BackendConfig] = {}
+        for config in configs:
+            for name in (config.endpoint, *config.aliases):
+                self._by_name[name] = config
+
+    def find(self, endpoint: str) -> BackendConfig | None:
+        """The backend of an endpoint URL as a client wrote it, or None when it is not configured."""
+        return self._by_name.get(normalize_endpoint(endpoint))
+
+    def endpoints(self) -> list[str]:
+        """Canonical endpoints, for error messages."""
+        return [c.endpoint for c in self.configs]
+
+
+def load_backends() -> Backends:
+    """Backends from OPENEO_BACKENDS / OPENEO_BACKENDS_FILE, or the local default."""
+    raw = os.environ.get("OPENEO_BACKENDS")
+    path = os.environ.get("OPENEO_BACKENDS_FILE")
+    if raw:
+        entries = json.loads(raw)
+    elif path:
+        entries = json.loads(Path(path).read_text())
+    else:
+        entries = DEFAULT_BACKENDS
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("OPENEO_BACKENDS must be a non-empty JSON list")
+    return Backends([parse_backend(e) for e in entries])

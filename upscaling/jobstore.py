@@ -1,0 +1,165 @@
+"""Recording job status changes: one transaction updates the job, derives the task status, numbers the
+events per task and stores them in `task_events`; the caller publishes them after commit.
+
+Lock order everywhere: the task row, then the job row — so the gateway (cancel/retry), the dispatcher and
+the monitor never deadlock.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractExchange
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from upscaling.broker import event_routing_key
+from upscaling.logs import correlation_id
+from upscaling.statuses import TERMINAL_JOB_STATUSES, derive_task_status, job_status_to_proto, task_status_to_proto
+from upscaling.v1 import jobs_pb2, upscaling_pb2
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """A serialized `WatchTaskResponse` and its routing key, to publish once the transaction committed."""
+
+    routing_key: str
+    body: bytes
+    sequence: int
+
+
+def _now_proto() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC))
+    return stamp
+
+
+async def _job_counts(conn: asyncpg.Connection, task_id: int) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM unit_jobs WHERE task_id = $1 GROUP BY status",
+                            task_id)
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def _store(conn: asyncpg.Connection, task_id: int, job_id: int | None,
+                 response: upscaling_pb2.WatchTaskResponse) -> PendingEvent:
+    body = response.SerializeToString()
+    await conn.execute("INSERT INTO task_events (task_id, sequence, job_id, payload) VALUES ($1, $2, $3, $4)",
+                       task_id, response.sequence, job_id, body)
+    return PendingEvent(event_routing_key(task_id, job_id), body, response.sequence)
+
+
+async def refresh_task(conn: asyncpg.Connection, task_id: int, *, sequence: int | None = None,
+                       task: asyncpg.Record | None = None) -> list[PendingEvent]:
+    """Re-derive a task's status (inside a transaction, task row locked by the caller or here); emits a
+    task event when it changed."""
+    if task is None:
+        task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+        if task is None:
+            return []
+    seq = task["last_sequence"] if sequence is None else sequence
+    counts = await _job_counts(conn, task_id)
+    status = derive_task_status(counts, task["cancel_requested"])
+    events: list[PendingEvent] = []
+    if status != task["status"]:
+        seq += 1
+        event = jobs_pb2.TaskStatusEvent(task_id=task_id, status=task_status_to_proto(status), job_counts=counts,
+                                         time=_now_proto(), sequence=seq, correlation_id=correlation_id.get() or "")
+        events.append(await _store(conn, task_id, None,
+                                   upscaling_pb2.WatchTaskResponse(task_event=event, sequence=seq)))
+    if seq != task["last_sequence"] or status != task["status"]:
+        await conn.execute("UPDATE upscale_tasks SET status = $2, last_sequence = $3, updated = now() WHERE id = $1",
+                           task_id, status, seq)
+    return events
+
+
+async def update_job(
+    conn: asyncpg.Connection,
+    job_id: int,
+    *,
+    status: str | None = None,
+    backend_job_id: str | None = _UNSET,
+    progress: float | None = _UNSET,
+    message: str | None = _UNSET,
+    usage: dict[str, Any] | None = _UNSET,
+    costs: float | None = _UNSET,
+    results: dict[str, Any] | None = _UNSET,
+    allow_from_terminal: bool = False,
+) -> list[PendingEvent]:
+    """Apply a change to a unit job inside the caller's transaction; returns the events to publish.
+
+    A terminal job does not change status again unless `allow_from_terminal` (retries). A call that
+    changes nothing records nothing.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("update_job must run inside a transaction")
+    task_id = await conn.fetchval("SELECT task_id FROM unit_jobs WHERE id = $1", job_id)
+    task = None
+    if task_id is not None:
+        task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+    job = await conn.fetchrow("SELECT * FROM unit_jobs WHERE id = $1 FOR UPDATE", job_id)
+    if job is None:
+        return []
+    changes: dict[str, Any] = {}
+    if status is not None and status != job["status"]:
+        if job["status"] not in TERMINAL_JOB_STATUSES or allow_from_terminal:
+            changes["status"] = status
+    for column, value in (("backend_job_id", backend_job_id), ("progress", progress), ("message", message),
+                          ("usage", usage), ("costs", costs), ("results", results)):
+        if value is not _UNSET and value != job[column]:
+            changes[column] = value
+    if not changes:
+        return []
+    new_status = changes.get("status", job["status"])
+    assignments = [f"{column} = ${i}" for i, column in enumerate(changes, start=2)]
+    assignments.append("updated = now()")
+    if "status" in changes and new_status in TERMINAL_JOB_STATUSES:
+        assignments.append("finished_at = now()")
+    await conn.execute(f"UPDATE unit_jobs SET {', '.join(assignments)} WHERE id = $1", job_id, *changes.values())
+    if task is None:
+        return []
+    public = {"status", "backend_job_id", "progress", "message"}
+    events: list[PendingEvent] = []
+    seq = task["last_sequence"]
+    if public & changes.keys():
+        seq += 1
+        merged = {**dict(job), **changes}
+        event = jobs_pb2.JobStatusEvent(
+            job_id=job_id, task_id=task_id, status=job_status_to_proto(new_status),
+            backend_job_id=merged["backend_job_id"] or "", progress=merged["progress"] or 0.0,
+            message=merged["message"] or "", time=_now_proto(), sequence=seq,
+            correlation_id=correlation_id.get() or "")
+        events.append(await _store(conn, task_id, job_id,
+                                   upscaling_pb2.WatchTaskResponse(job_event=event, sequence=seq)))
+    events.extend(await refresh_task(conn, task_id, sequence=seq, task=task))
+    return events
+
+
+async def events_after(conn: asyncpg.Connection | asyncpg.Pool, task_id: int,
+                       after_sequence: int) -> list[upscaling_pb2.WatchTaskResponse]:
+    """Stored events of a task with a sequence above `after_sequence`, in order (for resuming a watch)."""
+    rows = await conn.fetch("SELECT payload FROM task_events WHERE task_id = $1 AND sequence > $2 ORDER BY sequence",
+                            task_id, after_sequence)
+    return [upscaling_pb2.WatchTaskResponse.FromString(r["payload"]) for r in rows]
+
+
+async def publish(exchange: AbstractExchange, events: list[PendingEvent]) -> None:
+    """Publish committed events (with publisher confirms) on the events topic exchange."""
+    for event in events:
+        await exchange.publish(
+            aio_pika.Message(event.body, content_type="application/x-protobuf",
+                             type="upscaling.v1.WatchTaskResponse",
+                             correlation_id=correlation_id.get(),
+                             headers={"sequence": event.sequence}),
+            routing_key=event.routing_key,
+        )
+
+
+def json_or_none(value: Any) -> str:
+    """Compact JSON text of a value (for proto string fields)."""
+    return "" if value is None else json.dumps(value, separators=(",", ":"))
