@@ -1,0 +1,38 @@
+"""Connections to openEO backends through the `openeo` client (synchronous: call only from worker threads).
+
+One authenticated `openeo.Connection` per backend per thread (requests sessions are not shared across
+threads).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import openeo
+
+from upscaling.backends import BackendConfig
+
+_local = threading.local()
+
+
+def connect(backend: BackendConfig, timeout_s: float = 30.0) -> openeo.Connection:
+    """An authenticated connection to `backend`, cached per thread. Blocking: run in a worker thread."""
+    cache: dict[str, openeo.Connection] = getattr(_local, "connections", None) or {}
+    _local.connections = cache
+    conn = cache.get(backend.endpoint)
+    if conn is None:
+        conn = openeo.connect(backend.url, default_timeout=timeout_s, auto_validate=False)
+        auth = backend.auth
+        if auth.method == "basic":
+            conn.authenticate_basic(auth.username, auth.password)
+        elif auth.method == "oidc_client_credentials":
+            conn.authenticate_oidc_client_credentials(client_id=auth.client_id, client_secret=auth.client_secret,
+                                                      provider_id=auth.provider_id)
+        cache[backend.endpoint] = conn
+    return conn
+
+
+def forget(backend: BackendConfig) -> None:
+    """Drop this thread's cached connection (e.g. after an authentication error)."""
+    cache: dict[str, openeo.Connection] = getattr(_local, "connections", None) or {}
+    cache.pop(backend.endpoint, None)
