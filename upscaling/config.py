@@ -66,6 +66,19 @@ class Settings:
     grpc_grace_s: float = 10.0
     db_pool_min: int = 1
     db_pool_max: int = 10
+    max_dimension_values: int = 10_000
+    udp_cache_ttl_s: float = 300.0
+    udp_fetch_timeout_s: float = 15.0
+    outbox_poll_s: float = 1.0
+    dispatcher_prefetch: int = 8
+    dispatcher_threads: int = 8
+    submit_max_attempts: int = 8
+    submit_backoff_base_s: float = 0.5
+    submit_backoff_max_s: float = 30.0
+    openeo_timeout_s: float = 30.0
+    monitor_interval_min_s: float = 1.0
+    monitor_interval_max_s: float = 30.0
+    monitor_page_size: int = 100
 
 
 # Environment variable for each setting.
@@ -90,6 +103,19 @@ ENV: dict[str, str] = {
     "grpc_grace_s": "GRPC_GRACE_S",
     "db_pool_min": "DB_POOL_MIN",
     "db_pool_max": "DB_POOL_MAX",
+    "max_dimension_values": "MAX_DIMENSION_VALUES",
+    "udp_cache_ttl_s": "UDP_CACHE_TTL_S",
+    "udp_fetch_timeout_s": "UDP_FETCH_TIMEOUT_S",
+    "outbox_poll_s": "OUTBOX_POLL_S",
+    "dispatcher_prefetch": "DISPATCHER_PREFETCH",
+    "dispatcher_threads": "DISPATCHER_THREADS",
+    "submit_max_attempts": "SUBMIT_MAX_ATTEMPTS",
+    "submit_backoff_base_s": "SUBMIT_BACKOFF_BASE_S",
+    "submit_backoff_max_s": "SUBMIT_BACKOFF_MAX_S",
+    "openeo_timeout_s": "OPENEO_TIMEOUT_S",
+    "monitor_interval_min_s": "MONITOR_INTERVAL_MIN_S",
+    "monitor_interval_max_s": "MONITOR_INTERVAL_MAX_S",
+    "monitor_page_size": "MONITOR_PAGE_SIZE",
 }
 
 

@@ -9,6 +9,7 @@ ALTER TABLE upscale_tasks
 ALTER TABLE unit_jobs
     ADD COLUMN backend           text,
     ADD COLUMN process_id        text,
+    ADD COLUMN submit_arguments  jsonb,
     ADD COLUMN attempts          integer NOT NULL DEFAULT 0,
     ADD COLUMN submitted_at      timestamptz,
     ADD COLUMN finished_at       timestamptz,

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SubmitJobMessage(_message.Message):
-    __slots__ = ("job_id", "task_id", "service", "parameters_json", "format", "title", "tag", "correlation_id", "attempt")
+    __slots__ = ("job_id", "task_id", "service", "parameters_json", "format", "title", "tag", "correlation_id", "attempt", "process_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class SubmitJobMessage(_message.Message):
     TAG_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: int
     task_id: int
     service: _common_pb2.ServiceRef
@@ -30,7 +31,8 @@ class SubmitJobMessage(_message.Message):
     tag: str
     correlation_id: str
     attempt: int
-    def __init__(self, job_id: _Optional[int] = ..., task_id: _Optional[int] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., title: _Optional[str] = ..., tag: _Optional[str] = ..., correlation_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+    process_id: str
+    def __init__(self, job_id: _Optional[int] = ..., task_id: _Optional[int] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., title: _Optional[str] = ..., tag: _Optional[str] = ..., correlation_id: _Optional[str] = ..., attempt: _Optional[int] = ..., process_id: _Optional[str] = ...) -> None: ...
 
 class JobStatusEvent(_message.Message):
     __slots__ = ("job_id", "task_id", "status", "backend_job_id", "progress", "message", "time", "sequence", "correlation_id")
