@@ -4,7 +4,8 @@ ALTER TABLE upscale_tasks
     ADD COLUMN process_id        text,
     ADD COLUMN job_count         integer NOT NULL DEFAULT 0,
     ADD COLUMN last_sequence     bigint  NOT NULL DEFAULT 0,
-    ADD COLUMN cancel_requested  boolean NOT NULL DEFAULT false;
+    ADD COLUMN cancel_requested  boolean NOT NULL DEFAULT false,
+    ADD COLUMN max_attempts      integer NOT NULL DEFAULT 1;
 
 ALTER TABLE unit_jobs
     ADD COLUMN backend           text,
