@@ -35,7 +35,7 @@ migrate: $(STAMP)
 
 ## Start every service as local processes (gateway, tiler, local openEO backend); Ctrl-C stops them all.
 run: $(STAMP)
-	$(BIN)/python -m upscaling.launcher
+	$(BIN)/python -m upscaling.launcher $(RUN_ARGS)
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory lint protos-check

@@ -6,8 +6,10 @@ openEO backend (package `local_openeo`) starts too, as the built-in default back
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -15,10 +17,14 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
-from upscaling.config import load_settings
+from upscaling.backends import DEFAULT_BACKENDS
+from upscaling.config import Settings, load_settings
 from upscaling.logs import configure_logging
 from upscaling.migrations import migrate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -45,15 +51,24 @@ def _wait_http(url: str, timeout_s: float, child: Child) -> bool:
     return False
 
 
+def _exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"{module}.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _children() -> list[Child]:
     s = load_settings()
-    children = []
-    if importlib.util.find_spec("local_openeo") and importlib.util.find_spec("local_openeo.__main__"):
-        port = os.environ.get("LOCAL_OPENEO_PORT", "8081")
-        children.append(Child("local-openeo", "local_openeo", f"http://127.0.0.1:{port}/.well-known/openeo"))
-    children.append(Child("tiler", "services.tiler"))
-    children.append(Child("gateway", "gateway", f"http://127.0.0.1:{s.gateway_http_port}/health"))
-    return children
+    port = os.environ.get("LOCAL_OPENEO_PORT", "8081")
+    candidates = [
+        Child("local-openeo", "local_openeo", f"http://127.0.0.1:{port}/.well-known/openeo"),
+        Child("tiler", "services.tiler"),
+        Child("dispatcher", "services.dispatcher"),
+        Child("monitor", "services.monitor"),
+        Child("gateway", "gateway", f"http://127.0.0.1:{s.gateway_http_port}/health"),
+    ]
+    return [c for c in candidates if _exists(c.module)]
 
 
 def _stop(children: list[Child]) -> None:
@@ -69,12 +84,33 @@ def _stop(children: list[Child]) -> None:
                 child.process.kill()
 
 
-def main() -> int:
-    """Run the stack in the foreground; returns the exit code."""
+# The built-in local openEO backend runs jobs quickly for the demo (each setting can be overridden).
+LOCAL_DEFAULTS = {
+    "LOCAL_OPENEO_QUEUE_SECONDS": "0.2",
+    "LOCAL_OPENEO_RUN_SECONDS": "1.0",
+    "OPENEO_BACKENDS": json.dumps([{**DEFAULT_BACKENDS[0], "max_running_jobs": 8}]),
+}
+
+
+def _demo(settings: Settings) -> int:
+    """Upscale a real AOI through the gateway, as the seed notebook does (examples/upscale_aoi.py)."""
+    script = ROOT / "examples" / "upscale_aoi.py"
+    args = [sys.executable, str(script), "--gateway", f"127.0.0.1:{settings.gateway_http_port}",
+            "--country", os.environ.get("DEMO_COUNTRY", "Belgium"), "--grid", os.environ.get("DEMO_GRID", "20x20km")]
+    print("Demo: " + " ".join(args[1:]), flush=True)
+    return subprocess.run(args, cwd=ROOT).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stack in the foreground (and the demo, unless --no-demo / DEMO=0); returns the exit code."""
+    parser = argparse.ArgumentParser(description="Run the upscaling stack locally.")
+    parser.add_argument("--no-demo", action="store_true", help="do not run the demo upscaling task")
+    parser.add_argument("--exit-after-demo", action="store_true", help="stop the stack when the demo is done")
+    args = parser.parse_args(argv)
     settings = load_settings()
     configure_logging("launcher", settings.log_level, "text")
     asyncio.run(migrate(settings.database_url))
-    env = {**os.environ, "MIGRATE_ON_START": "false"}
+    env = {**LOCAL_DEFAULTS, **os.environ, "MIGRATE_ON_START": "false"}
     children = _children()
     stopping = False
 
@@ -96,6 +132,13 @@ def main() -> int:
         for child in children:
             if child.name == "local-openeo" and child.ready_url:
                 print(f"  local openEO    {child.ready_url.removesuffix('/.well-known/openeo')}")
+        demo = _exists("services.dispatcher") and _exists("services.monitor") and not args.no_demo \
+            and os.environ.get("DEMO", "1") != "0"
+        if demo:
+            code = _demo(settings)
+            print(f"Demo {'succeeded' if code == 0 else 'FAILED'}.", flush=True)
+            if args.exit_after_demo:
+                return code
         print("Press Ctrl-C to stop.\n", flush=True)
         while not stopping:
             for child in children:
