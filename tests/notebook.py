@@ -1,0 +1,55 @@
+"""Run the seed notebook (../shared/seed/upscaling_notebook.txt) cell by cell in an IPython shell.
+
+The notebook is an export: code cells start with `In [N]:`, followed by their outputs and markdown. A cell's
+code is the longest run of its paragraphs that compiles (outputs and prose do not); top-level `await` is
+allowed as in Jupyter. Only the values of named assignments may be replaced (host, endpoint, application).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "shared" / "seed" / "upscaling_notebook.txt"
+_CELL = re.compile(r"^In \[\d*\]:\s*$", re.MULTILINE)
+
+
+def _compiles(source: str) -> bool:
+    try:
+        compile(source, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        return True
+    except SyntaxError:
+        return False
+
+
+def code_cells(text: str | None = None) -> list[str]:
+    """The code of every `In [N]:` cell of the notebook export, in order."""
+    text = NOTEBOOK.read_text() if text is None else text
+    cells = []
+    for chunk in _CELL.split(text)[1:]:
+        chunk = re.split(r"^## ", chunk, flags=re.MULTILINE)[0]
+        paragraphs = re.split(r"\n\s*\n", chunk.strip("\n"))
+        code = ""
+        for paragraph in paragraphs:
+            candidate = f"{code}\n\n{paragraph}" if code else paragraph
+            if not _compiles(candidate) or _looks_like_output(paragraph):
+                break
+            code = candidate
+        if code:
+            cells.append(code)
+    return cells
+
+
+def _looks_like_output(paragraph: str) -> bool:
+    """A repr printed by a cell (e.g. `{'id': 13, ...}`) compiles but is output, not code."""
+    first = paragraph.lstrip()
+    return first.startswith("{'") or first.startswith("Map(")
+
+
+def replace_assignments(cell: str, values: dict[str, str]) -> str:
+    """Replace the right-hand side of `name = "..."` string assignments; everything else stays verbatim."""
+    for name, value in values.items():
+        cell = re.sub(rf'^({re.escape(name)}\s*=\s*)"[^"\n]*"', lambda m, v=value: f'{m.group(1)}"{v}"', cell,
+                      flags=re.MULTILINE)
+    return cell
