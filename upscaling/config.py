@@ -79,6 +79,10 @@ class Settings:
     monitor_interval_min_s: float = 1.0
     monitor_interval_max_s: float = 30.0
     monitor_page_size: int = 100
+    monitor_threads: int = 8
+    health_host: str = "0.0.0.0"
+    monitor_health_port: int = 50054
+    dispatcher_health_port: int = 50053
 
 
 # Environment variable for each setting.
@@ -116,6 +120,10 @@ ENV: dict[str, str] = {
     "monitor_interval_min_s": "MONITOR_INTERVAL_MIN_S",
     "monitor_interval_max_s": "MONITOR_INTERVAL_MAX_S",
     "monitor_page_size": "MONITOR_PAGE_SIZE",
+    "monitor_threads": "MONITOR_THREADS",
+    "health_host": "HEALTH_HOST",
+    "monitor_health_port": "MONITOR_HEALTH_PORT",
+    "dispatcher_health_port": "DISPATCHER_HEALTH_PORT",
 }
 
 
