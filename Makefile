@@ -41,9 +41,11 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory lint protos-check
 	$(BIN)/python -m pytest -p no:cacheprovider
 
+## Benchmarks (not part of `make test`): each prints its figures against a baseline measured in the same run.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_tiler.py
-	@if [ -f bench/bench_local_openeo.py ]; then $(BIN)/python bench/bench_local_openeo.py; fi
+	$(BIN)/python bench/bench_local_openeo.py
+	$(BIN)/python bench/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
