@@ -11,11 +11,12 @@ import uvicorn
 
 from gateway.deps import Dependencies
 from gateway.grpc_api import PublicTilerServicer
+from gateway.grpc_upscaling import FULL_NAME, UpscalingServicer
 from gateway.http_app import create_app
 from upscaling.config import load_settings
 from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
 from upscaling.logs import configure_logging
-from upscaling.v1 import tiler_pb2, tiler_pb2_grpc
+from upscaling.v1 import tiler_pb2, tiler_pb2_grpc, upscaling_pb2_grpc
 
 log = logging.getLogger("gateway")
 
@@ -34,11 +35,13 @@ async def main() -> None:
     stop = shutdown_event()
     deps = Dependencies(settings)
     await deps.start()
-    assert deps.tiler is not None
+    assert deps.tiler is not None and deps.pool is not None
     grpc_server = GrpcServer(
         settings,
         [ServiceBinding(PublicTilerServicer(deps.tiler), tiler_pb2_grpc.add_TilerServiceServicer_to_server,
-                        tiler_pb2.DESCRIPTOR.services_by_name["TilerService"].full_name)],
+                        tiler_pb2.DESCRIPTOR.services_by_name["TilerService"].full_name),
+         ServiceBinding(UpscalingServicer(deps.task_service(), deps.events_hub(), deps.pool),
+                        upscaling_pb2_grpc.add_UpscalingServiceServicer_to_server, FULL_NAME)],
         settings.gateway_host,
         settings.gateway_grpc_port,
     )

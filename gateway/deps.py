@@ -8,13 +8,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from gateway.events_hub import EventsHub
+from gateway.tasks import TaskService
 from gateway.tiler_client import TilerClient
 from upscaling import broker, db
+from upscaling.backends import load_backends
 from upscaling.config import Settings
+from upscaling.errors import Unavailable
 from upscaling.migrations import apply_migrations
+from upscaling.outbox import OutboxRelay
 from upscaling.startup import with_retry
+from upscaling.udp import UdpCache
 
 log = logging.getLogger(__name__)
 
@@ -28,23 +34,53 @@ class Dependencies:
     amqp: AbstractRobustConnection | None = None
     tiler: TilerClient | None = None
     topology: broker.Topology = field(default_factory=broker.Topology)
+    udps: UdpCache | None = None
+    hub: EventsHub | None = None
+    relay: OutboxRelay | None = None
+    tasks: TaskService | None = None
+    publish_channel: AbstractChannel | None = None
+
+    def task_service(self) -> TaskService:
+        """The task service, or Unavailable before the dependencies are up."""
+        if self.tasks is None:
+            raise Unavailable("the gateway is still starting")
+        return self.tasks
+
+    def events_hub(self) -> EventsHub:
+        """The events fan-out, or Unavailable before the dependencies are up."""
+        if self.hub is None:
+            raise Unavailable("the gateway is still starting")
+        return self.hub
 
     async def start(self) -> None:
-        """Connect (waiting for each dependency), apply migrations if configured, declare the topology."""
+        """Connect (waiting for each dependency), apply migrations if configured, declare the topology, start
+        the events subscription and the outbox relay."""
         s = self.settings
+        backends = load_backends()
         self.topology = broker.Topology(prefix=s.broker_prefix)
         self.pool = await with_retry("PostgreSQL", lambda: db.create_pool(s))
         if s.migrate_on_start:
             async with self.pool.acquire() as conn:
                 await apply_migrations(conn)
         self.amqp = await with_retry("RabbitMQ", lambda: broker.connect(s.rabbitmq_url, "gateway"))
-        channel = await broker.open_channel(self.amqp)
-        await broker.declare(channel, self.topology)
-        await channel.close()
+        self.publish_channel = await broker.open_channel(self.amqp)
+        declared = await broker.declare(self.publish_channel, self.topology)
         self.tiler = TilerClient(s)
+        self.udps = UdpCache(ttl_s=s.udp_cache_ttl_s, timeout_s=s.udp_fetch_timeout_s)
+        self.hub = EventsHub(self.amqp, self.topology)
+        await self.hub.start()
+        self.relay = OutboxRelay(self.pool, s.database_url, self.amqp, self.topology, poll_s=s.outbox_poll_s)
+        self.relay.start()
+        self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values, declared.events_exchange)
 
     async def stop(self) -> None:
         """Close every connection."""
+        if self.relay:
+            await self.relay.stop()
+        if self.hub:
+            await self.hub.stop()
+        if self.udps:
+            await self.udps.close()
         if self.tiler:
             await self.tiler.close()
         if self.amqp:

@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from gateway.deps import Dependencies
 from gateway.http_errors import install_error_handlers
+from gateway.http_tasks import create_router
 from gateway.middleware import RequestContextMiddleware
+from gateway.ws import create_ws_router
 from upscaling.errors import Unavailable
 from upscaling.tiles import tile_feature, tile_geometry
 
@@ -64,4 +66,6 @@ def create_app(deps: Dependencies) -> FastAPI:
             content = {"type": "GeometryCollection", "geometries": [tile_geometry(t) for t in reply.tiles]}
         return JSONResponse(content, status_code=201, headers=headers)
 
+    app.include_router(create_router(deps.task_service))
+    app.include_router(create_ws_router(deps.task_service, deps.events_hub))
     return app

@@ -83,20 +83,22 @@ class Task(_message.Message):
     def __init__(self, id: _Optional[int] = ..., title: _Optional[str] = ..., label: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., dimension: _Optional[_Union[Dimension, _Mapping]] = ..., job_counts: _Optional[_Mapping[str, int]] = ..., jobs: _Optional[_Iterable[_Union[UnitJob, _Mapping]]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateTaskRequest(_message.Message):
-    __slots__ = ("title", "label", "service", "parameters_json", "format", "dimension")
+    __slots__ = ("title", "label", "service", "parameters_json", "format", "dimension", "max_attempts")
     TITLE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     title: str
     label: str
     service: _common_pb2.ServiceRef
     parameters_json: str
     format: str
     dimension: Dimension
-    def __init__(self, title: _Optional[str] = ..., label: _Optional[str] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., dimension: _Optional[_Union[Dimension, _Mapping]] = ...) -> None: ...
+    max_attempts: int
+    def __init__(self, title: _Optional[str] = ..., label: _Optional[str] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., dimension: _Optional[_Union[Dimension, _Mapping]] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class CreateTaskResponse(_message.Message):
     __slots__ = ("task",)

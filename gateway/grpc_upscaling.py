@@ -1,0 +1,112 @@
+"""`upscaling.v1.UpscalingService` on the gateway's public gRPC port."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import grpc
+
+from gateway.events_hub import EventsHub
+from gateway.task_views import task_proto, task_results
+from gateway.tasks import TaskService, TaskSpec
+from gateway.watch import watch_task
+from upscaling.errors import InvalidArgument
+from upscaling.statuses import task_status_from_proto
+from upscaling.udp import describe
+from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
+
+FULL_NAME = upscaling_pb2.DESCRIPTOR.services_by_name["UpscalingService"].full_name
+
+
+def _loads(text: str, what: str, default: Any = None) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from exc
+
+
+def _service(ref: common_pb2.ServiceRef) -> dict[str, Any]:
+    service = {"endpoint": ref.endpoint, "application": ref.application}
+    if ref.namespace:
+        service["namespace"] = ref.namespace
+    return service
+
+
+class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
+    """The public task API over gRPC (errors raised as `upscaling.errors` and mapped by the interceptor)."""
+
+    def __init__(self, tasks: TaskService, hub: EventsHub, pool: asyncpg.Pool) -> None:
+        self.tasks = tasks
+        self.hub = hub
+        self.pool = pool
+
+    async def _task(self, task_id: int) -> upscaling_pb2.Task:
+        view = await self.tasks.get_task(task_id)
+        return task_proto(view.task, view.jobs)
+
+    async def CreateTask(self, request: upscaling_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext
+                         ) -> upscaling_pb2.CreateTaskResponse:
+        parameters = _loads(request.parameters_json, "parameters_json", {})
+        values = [_loads(v, f"dimension.values_json[{i}]") for i, v in enumerate(request.dimension.values_json)]
+        spec = TaskSpec(title=request.title, label=request.label, service=_service(request.service),
+                        parameters=parameters, format=request.format or None,
+                        dimension_name=request.dimension.name, dimension_values=values,
+                        max_attempts=request.max_attempts or None)
+        task = await self.tasks.create_task(spec)
+        return upscaling_pb2.CreateTaskResponse(task=task_proto(task, counts={"created": task["job_count"]}))
+
+    async def GetTask(self, request: upscaling_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+                      ) -> upscaling_pb2.GetTaskResponse:
+        return upscaling_pb2.GetTaskResponse(task=await self._task(request.task_id))
+
+    async def ListTasks(self, request: upscaling_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
+                        ) -> upscaling_pb2.ListTasksResponse:
+        statuses = []
+        for value in request.statuses:
+            if value == common_pb2.TASK_STATUS_UNSPECIFIED:
+                raise InvalidArgument("statuses must not contain TASK_STATUS_UNSPECIFIED")
+            statuses.append(task_status_from_proto(value))
+        rows, counts, token = await self.tasks.list_tasks(statuses, request.page_size, request.page_token)
+        return upscaling_pb2.ListTasksResponse(tasks=[task_proto(r, counts=counts[r["id"]]) for r in rows],
+                                               next_page_token=token)
+
+    async def CancelTask(self, request: upscaling_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
+                         ) -> upscaling_pb2.CancelTaskResponse:
+        await self.tasks.cancel_task(request.task_id)
+        return upscaling_pb2.CancelTaskResponse(task=await self._task(request.task_id))
+
+    async def RetryFailedJobs(self, request: upscaling_pb2.RetryFailedJobsRequest,
+                              context: grpc.aio.ServicerContext) -> upscaling_pb2.RetryFailedJobsResponse:
+        retried = await self.tasks.retry_failed(request.task_id)
+        return upscaling_pb2.RetryFailedJobsResponse(task=await self._task(request.task_id), retried=retried)
+
+    async def WatchTask(self, request: upscaling_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
+                        ) -> AsyncIterator[upscaling_pb2.WatchTaskResponse]:
+        async for item in watch_task(self.tasks, self.hub, self.pool, request.task_id, request.after_sequence):
+            yield item
+
+    async def GetJobResults(self, request: upscaling_pb2.GetJobResultsRequest, context: grpc.aio.ServicerContext
+                            ) -> upscaling_pb2.GetJobResultsResponse:
+        results = await self.tasks.job_results(request.job_id)
+        return upscaling_pb2.GetJobResultsResponse(stac_json=json.dumps(results))
+
+    async def GetTaskResults(self, request: upscaling_pb2.GetTaskResultsRequest,
+                             context: grpc.aio.ServicerContext) -> upscaling_pb2.GetTaskResultsResponse:
+        task, jobs = await self.tasks.task_results(request.task_id)
+        return upscaling_pb2.GetTaskResultsResponse(stac_json=json.dumps(task_results(task, jobs)))
+
+    async def DescribeService(self, request: upscaling_pb2.DescribeServiceRequest,
+                              context: grpc.aio.ServicerContext) -> upscaling_pb2.DescribeServiceResponse:
+        udp = await self.tasks.describe(request.label, _service(request.service))
+        return upscaling_pb2.DescribeServiceResponse(parameters=[
+            upscaling_pb2.ServiceParameter(
+                name=p["name"], type=p["type"], optional=p["optional"], description=p["description"],
+                default_json="" if p["default"] is None else json.dumps(p["default"]),
+                options_json="" if p["options"] is None else json.dumps(p["options"]))
+            for p in describe(udp)])
+

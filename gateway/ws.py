@@ -1,0 +1,160 @@
+"""WebSockets with the APEx envelope `{"type","data","message","task_id"}`, fed by status events.
+
+`/ws/upscale_tasks/{id}?interval=N`: `init`, then a `status` snapshot (the `GET /upscale_tasks/{id}` body) at
+once, then a fresh snapshot whenever events of the task arrive: the first change after a quiet period at once,
+further ones batched so that at most one snapshot goes out per `interval` seconds (interval only throttles);
+the snapshot of a terminal task is sent at once and the socket is then closed normally.
+`/ws/jobs_status?interval=N&filter=...`: the same envelope, data = the `/jobs_status` body, refreshed on
+events (and every interval for standalone jobs, which have no events), sent when it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from gateway import task_views as views
+from gateway.events_hub import EventsHub
+from gateway.http_tasks import jobs_status_body, parse_filters
+from gateway.tasks import TaskService
+from gateway.watch import is_terminal_event
+from upscaling.errors import ServiceError
+from upscaling.statuses import TERMINAL_TASK_STATUSES
+from upscaling.v1 import upscaling_pb2
+
+log = logging.getLogger(__name__)
+DEFAULT_INTERVAL_S = 10.0
+
+
+def envelope(kind: str, data: Any = None, message: str | None = None, task_id: int | None = None
+             ) -> dict[str, Any]:
+    """An APEx WebSocket message (every key present)."""
+    return {"type": kind, "data": data, "message": message, "task_id": task_id}
+
+
+def _interval(raw: str | None) -> float:
+    if raw is None or raw == "":
+        return DEFAULT_INTERVAL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ServiceError(f"interval must be a positive number of seconds, got {raw!r}",
+                           error_code="VALIDATION_ERROR")
+    return value
+
+
+async def _fail(websocket: WebSocket, exc: ServiceError, task_id: int | None) -> None:
+    await websocket.send_json(envelope("error", None, exc.message, task_id))
+    await websocket.close(code=1011, reason=exc.error_code[:120])
+
+
+async def _until_disconnect(websocket: WebSocket) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+
+async def _run_until_client_leaves(websocket: WebSocket, sender: Awaitable[None]) -> None:
+    """Run `sender` until it finishes (then close normally) or the client disconnects."""
+    send_task = asyncio.ensure_future(sender)
+    recv_task = asyncio.ensure_future(_until_disconnect(websocket))
+    try:
+        await asyncio.wait({send_task, recv_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (send_task, recv_task):
+            task.cancel()
+        for task in (send_task, recv_task):
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await task
+    if send_task.done() and not send_task.cancelled() and send_task.exception() is None \
+            and websocket.application_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1000)
+
+
+def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[], EventsHub]) -> APIRouter:
+    """The WebSocket routes."""
+    router = APIRouter()
+
+    @router.websocket("/ws/upscale_tasks/{task_id}")
+    async def watch_task(websocket: WebSocket, task_id: str, interval: str | None = None) -> None:
+        await websocket.accept()
+        tid = int(task_id) if task_id.isdigit() and len(task_id) < 19 else None
+        try:
+            period = _interval(interval)
+            if tid is None:
+                raise ServiceError(f"upscale task {task_id} not found", error_code="TASK_NOT_FOUND")
+            tasks, hub = get_tasks(), get_hub()
+            await tasks.task_exists(tid)
+        except ServiceError as exc:
+            await _fail(websocket, exc, tid)
+            return
+        await websocket.send_json(envelope("init", None, f"watching upscale task {tid}", tid))
+        with hub.subscribe(tid) as sub:
+
+            async def snapshot() -> bool:
+                view = await tasks.get_task(tid)
+                await websocket.send_json(envelope("status", views.task_body(view.task, view.jobs),
+                                                   f"upscale task {tid} is {view.task['status']}", tid))
+                return view.task["status"] in TERMINAL_TASK_STATUSES
+
+            async def send_loop() -> None:
+                if await snapshot():
+                    return
+                last_sent = -math.inf  # the first change after the initial snapshot goes out at once
+                while True:
+                    item = await sub.get()
+                    terminal = isinstance(item, upscaling_pb2.WatchTaskResponse) and is_terminal_event(item)
+                    while not terminal:
+                        wait = last_sent + period - time.monotonic()
+                        if wait <= 0:
+                            break
+                        item = await sub.get(wait_s=wait)
+                        terminal = isinstance(item, upscaling_pb2.WatchTaskResponse) and is_terminal_event(item)
+                    if await snapshot():
+                        return
+                    last_sent = time.monotonic()
+
+            await _run_until_client_leaves(websocket, send_loop())
+
+    @router.websocket("/ws/jobs_status")
+    async def watch_jobs_status(websocket: WebSocket, interval: str | None = None) -> None:
+        await websocket.accept()
+        filters = websocket.query_params.getlist("filter")
+        try:
+            period = _interval(interval)
+            parse_filters(filters)
+            tasks, hub = get_tasks(), get_hub()
+        except ServiceError as exc:
+            await _fail(websocket, exc, None)
+            return
+        await websocket.send_json(envelope("init", None, "watching jobs status"))
+        with hub.subscribe(None) as sub:
+
+            async def send_loop() -> None:
+                previous: Any = None
+                while True:
+                    body = await jobs_status_body(tasks, filters)
+                    if body != previous:
+                        await websocket.send_json(envelope("status", body, "jobs status"))
+                        previous = body
+                    sent_at = time.monotonic()
+                    await sub.get(wait_s=period)
+                    await asyncio.sleep(max(0.0, sent_at + period - time.monotonic()))
+                    sub.drain()
+
+            await _run_until_client_leaves(websocket, send_loop())
+
+    return router
