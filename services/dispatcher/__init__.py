@@ -1,0 +1,1 @@
+"""Dispatcher service: consumes job messages and submits unit jobs to openEO backends."""

@@ -1,0 +1,339 @@
+"""Submitting one unit job: checks, per-backend limits, create-or-find by tag, start, status recording.
+
+Exactly one backend job per unit job:
+- `unit_jobs.submitted_at` (while the job is `created` without backend job) is a lease: a try sets it when it
+  reserves the job (raising `attempts`, committed) and renews it right before each request that may create a
+  backend job; it lasts the client timeout + SETTLE_S, so no create request of an earlier try can still be in
+  flight once it expired. Another delivery of the job (a duplicate, or a redelivery after a crash) waits for the
+  lease to expire, then takes it over; a try that finds its lease taken stops.
+- A try that takes over a lease (an earlier try got as far as maybe creating the job) first looks for the job on
+  the backend by its tag; so does a try after its own create request failed without an answer.
+- The backend job id is stored as soon as it is known, before the job is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import enum
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import requests
+from aio_pika.abc import AbstractExchange
+
+from upscaling import backend_limits, jobstore, openeo_conn, openeo_submit
+from upscaling.backends import BackendConfig, Backends
+from upscaling.config import Settings
+from upscaling.openeo_submit import ErrorKind
+from upscaling.v1 import jobs_pb2
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Margin on top of the client timeout before an earlier try's create request is taken as landed or lost.
+SETTLE_S = 1.0
+
+_JOB_SQL = """
+SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.tag, uj.attempts, uj.submitted_at, uj.service,
+       uj.format, uj.title, uj.process_id, uj.submit_arguments,
+       (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel
+FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id
+WHERE uj.id = $1
+"""
+
+
+class Outcome(enum.Enum):
+    """What a reservation attempt found."""
+
+    RESERVED = "reserved"
+    BUSY = "busy"        # the backend is at its running-jobs limit: wait
+    LEASED = "leased"    # another try holds the job's lease (or crashed holding it): wait until it expires
+    CHANGED = "changed"  # the job changed meanwhile (canceled, submitted elsewhere): check it again
+
+
+@dataclass(frozen=True)
+class Reservation:
+    outcome: Outcome
+    lease: datetime | None = None  # the job's `submitted_at` as this try set it
+    search_first: bool = False     # an earlier try may have created the backend job
+    wait_s: float = 0.0            # LEASED: until the lease expires
+
+
+@dataclass
+class _Lease:
+    job_id: int
+    value: datetime  # `submitted_at` as last set by this try
+    renewed: float   # time.monotonic() of that
+
+
+class BackendCallError(Exception):
+    """An error raised by the openeo client, with its kind."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(openeo_submit.describe_error(cause))
+        self.cause = cause
+        self.kind = openeo_submit.classify(cause)
+
+
+class Submitter:
+    """Handles job messages: everything but the broker acknowledgement."""
+
+    def __init__(self, settings: Settings, backends: Backends, pool: asyncpg.Pool, events: AbstractExchange,
+                 executor: Executor) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.pool = pool
+        self.events = events
+        self.executor = executor
+        self._job_locks: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, users
+
+    # --- helpers -------------------------------------------------------------------------------------------
+
+    def _backoff(self, n: int) -> float:
+        """Exponential backoff with full jitter for the n-th retry (n >= 1)."""
+        ceiling = min(self.settings.submit_backoff_max_s, self.settings.submit_backoff_base_s * 2 ** (n - 1))
+        return random.uniform(0, ceiling)
+
+    async def _call(self, backend: BackendConfig, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(connection, *args, **kwargs)` in a worker thread; errors become BackendCallError (auth
+        errors drop the thread's cached connection first)."""
+        timeout = self.settings.openeo_timeout_s
+
+        def work() -> T:
+            try:
+                return fn(openeo_conn.connect(backend, timeout), *args, **kwargs)
+            except Exception as exc:
+                if openeo_submit.classify(exc) is ErrorKind.AUTH:
+                    openeo_conn.forget(backend)
+                raise BackendCallError(exc) from exc
+
+        context = contextvars.copy_context()  # log lines of the worker thread keep the correlation id
+        return await asyncio.get_running_loop().run_in_executor(self.executor, context.run, work)
+
+    async def _update(self, job_id: int, **changes: Any) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            events = await jobstore.update_job(conn, job_id, **changes)
+        await jobstore.publish(self.events, events)
+
+    async def _fail(self, job_id: int, message: str) -> None:
+        log.warning("unit job failed", extra={"job_id": job_id, "reason": message})
+        await self._update(job_id, status="failed", message=message)
+
+    # --- the flow ------------------------------------------------------------------------------------------
+
+    async def handle(self, msg: jobs_pb2.SubmitJobMessage) -> None:
+        """Submit the job of a message (returns when the message can be acknowledged). Two copies of one job's
+        message in this process are handled one after the other (the second then finds the job submitted)."""
+        lock, users = self._job_locks.get(msg.job_id, (asyncio.Lock(), 0))
+        self._job_locks[msg.job_id] = (lock, users + 1)
+        try:
+            async with lock:
+                for _ in range(100):
+                    if not await self._handle_once(msg):
+                        return
+                raise RuntimeError(f"unit job {msg.job_id} kept changing while being submitted")
+        finally:
+            lock, users = self._job_locks[msg.job_id]
+            if users == 1:
+                del self._job_locks[msg.job_id]
+            else:
+                self._job_locks[msg.job_id] = (lock, users - 1)
+
+    async def _handle_once(self, msg: jobs_pb2.SubmitJobMessage) -> bool:
+        """One pass; True when the job changed under us and must be looked at again."""
+        row = await self.pool.fetchrow(_JOB_SQL, msg.job_id)
+        if row is None:
+            log.warning("job message for an unknown unit job; dropped", extra={"job_id": msg.job_id})
+            return False
+        status = row["status"]
+        if status != "created":  # queued, running, unknown, or terminal
+            log.info("unit job already submitted or done; nothing to do",
+                     extra={"job_id": row["id"], "status": status})
+            return False
+        if row["cancel"]:
+            if row["backend_job_id"] is None:
+                await self._update(row["id"], status="canceled", message="canceled before submission")
+                log.info("unit job canceled before submission", extra={"job_id": row["id"]})
+            return False
+        endpoint = (row["service"] or {}).get("endpoint") or msg.service.endpoint
+        backend = self.backends.find(endpoint)
+        if backend is None:
+            await self._fail(row["id"], f"backend {endpoint!r} is not configured (configured: "
+                                        f"{', '.join(self.backends.endpoints())})")
+            return False
+        if row["backend_job_id"] is not None:
+            # Created on the backend by an earlier delivery that did not get to record the start.
+            return await self._submit(msg, row, backend, Reservation(Outcome.RESERVED))
+        waits = 0
+        while True:
+            reservation = await self._reserve(row, backend)
+            if reservation.outcome is Outcome.CHANGED:
+                return True
+            if reservation.outcome is Outcome.RESERVED:
+                break
+            if reservation.outcome is Outcome.LEASED:
+                log.info("another try holds the job; waiting for its lease to expire",
+                         extra={"job_id": row["id"], "wait_s": round(reservation.wait_s, 3)})
+                await asyncio.sleep(reservation.wait_s + random.uniform(0.0, 0.2))
+                return True
+            waits += 1
+            if waits == 1:
+                log.info("backend at its running-jobs limit; waiting",
+                         extra={"job_id": row["id"], "backend": backend.endpoint,
+                                "max_running_jobs": backend.max_running_jobs})
+            await asyncio.sleep(min(0.05 * 2 ** min(waits, 5), 1.0) * random.uniform(0.5, 1.0))
+        return await self._submit(msg, row, backend, reservation)
+
+    @property
+    def lease_s(self) -> float:
+        """How long a try's lease on a job lasts after its last renewal."""
+        return self.settings.openeo_timeout_s + SETTLE_S
+
+    async def _reserve(self, row: asyncpg.Record, backend: BackendConfig) -> Reservation:
+        """Take the job's lease and a running-job slot, counting the attempt, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            free = await backend_limits.running_slot_free(conn, backend, row["id"])
+            current = await conn.fetchrow(
+                "SELECT uj.status, uj.backend_job_id, uj.attempts, uj.submitted_at,"
+                " extract(epoch FROM uj.submitted_at + make_interval(secs => $2) - now())::float8 AS lease_left_s,"
+                " (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel"
+                " FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id WHERE uj.id = $1",
+                row["id"], self.lease_s)
+            if (current is None or current["status"] != "created" or current["backend_job_id"] is not None
+                    or current["cancel"]):
+                return Reservation(Outcome.CHANGED)
+            if (current["lease_left_s"] or 0.0) > 0:
+                return Reservation(Outcome.LEASED, wait_s=current["lease_left_s"])
+            if not free:
+                return Reservation(Outcome.BUSY)
+            # `submitted_at` set: a try with this tag got as far as (maybe) creating a backend job. The monitor
+            # clears it, with a new tag, when it resubmits; a release clears it when no create was sent.
+            search_first = current["submitted_at"] is not None
+            lease = await conn.fetchval(
+                "UPDATE unit_jobs SET submitted_at = clock_timestamp(), backend = $2, attempts = $3, updated = now()"
+                " WHERE id = $1 AND status = 'created' AND backend_job_id IS NULL"
+                " AND submitted_at IS NOT DISTINCT FROM $4 RETURNING submitted_at",
+                row["id"], backend.endpoint, current["attempts"] + (0 if search_first else 1),
+                current["submitted_at"])
+            if lease is None:
+                return Reservation(Outcome.CHANGED)
+        return Reservation(Outcome.RESERVED, lease=lease, search_first=search_first)
+
+    async def _keep_lease(self, state: _Lease | None) -> bool:
+        """Renew this try's lease on its job unless it was taken a moment ago; False when another try took it
+        over. (A request sent within SETTLE_S / 2 of the lease's start ends before the lease does.)"""
+        if state is None:
+            return True
+        if time.monotonic() - state.renewed < SETTLE_S / 2:
+            return True
+        value = await self.pool.fetchval(
+            "UPDATE unit_jobs SET submitted_at = clock_timestamp() WHERE id = $1 AND submitted_at = $2"
+            " AND status = 'created' AND backend_job_id IS NULL RETURNING submitted_at", state.job_id, state.value)
+        if value is None:
+            return False
+        state.value, state.renewed = value, time.monotonic()
+        return True
+
+    async def _submit(self, msg: jobs_pb2.SubmitJobMessage, row: asyncpg.Record, backend: BackendConfig,
+                      reservation: Reservation) -> bool:
+        """Create (or find) and start the backend job, retrying transient errors; record the outcome."""
+        job_id, tag = row["id"], row["tag"]
+        arguments = json.loads(msg.parameters_json) if msg.parameters_json else (row["submit_arguments"] or {})
+        process_id = msg.process_id or row["process_id"]
+        service = row["service"] or {}
+        namespace = service.get("application") or msg.service.application or None
+        title = msg.title or row["title"]
+        description = f"Unit job {job_id} of task {row['task_id']} {openeo_submit.tag_marker(tag)}"
+        fmt = msg.format or row["format"] or ""
+        backend_job_id: str | None = row["backend_job_id"]
+        backend_status: str | None = None  # openEO status when known, None = ask the backend
+        lease_state = None if reservation.lease is None else _Lease(job_id, reservation.lease, time.monotonic())
+        maybe_created = reservation.search_first  # a create may have happened: look for the job first
+        search_not_before = 0.0
+        failures = 0
+        limit_waits = 0
+        auth_retried = False
+        try:
+            while True:
+                try:
+                    if backend_job_id is None:
+                        if maybe_created:
+                            await asyncio.sleep(max(0.0, search_not_before - time.monotonic()))
+                            if not await self._keep_lease(lease_state):
+                                log.info("another try took the job over", extra={"job_id": job_id})
+                                return False
+                            found = await self._call(backend, openeo_submit.find_job_by_tag, tag)
+                            if found is not None:
+                                backend_job_id, backend_status = found
+                                log.info("found the backend job of an earlier try by its tag",
+                                         extra={"job_id": job_id, "backend_job_id": backend_job_id})
+                        if backend_job_id is None:
+                            maybe_created = True  # from here on a failure leaves it unknown whether it exists
+                            search_not_before = time.monotonic()
+                            if not await self._keep_lease(lease_state):
+                                log.info("another try took the job over", extra={"job_id": job_id})
+                                return False
+                            try:
+                                backend_job_id = await self._call(
+                                    backend, openeo_submit.create_job, process_id=process_id, namespace=namespace,
+                                    arguments=arguments, title=title, description=description, fmt=fmt)
+                            except BackendCallError as exc:
+                                if isinstance(exc.cause, requests.Timeout):
+                                    # The backend may still be handling the request: do not look too early.
+                                    search_not_before += self.settings.openeo_timeout_s + SETTLE_S
+                                raise
+                            backend_status = "created"
+                        # Recorded before the start (no event yet: the `queued` event carries it).
+                        await self.pool.execute("UPDATE unit_jobs SET backend_job_id = $2, updated = now()"
+                                                " WHERE id = $1", job_id, backend_job_id)
+                    if backend_status is None:
+                        backend_status = await self._call(backend, openeo_submit.job_status, backend_job_id)
+                    if backend_status == "created":
+                        await asyncio.sleep(await backend_limits.start_slot_wait(self.pool, backend))
+                        backend_status = None  # if the start fails, ask before starting again
+                        await self._call(backend, openeo_submit.start_job, backend_job_id)
+                    await self._update(job_id, status="queued", backend_job_id=backend_job_id)
+                    log.info("unit job submitted", extra={"job_id": job_id, "backend_job_id": backend_job_id,
+                                                          "backend": backend.endpoint})
+                    return False
+                except BackendCallError as exc:
+                    if exc.kind is ErrorKind.AUTH and not auth_retried:
+                        auth_retried = True
+                        log.warning("backend refused the credentials; re-authenticating",
+                                    extra={"job_id": job_id, "backend": backend.endpoint})
+                        continue
+                    if exc.kind is ErrorKind.LIMIT:
+                        limit_waits += 1
+                        delay = self._backoff(min(limit_waits, 30))
+                        log.info("backend over a limit; retrying",
+                                 extra={"job_id": job_id, "error": str(exc), "retry_in_s": round(delay, 3)})
+                        await asyncio.sleep(delay)
+                        continue
+                    if exc.kind is ErrorKind.TRANSIENT:
+                        failures += 1
+                        if failures >= self.settings.submit_max_attempts:
+                            await self._fail(job_id, f"gave up after {failures} attempts: {exc}")
+                            return False
+                        delay = self._backoff(failures)
+                        log.warning("transient backend error; retrying",
+                                    extra={"job_id": job_id, "error": str(exc), "attempt": failures,
+                                           "retry_in_s": round(delay, 3)})
+                        await asyncio.sleep(delay)
+                        continue
+                    await self._fail(job_id, str(exc))
+                    return False
+        except BaseException:
+            if not maybe_created and backend_job_id is None:
+                # No create was sent: free the running-job slot for others right away.
+                await asyncio.shield(backend_limits.release_running_slot(
+                    self.pool, job_id, lease_state.value if lease_state else None))
+            raise

@@ -1,0 +1,72 @@
+"""Per-backend limits shared by every dispatcher replica, kept in PostgreSQL.
+
+- Running jobs: a transaction-level advisory lock per backend serialises reservations; the jobs that count are
+  the backend's `queued`/`running`/`unknown` jobs plus those reserved for submission (still `created`, with
+  `submitted_at` set by a reservation less than `RESERVATION_TTL_S` ago, or a backend job already created).
+  A reservation is `submitted_at` on the job row, set in the same transaction as the check.
+- Starts per second: the next free start slot of a backend lives in `backend_state.next_start_at`; reserving
+  one is a single upsert (row-locked), the caller sleeps until its slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+import asyncpg
+
+from upscaling.backends import BackendConfig
+
+# A reservation older than this no longer counts (its dispatcher died and the message was dead-lettered).
+RESERVATION_TTL_S = 600
+
+_COUNT_SQL = """
+SELECT count(*) FROM unit_jobs
+WHERE backend = $1 AND id <> $2
+  AND (status IN ('queued', 'running', 'unknown')
+       OR (status = 'created' AND (backend_job_id IS NOT NULL
+                                   OR submitted_at > now() - make_interval(secs => $3))))
+"""
+
+_START_SLOT_SQL = """
+INSERT INTO backend_state AS s (backend, next_start_at) VALUES ($1, now() + make_interval(secs => $2))
+ON CONFLICT (backend) DO UPDATE
+    SET next_start_at = greatest(s.next_start_at, now()) + make_interval(secs => $2)
+RETURNING extract(epoch FROM s.next_start_at - make_interval(secs => $2) - now())::float8 AS wait_s
+"""
+
+
+def lock_key(endpoint: str) -> int:
+    """A signed 64-bit advisory lock key derived from "dispatcher:" + the backend endpoint."""
+    digest = hashlib.sha256(f"dispatcher:{endpoint}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def running_slot_free(conn: asyncpg.Connection, backend: BackendConfig, job_id: int) -> bool:
+    """Whether `job_id` may be submitted to `backend` now (call inside a transaction, then reserve the slot by
+    setting the job's `submitted_at` and `backend` before committing: the advisory lock is held until then)."""
+    if backend.max_running_jobs <= 0:
+        return True
+    if not conn.is_in_transaction():
+        raise RuntimeError("running_slot_free must run inside a transaction")
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(backend.endpoint))
+    count = await conn.fetchval(_COUNT_SQL, backend.endpoint, job_id, float(RESERVATION_TTL_S))
+    return count < backend.max_running_jobs
+
+
+async def release_running_slot(conn: asyncpg.Connection | asyncpg.Pool, job_id: int,
+                               reserved_at: datetime | None = None) -> None:
+    """Drop the reservation of a job whose create request was never sent (it stays `created`; the attempt
+    counted by the reservation is taken back). With `reserved_at`, only if the reservation is still that one."""
+    await conn.execute("UPDATE unit_jobs SET submitted_at = NULL, attempts = greatest(attempts - 1, 0)"
+                       " WHERE id = $1 AND status = 'created' AND backend_job_id IS NULL"
+                       " AND submitted_at IS NOT NULL AND ($2::timestamptz IS NULL OR submitted_at = $2)",
+                       job_id, reserved_at)
+
+
+async def start_slot_wait(conn: asyncpg.Connection | asyncpg.Pool, backend: BackendConfig) -> float:
+    """Reserve the backend's next start slot; returns the seconds to wait until it (0 without a rate limit)."""
+    if backend.starts_per_second <= 0:
+        return 0.0
+    wait_s = await conn.fetchval(_START_SLOT_SQL, backend.endpoint, 1.0 / backend.starts_per_second)
+    return max(0.0, float(wait_s or 0.0))
