@@ -18,12 +18,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from upscaling import jobstore, outbox
 from upscaling.backends import Backends
-from upscaling.broker import event_routing_key
 from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound
 from upscaling.logs import correlation_id
-from upscaling.statuses import TASK_STATUSES, TERMINAL_JOB_STATUSES, job_status_to_proto
+from upscaling.statuses import TASK_STATUSES, TERMINAL_JOB_STATUSES
 from upscaling.udp import Udp, UdpCache, coerce_value, validate_arguments
-from upscaling.v1 import common_pb2, jobs_pb2, upscaling_pb2
+from upscaling.v1 import common_pb2, jobs_pb2
 
 FORMATS = ("gtiff", "geojson", "netcdf", "json")
 LABELS = ("openeo", "ogc_api_process")
@@ -361,34 +360,9 @@ class TaskService:
                     "UPDATE unit_jobs SET status = 'canceled', finished_at = now(), updated = now()"
                     " WHERE task_id = $1 AND status = 'created' AND backend_job_id IS NULL AND submitted_at IS NULL"
                     " RETURNING id, progress, message", task_id)
-                events = await self._job_events(conn, task, sorted(changed, key=lambda r: r["id"]), "canceled")
+                changed = sorted(changed, key=lambda r: r["id"])
+                events = await jobstore.record_bulk_change(conn, task, changed, "canceled")
         await self._publish(events)
-
-    async def _job_events(self, conn: asyncpg.Connection, task: asyncpg.Record, jobs: list[asyncpg.Record],
-                          status: str) -> list[jobstore.PendingEvent]:
-        """Record one job event per changed job (same shape as `jobstore.update_job`) and re-derive the task.
-
-        A bulk equivalent of calling `update_job` per job: a task of 10,000 jobs changes in one statement.
-        """
-        seq = task["last_sequence"]
-        events: list[jobstore.PendingEvent] = []
-        cid = correlation_id.get() or ""
-        now = _now_proto()
-        for job in jobs:
-            seq += 1
-            event = jobs_pb2.JobStatusEvent(
-                job_id=job["id"], task_id=task["id"], status=job_status_to_proto(status), backend_job_id="",
-                progress=job["progress"] or 0.0, message=job["message"] or "", time=now, sequence=seq,
-                correlation_id=cid)
-            body = upscaling_pb2.WatchTaskResponse(job_event=event, sequence=seq).SerializeToString()
-            events.append(jobstore.PendingEvent(event_routing_key(task["id"], job["id"]), body, seq))
-        if events:
-            await conn.execute(
-                "INSERT INTO task_events (task_id, sequence, job_id, payload)"
-                " SELECT $1, u.s, u.j, u.p FROM unnest($2::bigint[], $3::bigint[], $4::bytea[]) AS u(s, j, p)",
-                task["id"], [e.sequence for e in events], [j["id"] for j in jobs], [e.body for e in events])
-        events.extend(await jobstore.refresh_task(conn, task["id"], sequence=seq, task=task))
-        return events
 
     async def retry_failed(self, task_id: int) -> int:
         """Put every failed job of a task back to `created` with a new tag and a new outbox row."""
@@ -415,7 +389,7 @@ class TaskService:
                     "INSERT INTO outbox (job_id, routing_key, payload)"
                     " SELECT u.j, 'submit', u.p FROM unnest($1::bigint[], $2::bytea[]) AS u(j, p)",
                     [j["id"] for j in jobs], payloads)
-                events = await self._job_events(conn, task, jobs, "created")
+                events = await jobstore.record_bulk_change(conn, task, jobs, "created")
                 await outbox.notify(conn)
         await self._publish(events)
         return len(jobs)

@@ -2,7 +2,8 @@
 events per task and stores them in `task_events`; the caller publishes them after commit.
 
 Lock order everywhere: the task row, then the job row — so the gateway (cancel/retry), the dispatcher and
-the monitor never deadlock.
+the monitor never deadlock. Job statuses change only here (or, in bulk, followed by `refresh_task`), which
+keeps the task's stored jobs-per-status right without recounting a large task on every change.
 """
 
 from __future__ import annotations
@@ -46,6 +47,19 @@ async def _job_counts(conn: asyncpg.Connection, task_id: int) -> dict[str, int]:
     return {r["status"]: r["n"] for r in rows}
 
 
+async def _known_counts(conn: asyncpg.Connection, task: asyncpg.Record) -> dict[str, int]:
+    """The task's stored jobs-per-status, or a recount when none is stored yet."""
+    stored = task["job_counts"]
+    return dict(stored) if stored is not None else await _job_counts(conn, task["id"])
+
+
+def _moved(counts: dict[str, int], old: str, new: str) -> dict[str, int]:
+    counts = dict(counts)
+    counts[old] = counts.get(old, 0) - 1
+    counts[new] = counts.get(new, 0) + 1
+    return {status: n for status, n in counts.items() if n > 0}
+
+
 async def _store(conn: asyncpg.Connection, task_id: int, job_id: int | None,
                  response: upscaling_pb2.WatchTaskResponse) -> PendingEvent:
     body = response.SerializeToString()
@@ -55,15 +69,16 @@ async def _store(conn: asyncpg.Connection, task_id: int, job_id: int | None,
 
 
 async def refresh_task(conn: asyncpg.Connection, task_id: int, *, sequence: int | None = None,
-                       task: asyncpg.Record | None = None) -> list[PendingEvent]:
-    """Re-derive a task's status (inside a transaction, task row locked by the caller or here); emits a
-    task event when it changed."""
+                       task: asyncpg.Record | None = None, counts: dict[str, int] | None = None) -> list[PendingEvent]:
+    """Re-derive a task's status (inside a transaction, task row locked by the caller or here) from `counts`
+    (jobs per status; recounted when not given) and store both; emits a task event when the status changed."""
     if task is None:
         task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
         if task is None:
             return []
     seq = task["last_sequence"] if sequence is None else sequence
-    counts = await _job_counts(conn, task_id)
+    if counts is None:
+        counts = await _job_counts(conn, task_id)
     status = derive_task_status(counts, task["cancel_requested"])
     events: list[PendingEvent] = []
     if status != task["status"]:
@@ -72,9 +87,9 @@ async def refresh_task(conn: asyncpg.Connection, task_id: int, *, sequence: int 
                                          time=_now_proto(), sequence=seq, correlation_id=correlation_id.get() or "")
         events.append(await _store(conn, task_id, None,
                                    upscaling_pb2.WatchTaskResponse(task_event=event, sequence=seq)))
-    if seq != task["last_sequence"] or status != task["status"]:
-        await conn.execute("UPDATE upscale_tasks SET status = $2, last_sequence = $3, updated = now() WHERE id = $1",
-                           task_id, status, seq)
+    if seq != task["last_sequence"] or status != task["status"] or counts != task["job_counts"]:
+        await conn.execute("UPDATE upscale_tasks SET status = $2, last_sequence = $3, job_counts = $4, updated = now()"
+                           " WHERE id = $1", task_id, status, seq, counts)
     return events
 
 
@@ -116,6 +131,11 @@ async def update_job(
     if not changes:
         return []
     new_status = changes.get("status", job["status"])
+    # Counted before this change is written, so a recount does not already include it.
+    counts = counts_before = await _known_counts(conn, task) if task is not None else {}
+    if task is not None and "status" in changes and counts_before.get(job["status"], 0) <= 0:
+        # The stored counts missed a change written behind jobstore's back: count again.
+        counts = counts_before = await _job_counts(conn, task_id)
     assignments = [f"{column} = ${i}" for i, column in enumerate(changes, start=2)]
     assignments.append("updated = now()")
     if "status" in changes and new_status in TERMINAL_JOB_STATUSES:
@@ -136,7 +156,34 @@ async def update_job(
             correlation_id=correlation_id.get() or "")
         events.append(await _store(conn, task_id, job_id,
                                    upscaling_pb2.WatchTaskResponse(job_event=event, sequence=seq)))
-    events.extend(await refresh_task(conn, task_id, sequence=seq, task=task))
+    if "status" in changes:
+        counts = _moved(counts_before, job["status"], new_status)
+    events.extend(await refresh_task(conn, task_id, sequence=seq, task=task, counts=counts))
+    return events
+
+
+async def record_bulk_change(conn: asyncpg.Connection, task: asyncpg.Record, jobs: list[asyncpg.Record],
+                             status: str) -> list[PendingEvent]:
+    """Events for jobs the caller already moved to `status` in one statement (cancel/retry of a whole task):
+    one job event per job, numbered and stored as `update_job` does, then the task re-derived (recounted)."""
+    seq = task["last_sequence"]
+    events: list[PendingEvent] = []
+    cid = correlation_id.get() or ""
+    now = _now_proto()
+    for job in jobs:
+        seq += 1
+        event = jobs_pb2.JobStatusEvent(
+            job_id=job["id"], task_id=task["id"], status=job_status_to_proto(status), backend_job_id="",
+            progress=job["progress"] or 0.0, message=job["message"] or "", time=now, sequence=seq,
+            correlation_id=cid)
+        body = upscaling_pb2.WatchTaskResponse(job_event=event, sequence=seq).SerializeToString()
+        events.append(PendingEvent(event_routing_key(task["id"], job["id"]), body, seq))
+    if events:
+        await conn.execute(
+            "INSERT INTO task_events (task_id, sequence, job_id, payload)"
+            " SELECT $1, u.s, u.j, u.p FROM unnest($2::bigint[], $3::bigint[], $4::bytea[]) AS u(s, j, p)",
+            task["id"], [e.sequence for e in events], [j["id"] for j in jobs], [e.body for e in events])
+    events.extend(await refresh_task(conn, task["id"], sequence=seq, task=task))
     return events
 
 
