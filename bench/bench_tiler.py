@@ -41,17 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from upscaling.grids import parse_aoi, parse_grid, tile_aoi  # noqa: E402
+from upscaling.shared_data import countries_file  # noqa: E402
 
-COUNTRIES = Path("/work/shared/data/countries_naturalearth_110m.geojson")
+COUNTRIES = countries_file()
 NAIVE_BUDGET_S = 180.0
 
 
 def _countries() -> dict:
-    for p in (COUNTRIES, ROOT.parent / "shared" / "data" / COUNTRIES.name):
-        if p.exists():
-            return {
-                f["properties"]["name"]: shape(f["geometry"]) for f in json.loads(p.read_text())["features"]
-            }
+    if COUNTRIES.exists():
+        return {
+            f["properties"]["name"]: shape(f["geometry"]) for f in json.loads(COUNTRIES.read_text())["features"]
+        }
     raise SystemExit(f"countries file not found: {COUNTRIES}")
 
 

@@ -15,14 +15,15 @@ import json
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import rasterio
 import requests
 import websockets
 
-COUNTRIES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "countries_naturalearth_110m.geojson"
+from upscaling.shared_data import countries_file
+
+COUNTRIES = countries_file()
 
 
 def country_geometry(name: str) -> dict:

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from local_openeo.faults import FaultSpec, parse_fault_spec
+from upscaling.shared_data import udp_dir
 
 ENV_PREFIX = "LOCAL_OPENEO_"
 API_VERSION = "1.2.0"
 API_PREFIX = "/openeo/1.2"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_UDP_DIR = (REPO_ROOT / ".." / "shared" / "data" / "udps").resolve()
+DEFAULT_UDP_DIR = udp_dir().resolve()
 
 
 def parse_users(value: str | Mapping[str, str]) -> dict[str, str]:

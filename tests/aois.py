@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
-COUNTRIES_FILE = SHARED / "data" / "countries_naturalearth_110m.geojson"
+from upscaling.shared_data import countries_file
+
+COUNTRIES_FILE = countries_file()
 
 # The AOI of ../shared/seed/upscaling_notebook.txt, as the notebook sends it.
 SEED_AOI: dict[str, Any] = {

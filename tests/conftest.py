@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aio_pika
 import asyncpg
@@ -22,8 +21,6 @@ from tests.infra import (
     with_database,
 )
 from upscaling import broker
-
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
 
 @dataclass(frozen=True)

@@ -1,85 +1,20 @@
-"""Support for the dispatcher tests: the local openEO backend process, dispatcher processes, DB rows and
-job messages published like the gateway's outbox relay does."""
+"""Support for the dispatcher tests: dispatcher processes, DB rows and job messages published like the
+gateway's outbox relay does."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import re
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import asyncpg
-import requests
 
-from tests.infra import ROOT, ServiceProcess, free_port, wait_grpc_serving
+from tests.infra import ServiceProcess, free_port, wait_grpc_serving
+from tests.support import EXTENT, POLYGON, LocalOpenEO
 from upscaling import broker
 from upscaling.v1 import common_pb2, jobs_pb2
-
-ADMIN_TOKEN = "dispatcher-test-admin"
-EXTENT = {"west": 14.370712, "south": 47.265837, "east": 14.405670, "north": 47.275632}
-POLYGON = {"type": "Polygon", "coordinates": [[[14.370712, 47.265837], [14.40567, 47.265837],
-                                               [14.40567, 47.275632], [14.370712, 47.275632],
-                                               [14.370712, 47.265837]]]}
-
-
-class LocalOpenEO:
-    """The local openEO backend as a subprocess, with admin access."""
-
-    def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_OPENEO_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local_openeo", "--port", "0", "--admin-token", ADMIN_TOKEN,
-             "--queue-seconds", "0.2", "--run-seconds", "0.5", "--result-size", "32"],
-            cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if match is None:
-            self.stop()
-            raise RuntimeError(f"local openEO backend did not start: {line!r}")
-        self.url = match.group(1)
-        self.endpoint = f"{self.url}/openeo/1.2"
-        self.application = f"{self.url}/udp/wind_turbine_detection.json"
-        self.admin_http = requests.Session()
-        self.admin_http.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def admin(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.admin_http.request(method, f"{self.url}/admin/{path}", json=body, timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json() if response.content else None
-
-    def configure(self, **changes: Any) -> None:
-        self.admin("PUT", "config", changes)
-
-    def reset(self) -> None:
-        """Forget jobs and counters; no faults; default durations and limits."""
-        self.admin("POST", "reset", {"jobs": True, "counters": True})
-        self.configure(faults={}, queue_seconds=0.2, run_seconds=0.5, max_concurrent=0, start_rate=0,
-                       job_error_fraction=0)
-
-    def report(self) -> dict[str, Any]:
-        return self.admin("GET", "report")
-
-    def backends_env(self, **limits: Any) -> str:
-        return json.dumps([{"endpoint": self.endpoint,
-                            "auth": {"method": "basic", "username": "demo", "password": "demo"}, **limits}])
 
 
 def dispatcher_env(base: dict[str, str], backend: LocalOpenEO, prefix: str, **extra: str) -> dict[str, str]:
@@ -97,13 +32,6 @@ def start_service(module: str, env: dict[str, str], log_path: Path) -> ServicePr
     proc.start()
     wait_grpc_serving(f"127.0.0.1:{port}", proc, timeout=60)
     return proc
-
-
-async def db_connect(url: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(url)
-    for typename in ("json", "jsonb"):
-        await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    return conn
 
 
 async def insert_task(conn: asyncpg.Connection, backend: LocalOpenEO, n: int, *,
@@ -173,18 +101,6 @@ class Broker:
         while (message := await queue.get(fail=False, no_ack=True)) is not None:
             bodies.append(message.body)
         return bodies
-
-
-async def wait_until(check: Callable[[], Awaitable[Any]], limit_s: float = 30.0, what: str = "condition") -> Any:
-    """Poll `check` until it returns something truthy."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def job_statuses(conn: asyncpg.Connection, task_id: int) -> dict[str, int]:

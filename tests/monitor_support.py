@@ -1,93 +1,18 @@
-"""Support for the monitor tests: the local openEO backend process, monitor processes, DB rows, log parsing."""
+"""Support for the monitor tests: monitor processes, DB rows, log parsing."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
-import os
-import re
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import openeo
-import requests
 
-from tests.infra import ROOT, ServiceProcess, free_port, wait_grpc_serving
-
-ADMIN_TOKEN = "monitor-test-admin"
-EXTENT = {"west": 14.370712, "south": 47.265837, "east": 14.405670, "north": 47.275632}
-
-
-class LocalOpenEO:
-    """The local openEO backend as a subprocess, with admin access and an openeo client to create jobs."""
-
-    def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_OPENEO_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local_openeo", "--port", "0", "--admin-token", ADMIN_TOKEN,
-             "--queue-seconds", "0.2", "--run-seconds", "0.5", "--result-size", "32"],
-            cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if match is None:
-            self.stop()
-            raise RuntimeError(f"local openEO backend did not start: {line!r}")
-        self.url = match.group(1)
-        self.endpoint = f"{self.url}/openeo/1.2"
-        self.admin_http = requests.Session()
-        self.admin_http.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
-        self._client: openeo.Connection | None = None
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def admin(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.admin_http.request(method, f"{self.url}/admin/{path}", json=body, timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def configure(self, **changes: Any) -> None:
-        self.admin("PUT", "config", changes)
-
-    def report(self) -> dict[str, Any]:
-        return self.admin("GET", "report")
-
-    def jobs(self) -> dict[str, dict[str, Any]]:
-        """Every backend job by id (admin view)."""
-        data = self.admin("GET", "jobs")
-        items = data["jobs"] if isinstance(data, dict) else data
-        return {j["id"]: j for j in items}
-
-    def backends_env(self) -> str:
-        return json.dumps([{"endpoint": self.endpoint,
-                            "auth": {"method": "basic", "username": "demo", "password": "demo"}}])
-
-    def client(self) -> openeo.Connection:
-        if self._client is None:
-            self._client = openeo.connect(self.endpoint, auto_validate=False).authenticate_basic("demo", "demo")
-        return self._client
-
-    def create_started_job(self, tag: str) -> str:
-        """Create and start a wind turbine job tagged `[tag]`; returns its backend id (blocking)."""
-        cube = self.client().datacube_from_process(
-            "wind_turbine_detection", namespace=f"{self.url}/udp/wind_turbine_detection.json",
-            spatial_extent=EXTENT, year="2024")
-        job = cube.create_job(out_format="GTiff", title=f"monitor test {tag}", description=f"[{tag}]")
-        job.start()
-        return job.job_id
+from tests.infra import ServiceProcess, free_port, wait_grpc_serving
+from tests.support import BASELINE_CONFIG, EXTENT, LocalOpenEO
 
 
 def start_monitor(env: dict[str, str], log_path: Path) -> ServiceProcess:
@@ -115,11 +40,14 @@ def cycles(proc: ServiceProcess, backend: str | None = None) -> list[dict[str, A
     return found
 
 
-async def db_connect(url: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(url)
-    for typename in ("json", "jsonb"):
-        await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    return conn
+@contextlib.contextmanager
+def configured(backend: LocalOpenEO, **changes: Any) -> Iterator[None]:
+    """The backend with `changes` for the block; those settings back at their baseline values afterwards."""
+    backend.configure(**changes)
+    try:
+        yield
+    finally:
+        backend.configure(**{key: BASELINE_CONFIG[key] for key in changes})
 
 
 def new_tag() -> str:
@@ -147,15 +75,3 @@ async def insert_task(conn: asyncpg.Connection, endpoint: str, backend_jobs: lis
             {"spatial_extent": EXTENT, "year": "2024"}, 1 if backend_job_id else 0))
     return task_id, job_ids
 
-
-async def wait_until(check: Callable[[], Awaitable[Any]], limit_s: float = 20.0,
-                     what: str = "condition") -> Any:
-    """Poll `check` until it returns something truthy."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s}s waiting for {what}")
-        await asyncio.sleep(0.1)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "shared" / "seed" / "upscaling_notebook.txt"
+from upscaling.shared_data import seed_notebook
+
+NOTEBOOK = seed_notebook()
 _CELL = re.compile(r"^In \[\d*\]:\s*$", re.MULTILINE)
 
 

@@ -14,17 +14,15 @@ import pytest
 from tests.conftest import Infra
 from tests.dispatcher_support import (
     Broker,
-    LocalOpenEO,
     all_in,
-    db_connect,
     dispatcher_env,
     insert_task,
     job_statuses,
     one_backend_job_per_tag,
     start_service,
-    wait_until,
 )
 from tests.infra import ServiceProcess, unique_name
+from tests.support import LocalOpenEO, db_connect, wait_until
 from upscaling.migrations import migrate
 from upscaling.v1 import common_pb2, jobs_pb2, upscaling_pb2
 

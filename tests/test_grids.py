@@ -36,6 +36,7 @@ from upscaling.grids import (
     parse_grid,
     tile_aoi,
 )
+from upscaling.shared_data import countries_file
 
 GEOD = Geod(ellps="WGS84")
 ID_RE = re.compile(r"^(?:(?:0[1-9]|[1-5][0-9]|60)[NS]|UPS[NS])-\d{4,}-\d{4,}$")
@@ -54,11 +55,9 @@ SEED_AOI = {
 
 
 def _countries_file() -> Path | None:
-    here = Path(__file__).resolve()
     candidates = [
         os.environ.get("UPSCALING_COUNTRIES_GEOJSON", ""),
-        here.parents[2] / "shared" / "data" / "countries_naturalearth_110m.geojson",
-        "/work/shared/data/countries_naturalearth_110m.geojson",
+        countries_file(),
     ]
     for c in candidates:
         if c and Path(c).is_file():

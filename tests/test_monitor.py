@@ -14,15 +14,8 @@ import pytest
 
 from tests.conftest import Infra
 from tests.infra import ServiceProcess, unique_name
-from tests.monitor_support import (
-    LocalOpenEO,
-    cycles,
-    db_connect,
-    insert_task,
-    new_tag,
-    start_monitor,
-    wait_until,
-)
+from tests.monitor_support import configured, cycles, insert_task, new_tag, start_monitor
+from tests.support import LocalOpenEO, db_connect, wait_until
 from upscaling import broker
 from upscaling.migrations import migrate
 from upscaling.statuses import job_status_from_proto, task_status_from_proto
@@ -104,7 +97,8 @@ async def test_jobs_finish_with_results_events_and_task_status(
     task_id, job_ids = await insert_task(conn, openeo_backend.endpoint, jobs)
     await queue.bind(topology.events_exchange, routing_key=f"task.{task_id}.#")
 
-    await wait_until(lambda: _task_status(conn, task_id, {"finished", "failed", "canceled"}), what="task finished")
+    await wait_until(lambda: _task_status(conn, task_id, {"finished", "failed", "canceled"}), limit_s=20,
+                     what="task finished")
     assert await conn.fetchval("SELECT status FROM upscale_tasks WHERE id = $1", task_id) == "finished"
     for row in await conn.fetch("SELECT * FROM unit_jobs WHERE task_id = $1", task_id):
         assert row["status"] == "finished", dict(row)
@@ -140,15 +134,13 @@ async def test_jobs_finish_with_results_events_and_task_status(
 
 async def test_partial_failure_keeps_backend_message(
         monitor: ServiceProcess, openeo_backend: LocalOpenEO, conn: asyncpg.Connection) -> None:
-    openeo_backend.configure(job_error_fraction=1.0)
-    try:
+    with configured(openeo_backend, job_error_fraction=1.0):
         failing = await _create_jobs(openeo_backend, 2)
-    finally:
-        openeo_backend.configure(job_error_fraction=0.0)
     succeeding = await _create_jobs(openeo_backend, 2)
     task_id, _ = await insert_task(conn, openeo_backend.endpoint, failing + succeeding)
 
-    await wait_until(lambda: _task_status(conn, task_id, {"finished", "failed", "canceled"}), what="task terminal")
+    await wait_until(lambda: _task_status(conn, task_id, {"finished", "failed", "canceled"}), limit_s=20,
+                     what="task terminal")
     assert await conn.fetchval("SELECT status FROM upscale_tasks WHERE id = $1", task_id) == "finished"
     assert await _job_counts(conn, task_id) == {"finished": 2, "failed": 2}
     for _, backend_job_id in failing:
@@ -164,14 +156,13 @@ async def test_partial_failure_keeps_backend_message(
 
 async def test_errored_job_is_resubmitted_until_max_attempts(
         monitor: ServiceProcess, openeo_backend: LocalOpenEO, conn: asyncpg.Connection) -> None:
-    openeo_backend.configure(job_error_fraction=1.0)
-    try:
+    with configured(openeo_backend, job_error_fraction=1.0):
         jobs = await _create_jobs(openeo_backend, 1)
         task_id, (job_id,) = await insert_task(conn, openeo_backend.endpoint, jobs, max_attempts=2)
         old_tag, old_backend_id = jobs[0]
 
         outbox = await wait_until(lambda: conn.fetchrow("SELECT * FROM outbox WHERE job_id = $1", job_id),
-                                  what="outbox row")
+                                  limit_s=20, what="outbox row")
         job = await conn.fetchrow("SELECT * FROM unit_jobs WHERE id = $1", job_id)
         assert job["status"] == "created" and job["backend_job_id"] is None and job["submitted_at"] is None
         assert job["tag"] != old_tag and job["tag"].startswith("uj-")
@@ -188,9 +179,7 @@ async def test_errored_job_is_resubmitted_until_max_attempts(
         backend_job_id = await asyncio.to_thread(openeo_backend.create_started_job, job["tag"])
         await conn.execute("UPDATE unit_jobs SET status = 'queued', backend_job_id = $2, attempts = 2,"
                            " submitted_at = now() WHERE id = $1", job_id, backend_job_id)
-        await wait_until(lambda: _task_status(conn, task_id, {"failed", "finished"}), what="task failed")
-    finally:
-        openeo_backend.configure(job_error_fraction=0.0)
+        await wait_until(lambda: _task_status(conn, task_id, {"failed", "finished"}), limit_s=20, what="task failed")
     job = await conn.fetchrow("SELECT * FROM unit_jobs WHERE id = $1", job_id)
     assert job["status"] == "failed" and backend_job_id in job["message"]
     assert await conn.fetchval("SELECT count(*) FROM outbox WHERE job_id = $1", job_id) == 1
@@ -198,13 +187,10 @@ async def test_errored_job_is_resubmitted_until_max_attempts(
 
 async def test_cancel_requested_stops_backend_jobs(
         monitor: ServiceProcess, openeo_backend: LocalOpenEO, conn: asyncpg.Connection) -> None:
-    openeo_backend.configure(run_seconds=30)
-    try:
+    with configured(openeo_backend, run_seconds=30):
         jobs = await _create_jobs(openeo_backend, 2)
-    finally:
-        openeo_backend.configure(run_seconds=0.5)
     task_id, _ = await insert_task(conn, openeo_backend.endpoint, [*jobs, (new_tag(), None)])
-    await wait_until(lambda: _task_status(conn, task_id, {"running"}), what="task running")
+    await wait_until(lambda: _task_status(conn, task_id, {"running"}), limit_s=20, what="task running")
 
     async with conn.transaction():
         await conn.execute("UPDATE upscale_tasks SET cancel_requested = true WHERE id = $1", task_id)
@@ -217,18 +203,14 @@ async def test_cancel_requested_stops_backend_jobs(
 
 async def test_one_listing_per_cycle_and_vanished_jobs(
         monitor: ServiceProcess, openeo_backend: LocalOpenEO, conn: asyncpg.Connection) -> None:
-    openeo_backend.configure(run_seconds=30)
-    try:
+    with configured(openeo_backend, run_seconds=30):
         jobs = await _create_jobs(openeo_backend, 12)
-    finally:
-        openeo_backend.configure(run_seconds=0.5)
     task_id, _ = await insert_task(conn, openeo_backend.endpoint, jobs)
-    await wait_until(lambda: _all_running(conn, task_id, 12),
-                     what="12 jobs running")
+    await wait_until(lambda: _all_running(conn, task_id, 12), limit_s=20, what="12 jobs running")
 
     seen = len(cycles(monitor, openeo_backend.endpoint))
     before = openeo_backend.report()["requests"]
-    await wait_until(lambda: _cycles_after(monitor, openeo_backend.endpoint, seen, 3), what="3 more cycles")
+    await wait_until(lambda: _cycles_after(monitor, openeo_backend.endpoint, seen, 3), limit_s=20, what="3 more cycles")
     after = openeo_backend.report()["requests"]
     new_cycles = [c for c in cycles(monitor, openeo_backend.endpoint)[seen:] if c["active_jobs"] == 12]
     assert len(new_cycles) >= 3
@@ -242,7 +224,7 @@ async def test_one_listing_per_cycle_and_vanished_jobs(
 
     # The backend forgets every job: each one is looked up once, then failed as vanished.
     openeo_backend.admin("POST", "reset", {"jobs": True, "counters": False})
-    await wait_until(lambda: _task_status(conn, task_id, {"failed"}), what="vanished jobs failed")
+    await wait_until(lambda: _task_status(conn, task_id, {"failed"}), limit_s=20, what="vanished jobs failed")
     messages = await conn.fetch("SELECT message FROM unit_jobs WHERE task_id = $1", task_id)
     assert all("vanished" in r["message"] for r in messages)
 
@@ -260,18 +242,16 @@ async def test_replicas_never_poll_one_backend_together(
         conn: asyncpg.Connection, tmp_path: Path) -> None:
     second = start_monitor(monitor_env, tmp_path / "monitor-b.log")
     try:
-        openeo_backend.configure(run_seconds=3)
-        try:
+        with configured(openeo_backend, run_seconds=3):
             jobs = await _create_jobs(openeo_backend, 3)
-        finally:
-            openeo_backend.configure(run_seconds=0.5)
         seen = len(cycles(monitor, openeo_backend.endpoint))
         task_id, _ = await insert_task(conn, openeo_backend.endpoint, jobs)
-        await wait_until(lambda: _cycles_after(monitor, openeo_backend.endpoint, seen, 3), what="cycles of A")
+        await wait_until(lambda: _cycles_after(monitor, openeo_backend.endpoint, seen, 3), limit_s=20,
+                         what="cycles of A")
         assert cycles(second, openeo_backend.endpoint) == []
 
         assert await asyncio.to_thread(monitor.stop) == 0  # SIGTERM: finishes its cycle, exits 0
-        await wait_until(lambda: _task_status(conn, task_id, {"finished"}), what="task finished by B")
+        await wait_until(lambda: _task_status(conn, task_id, {"finished"}), limit_s=20, what="task finished by B")
         assert cycles(second, openeo_backend.endpoint), "the second replica did not take over"
         assert "monitor lock acquired" in second.log()
     finally:

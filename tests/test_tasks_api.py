@@ -13,23 +13,14 @@ import pytest
 import requests
 
 from tests import tasks_support
-from tests.tasks_support import (
-    MAX_VALUES,
-    TILE,
-    Gateway,
-    change_job,
-    read_submit_messages,
-    tiles,
-    wait_until,
-)
+from tests.support import tiles, wait_until
+from tests.tasks_support import MAX_VALUES, TILE, Gateway, change_job, create, read_submit_messages
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
 # fixtures of the support module
 tasks_gateway = tasks_support.tasks_gateway
 tdb = tasks_support.tdb
 events_exchange = tasks_support.events_exchange
-
-
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +53,6 @@ def to_proto(body: dict[str, Any]) -> upscaling_pb2.CreateTaskRequest:
                                           values_json=[json.dumps(v) for v in body["dimension"]["values"]]))
 
 
-def create(gw: Gateway, n: int = 2, **changes: Any) -> int:
-    reply = post(gw, "/upscale_tasks", gw.task_body(n, **changes))
-    assert reply.status_code == 201, reply.text
-    return reply.json()["id"]
-
-
 # ---- creation -----------------------------------------------------------------------------------------------
 
 async def test_create_task_stores_rows_and_relays_job_messages(tasks_gateway: Gateway, tdb) -> None:
@@ -98,7 +83,7 @@ async def test_create_task_stores_rows_and_relays_job_messages(tasks_gateway: Ga
         rows = await tdb.fetch("SELECT sent_at FROM outbox WHERE job_id = ANY($1::bigint[])", [j["id"] for j in jobs])
         return len(rows) == 3 and all(r["sent_at"] for r in rows)
 
-    await wait_until(all_sent, what="outbox rows sent")
+    await wait_until(all_sent, limit_s=15, what="outbox rows sent")
     found = await read_submit_messages(gw, task_id, 3)
     assert len(found) == 3
     by_job = {m.job_id: (m, raw) for m, raw in found}

@@ -9,14 +9,10 @@ import time
 from typing import Any
 
 import grpc
-import requests
 import websockets
 
 from tests import tasks_support
-from tests.tasks_support import (
-    Gateway,
-    change_job,
-)
+from tests.tasks_support import Gateway, change_job, create
 from upscaling import jobstore
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
@@ -24,12 +20,6 @@ from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 tasks_gateway = tasks_support.tasks_gateway
 tdb = tasks_support.tdb
 events_exchange = tasks_support.events_exchange
-
-
-def create(gw: Gateway, n: int) -> int:
-    reply = requests.post(f"{gw.http}/upscale_tasks", json=gw.task_body(n), timeout=30)
-    assert reply.status_code == 201, reply.text
-    return reply.json()["id"]
 
 
 async def job_ids(conn: Any, task_id: int) -> list[int]:
