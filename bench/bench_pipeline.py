@@ -151,6 +151,7 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=300, help="jobs of the naive baseline loop")
     parser.add_argument("--active", type=int, default=1_000)
     parser.add_argument("--watchers", type=int, default=10)
+    parser.add_argument("--dispatchers", type=int, default=2, help="dispatcher processes")
     args = parser.parse_args()
 
     admin_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
@@ -169,10 +170,11 @@ def main() -> int:
            "OPENEO_BACKENDS": json.dumps([{"endpoint": f"{openeo_url}/openeo/1.2", "auth": {
                "method": "basic", "username": "demo", "password": "demo"}, "max_running_jobs": 0}])}
     services = [ServiceProcess("gateway", "gateway", env, logs / "gateway.log"),
-                ServiceProcess("dispatcher", "services.dispatcher", {**env, "MIGRATE_ON_START": "false"},
-                               logs / "dispatcher.log"),
                 ServiceProcess("monitor", "services.monitor", {**env, "MIGRATE_ON_START": "false"},
                                logs / "monitor.log")]
+    services += [ServiceProcess(f"dispatcher-{i}", "services.dispatcher",
+                                {**env, "MIGRATE_ON_START": "false", "DISPATCHER_HEALTH_PORT": str(free_port())},
+                                logs / f"dispatcher-{i}.log") for i in range(args.dispatchers)]
     try:
         services[0].start()
         wait_grpc_serving(f"127.0.0.1:{grpc_port}", services[0])
@@ -219,6 +221,7 @@ def main() -> int:
     worst = max(calls) if calls else None
     print()
     print("| measure | value |\n|---|---|")
+    print(f"| dispatcher processes | {args.dispatchers} |")
     print(f"| CreateTask({args.jobs}) call | {created_s:.2f} s |")
     print(f"| all {args.jobs} jobs submitted | {submitted_s:.1f} s = {rate:.0f} jobs/s |")
     print(f"| all {args.jobs} jobs finished | {finished_s:.1f} s = {args.jobs / finished_s:.0f} jobs/s |")

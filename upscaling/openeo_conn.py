@@ -6,6 +6,7 @@ threads).
 
 from __future__ import annotations
 
+import os
 import threading
 
 import openeo
@@ -13,6 +14,7 @@ import openeo
 from upscaling.backends import BackendConfig
 
 _local = threading.local()
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 def connect(backend: BackendConfig, timeout_s: float = 30.0) -> openeo.Connection:
@@ -22,6 +24,9 @@ def connect(backend: BackendConfig, timeout_s: float = 30.0) -> openeo.Connectio
     conn = cache.get(backend.endpoint)
     if conn is None:
         conn = openeo.connect(backend.url, default_timeout=timeout_s, auto_validate=False)
+        if not any(os.environ.get(name) for name in _PROXY_VARIABLES):
+            # No proxy configured: skip requests' per-request environment lookups (proxies, .netrc).
+            conn.session.trust_env = False
         auth = backend.auth
         if auth.method == "basic":
             conn.authenticate_basic(auth.username, auth.password)
