@@ -1,0 +1,66 @@
+"""What every queue/backend worker service (dispatcher, monitor) opens at start and closes at stop: settings,
+logging, backends, the database pool (migrations first if configured), the broker topology, a thread pool for
+the synchronous openeo client, gRPC health, and the SIGTERM/SIGINT event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import asyncpg
+from aio_pika.abc import AbstractRobustConnection
+
+from upscaling import broker
+from upscaling.backends import Backends, load_backends
+from upscaling.config import Settings
+from upscaling.db import create_pool
+from upscaling.grpc_server import GrpcServer, shutdown_event
+from upscaling.logs import configure_logging
+from upscaling.migrations import migrate
+from upscaling.startup import with_retry
+
+
+@dataclass
+class WorkerRuntime:
+    """The open resources of a worker service."""
+
+    settings: Settings
+    backends: Backends
+    stop: asyncio.Event
+    pool: asyncpg.Pool
+    connection: AbstractRobustConnection
+    topology: broker.DeclaredTopology
+    executor: ThreadPoolExecutor
+
+
+@contextlib.asynccontextmanager
+async def worker_runtime(service: str, settings: Settings, health_port: int | None = None,
+                         threads: int | None = None) -> AsyncIterator[WorkerRuntime]:
+    """Open everything a worker needs (waiting for PostgreSQL and RabbitMQ), serve gRPC health on
+    `health_port`, and close it all again on exit."""
+    configure_logging(service, settings.log_level, settings.log_format)
+    backends = load_backends()
+    stop = shutdown_event()
+    if settings.migrate_on_start:
+        await with_retry("database", lambda: migrate(settings.database_url))
+    pool = await with_retry("database", lambda: create_pool(settings))
+    connection = await with_retry("rabbitmq", lambda: broker.connect(settings.rabbitmq_url, service))
+    executor = ThreadPoolExecutor(max_workers=threads or 8, thread_name_prefix=f"{service}-openeo")
+    server: GrpcServer | None = None
+    try:
+        channel = await broker.open_channel(connection)
+        topology = await broker.declare(channel, broker.Topology(settings.broker_prefix))
+        if health_port is not None:
+            server = GrpcServer(settings, [], settings.health_host, health_port)
+            await server.start()
+        yield WorkerRuntime(settings, backends, stop, pool, connection, topology, executor)
+    finally:
+        if server is not None:
+            await server.stop()
+        with contextlib.suppress(Exception):
+            await connection.close()
+        await pool.close()
+        executor.shutdown(wait=False, cancel_futures=True)
