@@ -15,6 +15,8 @@ from typing import Any
 import grpc
 import pytest
 import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, with_database
 from tests.support import LocalOpenEO, admin_sql, tiles
@@ -41,6 +43,7 @@ class Pipeline:
                               self.logs / f"{name}.log")
         proc.start()
         wait_grpc_serving(f"127.0.0.1:{port}", proc)
+        proc.ports["health"] = port
         self.dispatchers.append(proc)
         return proc
 
@@ -129,6 +132,17 @@ def one_backend_job_per_unit_job(backend: LocalOpenEO) -> None:
     report = backend.report()
     assert report["duplicates"]["tags"] == {}, report["duplicates"]
     assert all(count == 1 for count in report["tags"].values())
+
+
+def test_workers_answer_health_and_reflection(pipeline: Pipeline) -> None:
+    ports = [int(pipeline.env["MONITOR_HEALTH_PORT"]), *(d.ports["health"] for d in pipeline.dispatchers)]
+    for port in ports:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            listing = next(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+            assert "grpc.health.v1.Health" in {s.name for s in listing.list_services_response.service}
 
 
 def test_200_tile_task_finishes_watched_over_grpc(pipeline: Pipeline) -> None:

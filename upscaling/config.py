@@ -3,43 +3,38 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 
-def _env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
+def _parse_bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"environment variable {name} must be a boolean, got {raw!r}")
+    raise ValueError(raw)
+
+
+_PARSERS: dict[type, tuple[Callable[[str], Any], str]] = {
+    bool: (_parse_bool, "a boolean"),
+    int: (int, "an integer"),
+    float: (float, "a number"),
+    str: (str, "a string"),
+}
+
+
+def _env(name: str, default: Any) -> Any:
+    """The environment variable `name` parsed to the type of `default` (the default when unset or empty)."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    parse, kind = _PARSERS[type(default)]
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be {kind}, got {raw!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -130,21 +125,8 @@ ENV: dict[str, str] = {
 def load_settings() -> Settings:
     """Read every setting from the environment, falling back to the defaults above."""
     defaults = Settings()
-    values: dict[str, object] = {}
-    for f in fields(Settings):
-        if f.name not in ENV:
-            continue
-        default = getattr(defaults, f.name)
-        name = ENV[f.name]
-        if isinstance(default, bool):
-            values[f.name] = _env_bool(name, default)
-        elif isinstance(default, int):
-            values[f.name] = _env_int(name, default)
-        elif isinstance(default, float):
-            values[f.name] = _env_float(name, default)
-        else:
-            values[f.name] = _env_str(name, default)
-    settings = Settings(**values)  # type: ignore[arg-type]
+    values = {f.name: _env(ENV[f.name], getattr(defaults, f.name)) for f in fields(Settings) if f.name in ENV}
+    settings = Settings(**values)
     if settings.max_tiles < 1:
         raise ValueError("MAX_TILES must be at least 1")
     return settings
