@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from gateway.events_hub import RESYNC, EventsHub
+from gateway.events_hub import EventsHub
 from gateway.task_views import task_proto
 from gateway.tasks import TaskService
 from upscaling import jobstore
@@ -43,13 +43,16 @@ async def watch_task(tasks: TaskService, hub: EventsHub, pool: asyncpg.Pool, tas
             last = after_sequence
             if task["status"] in TERMINAL_TASK_STATUSES and last >= task["last_sequence"]:
                 return
-            replay = await jobstore.events_after(pool, task_id, last)
-            for i, event in enumerate(replay):
-                yield event
-                last = event.sequence
-                if is_terminal_event(event) and i == len(replay) - 1:
-                    return
+        item: object = None  # nothing live yet: start by reading what is stored after `last`
         while True:
+            if not isinstance(item, upscaling_pb2.WatchTaskResponse):
+                # start, a gap, dropped events (RESYNC) or a quiet period: read what was missed from the database
+                replay = await jobstore.events_after(pool, task_id, last)
+                for i, event in enumerate(replay):
+                    yield event
+                    last = event.sequence
+                    if is_terminal_event(event) and i == len(replay) - 1:
+                        return
             item = await sub.get(wait_s=catch_up_s)
             if isinstance(item, upscaling_pb2.WatchTaskResponse):
                 if item.sequence <= last:
@@ -60,11 +63,4 @@ async def watch_task(tasks: TaskService, hub: EventsHub, pool: asyncpg.Pool, tas
                     if is_terminal_event(item):
                         return
                     continue
-            # a gap, dropped events (RESYNC) or a quiet period: read what was missed from the database
-            assert item is None or item is RESYNC or isinstance(item, upscaling_pb2.WatchTaskResponse)
-            replay = await jobstore.events_after(pool, task_id, last)
-            for i, event in enumerate(replay):
-                yield event
-                last = event.sequence
-                if is_terminal_event(event) and i == len(replay) - 1:
-                    return
+                item = None  # a gap: replay from the database

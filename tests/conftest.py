@@ -20,6 +20,7 @@ from tests.infra import (
     wait_http_ok,
     with_database,
 )
+from tests.support import db_connect
 from upscaling import broker
 
 
@@ -130,8 +131,8 @@ def gateway_channel(stack: Stack) -> Iterator[grpc.Channel]:
 
 
 @pytest.fixture
-async def db(infra: Infra) -> AsyncIterator[asyncpg.Connection]:
-    """A connection to this run's database."""
-    conn = await asyncpg.connect(infra.database_url)
-    yield conn
-    await conn.close()
+async def conn(infra: Infra) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to this run's database (json/jsonb decoded)."""
+    connection = await db_connect(infra.database_url)
+    yield connection
+    await connection.close()

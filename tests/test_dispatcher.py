@@ -22,7 +22,7 @@ from tests.dispatcher_support import (
     start_service,
 )
 from tests.infra import ServiceProcess, unique_name
-from tests.support import LocalOpenEO, db_connect, wait_until
+from tests.support import LocalOpenEO, wait_until
 from upscaling.migrations import migrate
 from upscaling.v1 import common_pb2, jobs_pb2, upscaling_pb2
 
@@ -43,13 +43,6 @@ def openeo_backend(infra: Infra) -> Iterator[LocalOpenEO]:
 def backend(openeo_backend: LocalOpenEO) -> LocalOpenEO:
     openeo_backend.reset()
     return openeo_backend
-
-
-@pytest.fixture
-async def conn(infra: Infra) -> AsyncIterator[asyncpg.Connection]:
-    connection = await db_connect(infra.database_url)
-    yield connection
-    await connection.close()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import Infra
 from tests.infra import ServiceProcess, unique_name
 from tests.monitor_support import configured, cycles, insert_task, new_tag, start_monitor
-from tests.support import LocalOpenEO, db_connect, wait_until
+from tests.support import LocalOpenEO, wait_until
 from upscaling import broker
 from upscaling.migrations import migrate
 from upscaling.statuses import job_status_from_proto, task_status_from_proto
@@ -56,13 +56,6 @@ def monitor(monitor_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
         yield proc
     finally:
         proc.stop()
-
-
-@pytest.fixture
-async def conn(infra: Infra) -> AsyncIterator[asyncpg.Connection]:
-    connection = await db_connect(infra.database_url)
-    yield connection
-    await connection.close()
 
 
 @pytest.fixture
