@@ -8,6 +8,7 @@ keeps the task's stored jobs-per-status right without recounting a large task on
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ class PendingEvent:
     routing_key: str
     body: bytes
     sequence: int
+    correlation_id: str | None = None  # of the change; None: the caller's context at publish time
 
 
 def _now_proto() -> Timestamp:
@@ -187,6 +189,59 @@ async def record_bulk_change(conn: asyncpg.Connection, task: asyncpg.Record, job
     return events
 
 
+async def record_submitted_bulk(conn: asyncpg.Connection, task_id: int,
+                                submitted: list[tuple[int, str, str | None]]) -> list[PendingEvent]:
+    """`update_job(conn, job_id, status="queued", backend_job_id=...)` for many jobs of one task in one go, inside
+    the caller's transaction: the task row is locked once, the jobs (`(job_id, backend_job_id, correlation id)`)
+    are updated with one statement, their events are numbered and stored with one INSERT, the counts are adjusted
+    once. Jobs that are not `created` (or lost their task) go through `update_job` one by one."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("record_submitted_bulk must run inside a transaction")
+    task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+    wanted = {job_id: (backend_job_id, cid) for job_id, backend_job_id, cid in submitted}
+    jobs = await conn.fetch("SELECT * FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+                            list(wanted))
+    simple = [j for j in jobs if task is not None and j["task_id"] == task_id and j["status"] == "created"]
+    events: list[PendingEvent] = []
+    if simple:
+        counts = await _known_counts(conn, task)
+        if counts.get("created", 0) < len(simple):
+            counts = await _job_counts(conn, task_id)  # the stored counts missed a change: count again
+        await conn.execute(
+            "UPDATE unit_jobs u SET status = 'queued', backend_job_id = v.b, updated = now()"
+            " FROM unnest($1::bigint[], $2::text[]) AS v(id, b) WHERE u.id = v.id",
+            [j["id"] for j in simple], [wanted[j["id"]][0] for j in simple])
+        seq = task["last_sequence"]
+        now = _now_proto()
+        for job in simple:
+            seq += 1
+            backend_job_id, cid = wanted[job["id"]]
+            event = jobs_pb2.JobStatusEvent(
+                job_id=job["id"], task_id=task_id, status=job_status_to_proto("queued"),
+                backend_job_id=backend_job_id or "", progress=job["progress"] or 0.0,
+                message=job["message"] or "", time=now, sequence=seq, correlation_id=cid or "")
+            body = upscaling_pb2.WatchTaskResponse(job_event=event, sequence=seq).SerializeToString()
+            events.append(PendingEvent(event_routing_key(task_id, job["id"]), body, seq, cid))
+        await conn.execute(
+            "INSERT INTO task_events (task_id, sequence, job_id, payload)"
+            " SELECT $1, u.s, u.j, u.p FROM unnest($2::bigint[], $3::bigint[], $4::bytea[]) AS u(s, j, p)",
+            task_id, [e.sequence for e in events], [j["id"] for j in simple], [e.body for e in events])
+        counts = dict(counts)
+        counts["created"] = counts.get("created", 0) - len(simple)
+        counts["queued"] = counts.get("queued", 0) + len(simple)
+        counts = {status: n for status, n in counts.items() if n > 0}
+        events.extend(await refresh_task(conn, task_id, sequence=seq, task=task, counts=counts))
+    done = {j["id"] for j in simple}
+    for job_id, (backend_job_id, cid) in wanted.items():
+        if job_id not in done:
+            token = correlation_id.set(cid)
+            try:
+                events.extend(await update_job(conn, job_id, status="queued", backend_job_id=backend_job_id))
+            finally:
+                correlation_id.reset(token)
+    return events
+
+
 async def events_after(conn: asyncpg.Connection | asyncpg.Pool, task_id: int,
                        after_sequence: int) -> list[upscaling_pb2.WatchTaskResponse]:
     """Stored events of a task with a sequence above `after_sequence`, in order (for resuming a watch)."""
@@ -195,16 +250,29 @@ async def events_after(conn: asyncpg.Connection | asyncpg.Pool, task_id: int,
     return [upscaling_pb2.WatchTaskResponse.FromString(r["payload"]) for r in rows]
 
 
+def _message(event: PendingEvent) -> aio_pika.Message:
+    return aio_pika.Message(event.body, content_type="application/x-protobuf", type="upscaling.v1.WatchTaskResponse",
+                            correlation_id=event.correlation_id if event.correlation_id is not None
+                            else correlation_id.get(),
+                            headers={"sequence": event.sequence})
+
+
 async def publish(exchange: AbstractExchange, events: list[PendingEvent]) -> None:
     """Publish committed events (with publisher confirms) on the events topic exchange."""
     for event in events:
-        await exchange.publish(
-            aio_pika.Message(event.body, content_type="application/x-protobuf",
-                             type="upscaling.v1.WatchTaskResponse",
-                             correlation_id=correlation_id.get(),
-                             headers={"sequence": event.sequence}),
-            routing_key=event.routing_key,
-        )
+        await exchange.publish(_message(event), routing_key=event.routing_key)
+
+
+async def publish_many(exchange: AbstractExchange, events: list[PendingEvent]) -> None:
+    """Publish committed events, all sent before waiting for their confirms (one round trip for many)."""
+    if len(events) <= 1:
+        await publish(exchange, events)
+        return
+    results = await asyncio.gather(*(exchange.publish(_message(e), routing_key=e.routing_key) for e in events),
+                                   return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def json_or_none(value: Any) -> str:

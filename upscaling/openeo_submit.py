@@ -96,6 +96,22 @@ def create_job(conn: openeo.Connection, *, process_id: str, namespace: str | Non
     return job.job_id
 
 
+def create_only_job(conn: openeo.Connection, **kwargs: Any) -> tuple[str, None]:
+    """`create_job`, as (backend job id, None)."""
+    return create_job(conn, **kwargs), None
+
+
+def create_and_start_job(conn: openeo.Connection, **kwargs: Any) -> tuple[str, Exception | None]:
+    """`create_job` then `start_job` in one go: (backend job id, None) when both succeeded, (backend job id, the
+    start's error) when only the create did; a failed create raises."""
+    job_id = create_job(conn, **kwargs)
+    try:
+        start_job(conn, job_id)
+    except Exception as exc:
+        return job_id, exc
+    return job_id, None
+
+
 def job_status(conn: openeo.Connection, job_id: str) -> str:
     """The openEO status of a backend job."""
     return str(conn.job(job_id).describe().get("status") or "created")

@@ -8,7 +8,9 @@ Exactly one backend job per unit job:
   lease to expire, then takes it over; a try that finds its lease taken stops.
 - A try that takes over a lease (an earlier try got as far as maybe creating the job) first looks for the job on
   the backend by its tag; so does a try after its own create request failed without an answer.
-- The backend job id is stored as soon as it is known, before the job is started.
+- The backend job id is stored as soon as it is known: before the job is started when a start rate limit
+  separates create and start, else (create and start in one worker-thread call) with the `queued` status, or
+  right after a failed start. A crash in between leaves the lease set, so the next try finds the job by its tag.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from aio_pika.abc import AbstractExchange
 from upscaling import backend_limits, jobstore, openeo_conn, openeo_submit
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
+from upscaling.logs import correlation_id
 from upscaling.openeo_submit import ErrorKind
 from upscaling.v1 import jobs_pb2
 
@@ -48,6 +51,16 @@ SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.tag, uj.attempts, uj.
        (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel
 FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id
 WHERE uj.id = $1
+"""
+
+
+# The reservation of a job no try has leased yet (see Submitter._reserve).
+_FIRST_LEASE_SQL = """
+UPDATE unit_jobs uj SET submitted_at = clock_timestamp(), backend = $2, attempts = uj.attempts + 1, updated = now()
+WHERE uj.id = $1 AND uj.status = 'created' AND uj.backend_job_id IS NULL AND uj.submitted_at IS NULL
+  AND NOT uj.cancel_requested
+  AND NOT EXISTS (SELECT 1 FROM upscale_tasks t WHERE t.id = uj.task_id AND t.cancel_requested)
+RETURNING uj.submitted_at
 """
 
 
@@ -84,6 +97,69 @@ class BackendCallError(Exception):
         self.kind = openeo_submit.classify(cause)
 
 
+def _create_and_start(backend: BackendConfig) -> Callable[..., tuple[str, Exception | None]]:
+    """`openeo_submit.create_and_start_job` for a worker thread; an auth error of the start drops the thread's
+    cached connection as `Submitter._call` does for raised ones."""
+
+    def work(conn: Any, **kwargs: Any) -> tuple[str, Exception | None]:
+        job_id, error = openeo_submit.create_and_start_job(conn, **kwargs)
+        if error is not None and openeo_submit.classify(error) is ErrorKind.AUTH:
+            openeo_conn.forget(backend)
+        return job_id, error
+
+    return work
+
+
+class QueuedRecorder:
+    """Records submitted jobs as `queued` in batches: the jobs that arrive while a batch is being written make the
+    next batch; each task's jobs of a batch go in one transaction (`jobstore.record_submitted_bulk`), their events
+    are published with one confirm wait. `record` returns once its job's batch committed and was published."""
+
+    def __init__(self, pool: asyncpg.Pool, events: AbstractExchange, max_batch: int = 256) -> None:
+        self.pool = pool
+        self.events = events
+        self.max_batch = max_batch
+        self._pending: list[tuple[int, int, str, str | None, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    async def record(self, task_id: int, job_id: int, backend_job_id: str) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((task_id, job_id, backend_job_id, correlation_id.get(), future))
+        self._wake.set()
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run())
+        await asyncio.shield(future)  # a canceled caller does not abort the batch of others
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+                by_task: dict[int, list[tuple[int, int, str, str | None, asyncio.Future[None]]]] = {}
+                for item in batch:
+                    by_task.setdefault(item[0], []).append(item)
+                await asyncio.gather(*(self._write(task_id, items) for task_id, items in by_task.items()))
+
+    async def _write(self, task_id: int, items: list[tuple[int, int, str, str | None, asyncio.Future[None]]]) -> None:
+        token = correlation_id.set(items[0][3])
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                events = await jobstore.record_submitted_bulk(conn, task_id, [(j, b, c) for _, j, b, c, _ in items])
+            await jobstore.publish_many(self.events, events)
+        except Exception as exc:
+            for *_, future in items:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        finally:
+            correlation_id.reset(token)
+        for *_, future in items:
+            if not future.done():
+                future.set_result(None)
+
+
 class Submitter:
     """Handles job messages: everything but the broker acknowledgement."""
 
@@ -95,6 +171,7 @@ class Submitter:
         self.events = events
         self.executor = executor
         self._job_locks: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, users
+        self._queued = QueuedRecorder(pool, events)
 
     # --- helpers -------------------------------------------------------------------------------------------
 
@@ -200,6 +277,12 @@ class Submitter:
 
     async def _reserve(self, row: asyncpg.Record, backend: BackendConfig) -> Reservation:
         """Take the job's lease and a running-job slot, counting the attempt, in one transaction."""
+        if backend.max_running_jobs <= 0:
+            # No running-jobs limit: a job no try has leased yet (the common case) is reserved by one statement
+            # with the same effect as the transaction below; any other case takes the transaction.
+            lease = await self.pool.fetchval(_FIRST_LEASE_SQL, row["id"], backend.endpoint)
+            if lease is not None:
+                return Reservation(Outcome.RESERVED, lease=lease, search_first=False)
         async with self.pool.acquire() as conn, conn.transaction():
             free = await backend_limits.running_slot_free(conn, backend, row["id"])
             current = await conn.fetchrow(
@@ -266,6 +349,7 @@ class Submitter:
             while True:
                 try:
                     if backend_job_id is None:
+                        start_error: Exception | None = None
                         if maybe_created:
                             await asyncio.sleep(max(0.0, search_not_before - time.monotonic()))
                             if not await self._keep_lease(lease_state):
@@ -282,26 +366,37 @@ class Submitter:
                             if not await self._keep_lease(lease_state):
                                 log.info("another try took the job over", extra={"job_id": job_id})
                                 return False
+                            # Without a start rate limit the job is started in the same worker-thread call.
+                            start_now = backend.starts_per_second <= 0
                             try:
-                                backend_job_id = await self._call(
-                                    backend, openeo_submit.create_job, process_id=process_id, namespace=namespace,
+                                backend_job_id, start_error = await self._call(
+                                    backend, _create_and_start(backend) if start_now
+                                    else openeo_submit.create_only_job, process_id=process_id, namespace=namespace,
                                     arguments=arguments, title=title, description=description, fmt=fmt)
                             except BackendCallError as exc:
                                 if isinstance(exc.cause, requests.Timeout):
                                     # The backend may still be handling the request: do not look too early.
                                     search_not_before += self.settings.openeo_timeout_s + SETTLE_S
                                 raise
-                            backend_status = "created"
+                            if start_now and start_error is None:
+                                # Created and started: recorded with the `queued` status below.
+                                await self._queued.record(row["task_id"], job_id, backend_job_id)
+                                log.info("unit job submitted", extra={
+                                    "job_id": job_id, "backend_job_id": backend_job_id, "backend": backend.endpoint})
+                                return False
+                            backend_status = None if start_now else "created"
                         # Recorded before the start (no event yet: the `queued` event carries it).
                         await self.pool.execute("UPDATE unit_jobs SET backend_job_id = $2, updated = now()"
                                                 " WHERE id = $1", job_id, backend_job_id)
+                        if start_error is not None:
+                            raise BackendCallError(start_error)
                     if backend_status is None:
                         backend_status = await self._call(backend, openeo_submit.job_status, backend_job_id)
                     if backend_status == "created":
                         await asyncio.sleep(await backend_limits.start_slot_wait(self.pool, backend))
                         backend_status = None  # if the start fails, ask before starting again
                         await self._call(backend, openeo_submit.start_job, backend_job_id)
-                    await self._update(job_id, status="queued", backend_job_id=backend_job_id)
+                    await self._queued.record(row["task_id"], job_id, backend_job_id)
                     log.info("unit job submitted", extra={"job_id": job_id, "backend_job_id": backend_job_id,
                                                           "backend": backend.endpoint})
                     return False
