@@ -14,14 +14,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(settings: Settings) -> asyncpg.Pool:
-    """Open a pool on DATABASE_URL with JSON/JSONB decoded to Python objects."""
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release hook of pools whose users never change session state: asyncpg still rolls back an open
+    transaction and drops listener callbacks; the round trip of the full reset query (UNLISTEN, RESET ALL,
+    advisory unlock, CLOSE ALL) is skipped."""
+
+
+async def create_pool(settings: Settings, *, session_state: bool = True) -> asyncpg.Pool:
+    """Open a pool on DATABASE_URL with JSON/JSONB decoded to Python objects. `session_state=False`: the pool's
+    users never LISTEN, SET, take session-level advisory locks or keep cursors on its connections, so releasing
+    a connection needs no reset query."""
     return await asyncpg.create_pool(
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         init=_init_connection,
         command_timeout=60,
+        reset=None if session_state else _keep_session,
     )
 
 

@@ -46,7 +46,9 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
     stop = shutdown_event()
     if settings.migrate_on_start:
         await with_retry("database", lambda: migrate(settings.database_url))
-    pool = await with_retry("database", lambda: create_pool(settings))
+    # Dispatcher and monitor use pool connections for plain queries and transactions only (the monitor's
+    # session-level locks live on their own connection).
+    pool = await with_retry("database", lambda: create_pool(settings, session_state=False))
     connection = await with_retry("rabbitmq", lambda: broker.connect(settings.rabbitmq_url, service))
     executor = ThreadPoolExecutor(max_workers=threads or 8, thread_name_prefix=f"{service}-openeo")
     server: GrpcServer | None = None

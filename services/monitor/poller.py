@@ -229,7 +229,7 @@ class Monitor:
             try:
                 events = await store.record(self.pool, group)
                 try:
-                    await jobstore.publish(self.events, events)
+                    await jobstore.publish_many(self.events, events)
                 except Exception as exc:
                     log.warning("cannot publish events (stored in task_events)",
                                 extra={"task_id": task_id, "error": str(exc)})
