@@ -189,6 +189,93 @@ async def record_bulk_change(conn: asyncpg.Connection, task: asyncpg.Record, job
     return events
 
 
+_FIELDS = ("backend_job_id", "progress", "message", "usage", "costs", "results")
+
+
+async def update_jobs_bulk(conn: asyncpg.Connection, task_id: int,
+                           changes: list[tuple[int, dict[str, Any]]]) -> list[PendingEvent]:
+    """`update_job(conn, job_id, **fields)` for many jobs of one task, inside the caller's transaction and with
+    the same effect: the task row is locked once, the jobs are locked and updated with one statement each, their
+    events stored with one INSERT, the task re-derived once. Falls back to `update_job` per job when a job
+    appears twice, lost its task, or the stored counts need a recount."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("update_jobs_bulk must run inside a transaction")
+    ordered = sorted(changes, key=lambda c: c[0])
+    ids = [job_id for job_id, _ in ordered]
+    task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+    jobs = {r["id"]: r for r in await conn.fetch(
+        "SELECT * FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", ids)}
+    bulk = (task is not None and len(set(ids)) == len(ids)
+            and all(job_id in jobs and jobs[job_id]["task_id"] == task_id for job_id in ids))
+    rows: list[dict[str, Any]] = []
+    events: list[PendingEvent] = []
+    event_jobs: list[int] = []
+    if bulk:
+        assert task is not None
+        counts = await _known_counts(conn, task)
+        seq = task["last_sequence"]
+        cid = correlation_id.get() or ""
+        now = _now_proto()
+        public = {"status", "backend_job_id", "progress", "message"}
+        for job_id, fields in ordered:
+            job = jobs[job_id]
+            status = fields.get("status")
+            changed: dict[str, Any] = {}
+            if status is not None and status != job["status"]:
+                if job["status"] not in TERMINAL_JOB_STATUSES or fields.get("allow_from_terminal", False):
+                    changed["status"] = status
+            for column in _FIELDS:
+                if column in fields and fields[column] != job[column]:
+                    changed[column] = fields[column]
+            if not changed:
+                continue
+            new_status = changed.get("status", job["status"])
+            if "status" in changed:
+                if counts.get(job["status"], 0) <= 0:
+                    bulk = False  # the stored counts missed a change: update_job recounts
+                    break
+                counts = _moved(counts, job["status"], new_status)
+            merged = {**dict(job), **changed}
+            merged["_finish"] = "status" in changed and new_status in TERMINAL_JOB_STATUSES
+            rows.append(merged)
+            if public & changed.keys():
+                seq += 1
+                event = jobs_pb2.JobStatusEvent(
+                    job_id=job_id, task_id=task_id, status=job_status_to_proto(new_status),
+                    backend_job_id=merged["backend_job_id"] or "", progress=merged["progress"] or 0.0,
+                    message=merged["message"] or "", time=now, sequence=seq, correlation_id=cid)
+                body = upscaling_pb2.WatchTaskResponse(job_event=event, sequence=seq).SerializeToString()
+                events.append(PendingEvent(event_routing_key(task_id, job_id), body, seq))
+                event_jobs.append(job_id)
+    if not bulk:
+        events = []
+        for job_id, fields in ordered:
+            events.extend(await update_job(conn, job_id, **fields))
+        return events
+    if not rows:
+        return []  # nothing changed: nothing recorded
+    assert task is not None
+    if rows:
+        await conn.execute(
+            "UPDATE unit_jobs u SET status = v.status, backend_job_id = v.backend_job_id, progress = v.progress,"
+            " message = v.message, usage = v.usage::jsonb, costs = v.costs, results = v.results::jsonb,"
+            " updated = now(), finished_at = CASE WHEN v.finish THEN now() ELSE u.finished_at END"
+            " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::float8[],"
+            " $8::text[], $9::bool[]) AS v(id, status, backend_job_id, progress, message, usage, costs, results,"
+            " finish) WHERE u.id = v.id",
+            [r["id"] for r in rows], [r["status"] for r in rows], [r["backend_job_id"] for r in rows],
+            [r["progress"] for r in rows], [r["message"] for r in rows],
+            [None if r["usage"] is None else json.dumps(r["usage"]) for r in rows], [r["costs"] for r in rows],
+            [None if r["results"] is None else json.dumps(r["results"]) for r in rows], [r["_finish"] for r in rows])
+    if events:
+        await conn.execute(
+            "INSERT INTO task_events (task_id, sequence, job_id, payload)"
+            " SELECT $1, u.s, u.j, u.p FROM unnest($2::bigint[], $3::bigint[], $4::bytea[]) AS u(s, j, p)",
+            task_id, [e.sequence for e in events], event_jobs, [e.body for e in events])
+    events.extend(await refresh_task(conn, task_id, sequence=seq, task=task, counts=counts))
+    return events
+
+
 async def record_submitted_bulk(conn: asyncpg.Connection, task_id: int,
                                 submitted: list[tuple[int, str, str | None]]) -> list[PendingEvent]:
     """`update_job(conn, job_id, status="queued", backend_job_id=...)` for many jobs of one task in one go, inside

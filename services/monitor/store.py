@@ -99,11 +99,17 @@ async def _resubmit(conn: asyncpg.Connection, change: JobChange) -> list[jobstor
 async def record(pool: asyncpg.Pool, changes: list[JobChange]) -> list[jobstore.PendingEvent]:
     """Record the changes of one task's jobs in one transaction; returns the events to publish after commit."""
     events: list[jobstore.PendingEvent] = []
+    plain = [c for c in changes if not c.resubmit]
+    task_id = changes[0].task_id if changes else None
     async with pool.acquire() as conn, conn.transaction():
+        if len(plain) > 1 and task_id is not None and all(c.task_id == task_id for c in changes):
+            # Many plain updates of one task: one statement each for the jobs, their events and the task.
+            events.extend(await jobstore.update_jobs_bulk(conn, task_id, [(c.job_id, c.fields) for c in plain]))
+            plain = []
         for change in sorted(changes, key=lambda c: c.job_id):
             if change.resubmit:
                 events.extend(await _resubmit(conn, change))
-            else:
+            elif plain:
                 events.extend(await jobstore.update_job(conn, change.job_id, **change.fields))
     return events
 
