@@ -9,6 +9,7 @@ keeps the task's stored jobs-per-status right without recounting a large task on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,11 +56,33 @@ async def _known_counts(conn: asyncpg.Connection, task: asyncpg.Record) -> dict[
     return dict(stored) if stored is not None else await _job_counts(conn, task["id"])
 
 
-def _moved(counts: dict[str, int], old: str, new: str) -> dict[str, int]:
+def _moved(counts: dict[str, int], old: str, new: str, n: int = 1) -> dict[str, int]:
+    """Jobs-per-status after `n` jobs moved from `old` to `new`."""
     counts = dict(counts)
-    counts[old] = counts.get(old, 0) - 1
-    counts[new] = counts.get(new, 0) + 1
-    return {status: n for status, n in counts.items() if n > 0}
+    counts[old] = counts.get(old, 0) - n
+    counts[new] = counts.get(new, 0) + n
+    return {status: k for status, k in counts.items() if k > 0}
+
+
+def _job_event(task_id: int, job_id: int, status: str, job: dict[str, Any], sequence: int, now: Timestamp,
+               cid: str | None) -> PendingEvent:
+    """The serialized job event of a job (`job` holds its backend_job_id, progress and message)."""
+    event = jobs_pb2.JobStatusEvent(
+        job_id=job_id, task_id=task_id, status=job_status_to_proto(status),
+        backend_job_id=job.get("backend_job_id") or "", progress=job.get("progress") or 0.0,
+        message=job.get("message") or "", time=now, sequence=sequence, correlation_id=cid or "")
+    body = upscaling_pb2.WatchTaskResponse(job_event=event, sequence=sequence).SerializeToString()
+    return PendingEvent(event_routing_key(task_id, job_id), body, sequence)
+
+
+async def _store_job_events(conn: asyncpg.Connection, task_id: int, events: list[PendingEvent],
+                            job_ids: list[int]) -> None:
+    """Insert job events (one per job of `job_ids`, same order) into `task_events` with one statement."""
+    if events:
+        await conn.execute(
+            "INSERT INTO task_events (task_id, sequence, job_id, payload)"
+            " SELECT $1, u.s, u.j, u.p FROM unnest($2::bigint[], $3::bigint[], $4::bytea[]) AS u(s, j, p)",
+            task_id, [e.sequence for e in events], job_ids, [e.body for e in events])
 
 
 async def _store(conn: asyncpg.Connection, task_id: int, job_id: int | None,
@@ -150,14 +173,10 @@ async def update_job(
     seq = task["last_sequence"]
     if public & changes.keys():
         seq += 1
-        merged = {**dict(job), **changes}
-        event = jobs_pb2.JobStatusEvent(
-            job_id=job_id, task_id=task_id, status=job_status_to_proto(new_status),
-            backend_job_id=merged["backend_job_id"] or "", progress=merged["progress"] or 0.0,
-            message=merged["message"] or "", time=_now_proto(), sequence=seq,
-            correlation_id=correlation_id.get() or "")
-        events.append(await _store(conn, task_id, job_id,
-                                   upscaling_pb2.WatchTaskResponse(job_event=event, sequence=seq)))
+        event = _job_event(task_id, job_id, new_status, {**dict(job), **changes}, seq, _now_proto(),
+                           correlation_id.get())
+        await _store_job_events(conn, task_id, [event], [job_id])
+        events.append(event)
     if "status" in changes:
         counts = _moved(counts_before, job["status"], new_status)
     events.extend(await refresh_task(conn, task_id, sequence=seq, task=task, counts=counts))
@@ -174,17 +193,9 @@ async def record_bulk_change(conn: asyncpg.Connection, task: asyncpg.Record, job
     now = _now_proto()
     for job in jobs:
         seq += 1
-        event = jobs_pb2.JobStatusEvent(
-            job_id=job["id"], task_id=task["id"], status=job_status_to_proto(status), backend_job_id="",
-            progress=job["progress"] or 0.0, message=job["message"] or "", time=now, sequence=seq,
-            correlation_id=cid)
-        body = upscaling_pb2.WatchTaskResponse(job_event=event, sequence=seq).SerializeToString()
-        events.append(PendingEvent(event_routing_key(task["id"], job["id"]), body, seq))
-    if events:
-        await conn.execute(
-            "INSERT INTO task_events (task_id, sequence, job_id, payload)"
-            " SELECT $1, u.s, u.j, u.p FROM unnest($2::bigint[], $3::bigint[], $4::bytea[]) AS u(s, j, p)",
-            task["id"], [e.sequence for e in events], [j["id"] for j in jobs], [e.body for e in events])
+        fields = {"progress": job["progress"], "message": job["message"]}  # no backend job id in these events
+        events.append(_job_event(task["id"], job["id"], status, fields, seq, now, cid))
+    await _store_job_events(conn, task["id"], events, [j["id"] for j in jobs])
     events.extend(await refresh_task(conn, task["id"], sequence=seq, task=task))
     return events
 
@@ -240,12 +251,7 @@ async def update_jobs_bulk(conn: asyncpg.Connection, task_id: int,
             rows.append(merged)
             if public & changed.keys():
                 seq += 1
-                event = jobs_pb2.JobStatusEvent(
-                    job_id=job_id, task_id=task_id, status=job_status_to_proto(new_status),
-                    backend_job_id=merged["backend_job_id"] or "", progress=merged["progress"] or 0.0,
-                    message=merged["message"] or "", time=now, sequence=seq, correlation_id=cid)
-                body = upscaling_pb2.WatchTaskResponse(job_event=event, sequence=seq).SerializeToString()
-                events.append(PendingEvent(event_routing_key(task_id, job_id), body, seq))
+                events.append(_job_event(task_id, job_id, new_status, merged, seq, now, cid))
                 event_jobs.append(job_id)
     if not bulk:
         events = []
@@ -255,23 +261,18 @@ async def update_jobs_bulk(conn: asyncpg.Connection, task_id: int,
     if not rows:
         return []  # nothing changed: nothing recorded
     assert task is not None
-    if rows:
-        await conn.execute(
-            "UPDATE unit_jobs u SET status = v.status, backend_job_id = v.backend_job_id, progress = v.progress,"
-            " message = v.message, usage = v.usage::jsonb, costs = v.costs, results = v.results::jsonb,"
-            " updated = now(), finished_at = CASE WHEN v.finish THEN now() ELSE u.finished_at END"
-            " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::float8[],"
-            " $8::text[], $9::bool[]) AS v(id, status, backend_job_id, progress, message, usage, costs, results,"
-            " finish) WHERE u.id = v.id",
-            [r["id"] for r in rows], [r["status"] for r in rows], [r["backend_job_id"] for r in rows],
-            [r["progress"] for r in rows], [r["message"] for r in rows],
-            [None if r["usage"] is None else json.dumps(r["usage"]) for r in rows], [r["costs"] for r in rows],
-            [None if r["results"] is None else json.dumps(r["results"]) for r in rows], [r["_finish"] for r in rows])
-    if events:
-        await conn.execute(
-            "INSERT INTO task_events (task_id, sequence, job_id, payload)"
-            " SELECT $1, u.s, u.j, u.p FROM unnest($2::bigint[], $3::bigint[], $4::bytea[]) AS u(s, j, p)",
-            task_id, [e.sequence for e in events], event_jobs, [e.body for e in events])
+    await conn.execute(
+        "UPDATE unit_jobs u SET status = v.status, backend_job_id = v.backend_job_id, progress = v.progress,"
+        " message = v.message, usage = v.usage::jsonb, costs = v.costs, results = v.results::jsonb,"
+        " updated = now(), finished_at = CASE WHEN v.finish THEN now() ELSE u.finished_at END"
+        " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::float8[],"
+        " $8::text[], $9::bool[]) AS v(id, status, backend_job_id, progress, message, usage, costs, results,"
+        " finish) WHERE u.id = v.id",
+        [r["id"] for r in rows], [r["status"] for r in rows], [r["backend_job_id"] for r in rows],
+        [r["progress"] for r in rows], [r["message"] for r in rows],
+        [None if r["usage"] is None else json.dumps(r["usage"]) for r in rows], [r["costs"] for r in rows],
+        [None if r["results"] is None else json.dumps(r["results"]) for r in rows], [r["_finish"] for r in rows])
+    await _store_job_events(conn, task_id, events, event_jobs)
     events.extend(await refresh_task(conn, task_id, sequence=seq, task=task, counts=counts))
     return events
 
@@ -303,20 +304,11 @@ async def record_submitted_bulk(conn: asyncpg.Connection, task_id: int,
         for job in simple:
             seq += 1
             backend_job_id, cid = wanted[job["id"]]
-            event = jobs_pb2.JobStatusEvent(
-                job_id=job["id"], task_id=task_id, status=job_status_to_proto("queued"),
-                backend_job_id=backend_job_id or "", progress=job["progress"] or 0.0,
-                message=job["message"] or "", time=now, sequence=seq, correlation_id=cid or "")
-            body = upscaling_pb2.WatchTaskResponse(job_event=event, sequence=seq).SerializeToString()
-            events.append(PendingEvent(event_routing_key(task_id, job["id"]), body, seq, cid))
-        await conn.execute(
-            "INSERT INTO task_events (task_id, sequence, job_id, payload)"
-            " SELECT $1, u.s, u.j, u.p FROM unnest($2::bigint[], $3::bigint[], $4::bytea[]) AS u(s, j, p)",
-            task_id, [e.sequence for e in events], [j["id"] for j in simple], [e.body for e in events])
-        counts = dict(counts)
-        counts["created"] = counts.get("created", 0) - len(simple)
-        counts["queued"] = counts.get("queued", 0) + len(simple)
-        counts = {status: n for status, n in counts.items() if n > 0}
+            event = _job_event(task_id, job["id"], "queued", {**dict(job), "backend_job_id": backend_job_id}, seq,
+                               now, cid)
+            events.append(dataclasses.replace(event, correlation_id=cid))
+        await _store_job_events(conn, task_id, events, [j["id"] for j in simple])
+        counts = _moved(counts, "created", "queued", len(simple))
         events.extend(await refresh_task(conn, task_id, sequence=seq, task=task, counts=counts))
     done = {j["id"] for j in simple}
     for job_id, (backend_job_id, cid) in wanted.items():
@@ -361,7 +353,3 @@ async def publish_many(exchange: AbstractExchange, events: list[PendingEvent]) -
         if isinstance(result, BaseException):
             raise result
 
-
-def json_or_none(value: Any) -> str:
-    """Compact JSON text of a value (for proto string fields)."""
-    return "" if value is None else json.dumps(value, separators=(",", ":"))
