@@ -116,7 +116,7 @@ _published: list[upscaling_pb2.WatchTaskResponse] = []
 
 
 async def _events(mq: Broker, n: int) -> list[upscaling_pb2.WatchTaskResponse] | None:
-    _published.extend(upscaling_pb2.WatchTaskResponse.FromString(b) for b in await mq.drain(mq.events))
+    _published.extend(await mq.drain_events())
     if len(_published) >= n:
         found = list(_published)
         _published.clear()
