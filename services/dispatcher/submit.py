@@ -46,10 +46,10 @@ T = TypeVar("T")
 # Margin on top of the client timeout before an earlier try's create request is taken as landed or lost.
 SETTLE_S = 1.0
 
-# The unit jobs of a batch of messages.
+# The unit jobs of a batch of messages (without their arguments: a message carries them).
 _JOBS_SQL = """
 SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.tag, uj.attempts, uj.submitted_at, uj.service,
-       uj.format, uj.title, uj.process_id, uj.submit_arguments,
+       uj.format, uj.title, uj.process_id,
        (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel
 FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id
 WHERE uj.id = ANY($1::bigint[])
@@ -121,8 +121,8 @@ def _create_and_start(backend: BackendConfig) -> Callable[..., tuple[str, Except
 
 class QueuedRecorder:
     """Records submitted jobs as `queued` in batches (`MicroBatcher`): each task's jobs of a batch go in one
-    transaction (`jobstore.record_submitted_bulk`), their events are published with one confirm wait. `record`
-    returns once its job's batch committed and was published."""
+    transaction (`jobstore.record_submitted_bulk`), their events are published with one confirm wait, and one
+    log line names them. `record` returns once its job's batch committed and was published."""
 
     def __init__(self, pool: asyncpg.Pool, events: AbstractExchange, max_batch: int = 256) -> None:
         self.pool = pool
@@ -149,6 +149,9 @@ class QueuedRecorder:
             async with self.pool.acquire() as conn, conn.transaction():
                 events = await jobstore.record_submitted_bulk(conn, task_id, [(j, b, c) for _, j, b, c in items])
             await jobstore.publish_many(self.events, events)
+            # One line per recorded batch (per job at DEBUG): a 10,000-job task does not cost 10,000 log lines.
+            log.info("unit jobs submitted", extra={"task_id": task_id, "count": len(items),
+                                                   "job_ids": [job_id for _, job_id, _, _ in items]})
         except Exception as exc:
             return exc
         finally:
@@ -339,7 +342,10 @@ class Submitter:
                       reservation: Reservation) -> bool:
         """Create (or find) and start the backend job, retrying transient errors; record the outcome."""
         job_id, tag = row["id"], row["tag"]
-        arguments = json.loads(msg.parameters_json) if msg.parameters_json else (row["submit_arguments"] or {})
+        if msg.parameters_json:
+            arguments = json.loads(msg.parameters_json)
+        else:
+            arguments = await self.pool.fetchval("SELECT submit_arguments FROM unit_jobs WHERE id = $1", job_id) or {}
         process_id = msg.process_id or row["process_id"]
         service = row["service"] or {}
         namespace = service.get("application") or msg.service.application or None
@@ -390,7 +396,7 @@ class Submitter:
                             if start_now and start_error is None:
                                 # Created and started: recorded with the `queued` status below.
                                 await self._queued.record(row["task_id"], job_id, backend_job_id)
-                                log.info("unit job submitted", extra={
+                                log.debug("unit job submitted", extra={
                                     "job_id": job_id, "backend_job_id": backend_job_id, "backend": backend.endpoint})
                                 return False
                             backend_status = None if start_now else "created"
@@ -406,8 +412,8 @@ class Submitter:
                         backend_status = None  # if the start fails, ask before starting again
                         await self._call(backend, openeo_submit.start_job, backend_job_id)
                     await self._queued.record(row["task_id"], job_id, backend_job_id)
-                    log.info("unit job submitted", extra={"job_id": job_id, "backend_job_id": backend_job_id,
-                                                          "backend": backend.endpoint})
+                    log.debug("unit job submitted", extra={"job_id": job_id, "backend_job_id": backend_job_id,
+                                                           "backend": backend.endpoint})
                     return False
                 except BackendCallError as exc:
                     if exc.kind is ErrorKind.AUTH and not auth_retried:
