@@ -27,6 +27,9 @@ from upscaling.statuses import TERMINAL_JOB_STATUSES, derive_task_status, job_st
 from upscaling.v1 import jobs_pb2, upscaling_pb2
 
 _UNSET: Any = object()
+# The columns a status change reads (never `*`: a job's parameters and arguments hold its whole tile geometry).
+_JOB_STATE = "id, task_id, status, backend_job_id, progress, message, usage, costs, results"
+_TASK_STATE = "id, status, last_sequence, job_counts, cancel_requested"
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ async def refresh_task(conn: asyncpg.Connection, task_id: int, *, sequence: int 
     """Re-derive a task's status (inside a transaction, task row locked by the caller or here) from `counts`
     (jobs per status; recounted when not given) and store both; emits a task event when the status changed."""
     if task is None:
-        task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+        task = await conn.fetchrow(f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
         if task is None:
             return []
     seq = task["last_sequence"] if sequence is None else sequence
@@ -142,8 +145,8 @@ async def update_job(
     task_id = await conn.fetchval("SELECT task_id FROM unit_jobs WHERE id = $1", job_id)
     task = None
     if task_id is not None:
-        task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
-    job = await conn.fetchrow("SELECT * FROM unit_jobs WHERE id = $1 FOR UPDATE", job_id)
+        task = await conn.fetchrow(f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+    job = await conn.fetchrow(f"SELECT {_JOB_STATE} FROM unit_jobs WHERE id = $1 FOR UPDATE", job_id)
     if job is None:
         return []
     changes: dict[str, Any] = {}
@@ -214,9 +217,9 @@ async def update_jobs_bulk(conn: asyncpg.Connection, task_id: int,
         raise RuntimeError("update_jobs_bulk must run inside a transaction")
     ordered = sorted(changes, key=lambda c: c[0])
     ids = [job_id for job_id, _ in ordered]
-    task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+    task = await conn.fetchrow(f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
     jobs = {r["id"]: r for r in await conn.fetch(
-        "SELECT * FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", ids)}
+        f"SELECT {_JOB_STATE} FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", ids)}
     bulk = (task is not None and len(set(ids)) == len(ids)
             and all(job_id in jobs and jobs[job_id]["task_id"] == task_id for job_id in ids))
     rows: list[dict[str, Any]] = []
@@ -286,9 +289,9 @@ async def record_submitted_bulk(conn: asyncpg.Connection, task_id: int,
     once. Jobs that are not `created` (or lost their task) go through `update_job` one by one."""
     if not conn.is_in_transaction():
         raise RuntimeError("record_submitted_bulk must run inside a transaction")
-    task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+    task = await conn.fetchrow(f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
     wanted = {job_id: (backend_job_id, cid) for job_id, backend_job_id, cid in submitted}
-    jobs = await conn.fetch("SELECT * FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+    jobs = await conn.fetch(f"SELECT {_JOB_STATE} FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
                             list(wanted))
     simple = [j for j in jobs if task is not None and j["task_id"] == task_id and j["status"] == "created"]
     events: list[PendingEvent] = []
