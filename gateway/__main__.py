@@ -13,7 +13,7 @@ from gateway.deps import Dependencies
 from gateway.grpc_api import PublicTilerServicer
 from gateway.grpc_upscaling import FULL_NAME, UpscalingServicer
 from gateway.http_app import create_app
-from upscaling import event_loop
+from upscaling import event_loop, metrics
 from upscaling.config import load_settings
 from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
 from upscaling.logs import configure_logging
@@ -36,7 +36,8 @@ async def main() -> None:
     stop = shutdown_event()
     deps = Dependencies(settings)
     await deps.start()
-    assert deps.tiler is not None and deps.pool is not None
+    assert deps.tiler is not None and deps.pool is not None and deps.cluster_state is not None
+    metrics.register("gateway", deps.cluster_state)
     grpc_server = GrpcServer(
         settings,
         [ServiceBinding(PublicTilerServicer(deps.tiler), tiler_pb2_grpc.add_TilerServiceServicer_to_server,

@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from gateway.events_hub import EventsHub
 from gateway.tasks import TaskService
 from gateway.tiler_client import TilerClient
-from upscaling import broker, db
+from upscaling import broker, db, metrics
 from upscaling.backends import load_backends
 from upscaling.config import Settings
 from upscaling.errors import Unavailable
@@ -39,6 +39,7 @@ class Dependencies:
     relay: OutboxRelay | None = None
     tasks: TaskService | None = None
     publish_channel: AbstractChannel | None = None
+    cluster_state: metrics.ClusterState | None = None
 
     def task_service(self) -> TaskService:
         """The task service, or Unavailable before the dependencies are up."""
@@ -72,11 +73,14 @@ class Dependencies:
         self.relay = OutboxRelay(self.pool, s.database_url, self.amqp, self.topology, poll_s=s.outbox_poll_s)
         self.relay.start()
         self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values, declared.events_exchange)
+        self.cluster_state = metrics.ClusterState(self.pool, self.amqp, self.topology)
 
     async def stop(self) -> None:
         """Close every connection."""
         if self.relay:
             await self.relay.stop()
+        if self.cluster_state:
+            await self.cluster_state.close()
         if self.hub:
             await self.hub.stop()
         if self.udps:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from upscaling import broker, event_wire
+from upscaling import broker, event_wire, metrics
 from upscaling.v1 import upscaling_pb2
 
 log = logging.getLogger(__name__)
@@ -120,24 +120,37 @@ class EventsHub:
             log.warning("unparseable status event dropped", extra={"routing_key": message.routing_key})
             return
         self.received += len(events)
+        metrics.EVENTS_RECEIVED.inc(len(events))
+        handed = 0
         for event in events:
-            self.dispatch(event)
+            handed += self.dispatch(event)
+        if handed:
+            metrics.EVENTS_FANNED_OUT.inc(handed)
 
-    def dispatch(self, event: upscaling_pb2.WatchTaskResponse) -> None:
-        """Hand an event to every watcher of its task (and every watcher of all tasks)."""
+    def dispatch(self, event: upscaling_pb2.WatchTaskResponse) -> int:
+        """Hand an event to every watcher of its task (and every watcher of all tasks); returns how many."""
         task_id = event_task_id(event)
+        handed = 0
         for key in (task_id, None):
-            for sub in tuple(self._subs.get(key, ())):
-                sub.push(event)
+            subs = self._subs.get(key)
+            if subs:
+                for sub in tuple(subs):
+                    sub.push(event)
+                handed += len(subs)
+        return handed
 
     @contextmanager
-    def subscribe(self, task_id: int | None) -> Iterator[Subscription]:
-        """A subscription to one task's events (None: every task), removed on exit."""
+    def subscribe(self, task_id: int | None, kind: str = "grpc") -> Iterator[Subscription]:
+        """A subscription to one task's events (None: every task), removed on exit; `kind` (grpc, websocket)
+        labels the watchers gauge."""
         sub = Subscription(task_id, self.buffer)
         self._subs[task_id].add(sub)
+        watchers = metrics.WATCHERS.labels(kind)
+        watchers.inc()
         try:
             yield sub
         finally:
+            watchers.dec()
             subs = self._subs.get(task_id)
             if subs is not None:
                 subs.discard(sub)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from gateway.deps import Dependencies
@@ -13,6 +13,7 @@ from gateway.http_errors import install_error_handlers
 from gateway.http_tasks import create_router
 from gateway.middleware import RequestContextMiddleware
 from gateway.ws import create_ws_router
+from upscaling import metrics
 from upscaling.errors import Unavailable
 from upscaling.tiles import tile_feature, tile_geometry
 
@@ -46,6 +47,10 @@ def create_app(deps: Dependencies) -> FastAPI:
     async def health() -> JSONResponse:
         body = await deps.health()
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics of the gateway (and tasks, jobs, outbox and queue state)")
+    async def prometheus_metrics() -> Response:
+        return Response(await metrics.render(deps.cluster_state), media_type=metrics.CONTENT_TYPE_LATEST)
 
     @app.post("/tiles", status_code=201, summary="Split an AOI into the tiles of a kilometre grid")
     async def tiles(body: TilesRequest) -> JSONResponse:

@@ -102,7 +102,7 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
             await _fail(websocket, exc, tid)
             return
         await websocket.send_json(envelope("init", None, f"watching upscale task {tid}", tid))
-        with hub.subscribe(tid) as sub:
+        with hub.subscribe(tid, "websocket") as sub:
 
             async def snapshot() -> bool:
                 view = await tasks.get_task(tid)
@@ -141,7 +141,7 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
             await _fail(websocket, exc, None)
             return
         await websocket.send_json(envelope("init", None, "watching jobs status"))
-        with hub.subscribe(None) as sub:
+        with hub.subscribe(None, "websocket") as sub:
 
             async def send_loop() -> None:
                 previous: Any = None

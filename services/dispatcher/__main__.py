@@ -16,7 +16,7 @@ log = logging.getLogger("services.dispatcher")
 async def main() -> None:
     settings = load_settings()
     async with worker_runtime("dispatcher", settings, settings.dispatcher_health_port,
-                              settings.dispatcher_threads) as rt:
+                              settings.dispatcher_threads, queue_gauges=True) as rt:
         consume_channel = await broker.open_channel(rt.connection, prefetch=settings.dispatcher_prefetch)
         jobs_queue = await consume_channel.get_queue(rt.topology.jobs_queue.name, ensure=False)
         submitter = Submitter(settings, rt.backends, rt.pool, rt.topology.events_exchange, rt.executor)

@@ -32,7 +32,7 @@ import asyncpg
 import requests
 from aio_pika.abc import AbstractExchange
 
-from upscaling import backend_limits, jobstore, openeo_conn, openeo_submit
+from upscaling import backend_limits, jobstore, metrics, openeo_conn, openeo_submit
 from upscaling.backends import BackendConfig, Backends
 from upscaling.batching import MicroBatcher
 from upscaling.config import Settings
@@ -198,12 +198,15 @@ class Submitter:
         timeout = self.settings.openeo_timeout_s
 
         def work() -> T:
+            started = time.perf_counter()
             try:
                 return fn(openeo_conn.connect(backend, timeout), *args, **kwargs)
             except Exception as exc:
                 if openeo_submit.classify(exc) is ErrorKind.AUTH:
                     openeo_conn.forget(backend)
                 raise BackendCallError(exc) from exc
+            finally:
+                metrics.backend_call(backend.endpoint, fn, started)
 
         context = contextvars.copy_context()  # log lines of the worker thread keep the correlation id
         return await asyncio.get_running_loop().run_in_executor(self.executor, context.run, work)
@@ -256,6 +259,7 @@ class Submitter:
         endpoint = (row["service"] or {}).get("endpoint") or msg.service.endpoint
         backend = self.backends.find(endpoint)
         if backend is None:
+            metrics.SUBMISSIONS.labels(endpoint, "failed").inc()
             await self._fail(row["id"], f"backend {endpoint!r} is not configured (configured: "
                                         f"{', '.join(self.backends.endpoints())})")
             return False
@@ -357,6 +361,7 @@ class Submitter:
         lease_state = None if reservation.lease is None else _Lease(job_id, reservation.lease, time.monotonic())
         maybe_created = reservation.search_first  # a create may have happened: look for the job first
         search_not_before = 0.0
+        started = time.monotonic()
         failures = 0
         limit_waits = 0
         auth_retried = False
@@ -396,6 +401,7 @@ class Submitter:
                             if start_now and start_error is None:
                                 # Created and started: recorded with the `queued` status below.
                                 await self._queued.record(row["task_id"], job_id, backend_job_id)
+                                metrics.submitted(backend.endpoint, started)
                                 log.debug("unit job submitted", extra={
                                     "job_id": job_id, "backend_job_id": backend_job_id, "backend": backend.endpoint})
                                 return False
@@ -412,17 +418,21 @@ class Submitter:
                         backend_status = None  # if the start fails, ask before starting again
                         await self._call(backend, openeo_submit.start_job, backend_job_id)
                     await self._queued.record(row["task_id"], job_id, backend_job_id)
+                    metrics.submitted(backend.endpoint, started)
                     log.debug("unit job submitted", extra={"job_id": job_id, "backend_job_id": backend_job_id,
                                                            "backend": backend.endpoint})
                     return False
                 except BackendCallError as exc:
+                    metrics.backend_error(backend.endpoint, exc)
                     if exc.kind is ErrorKind.AUTH and not auth_retried:
                         auth_retried = True
+                        metrics.RETRIES.labels(backend.endpoint, "auth").inc()
                         log.warning("backend refused the credentials; re-authenticating",
                                     extra={"job_id": job_id, "backend": backend.endpoint})
                         continue
                     if exc.kind is ErrorKind.LIMIT:
                         limit_waits += 1
+                        metrics.RETRIES.labels(backend.endpoint, "limit").inc()
                         delay = self._backoff(min(limit_waits, 30))
                         log.info("backend over a limit; retrying",
                                  extra={"job_id": job_id, "error": str(exc), "retry_in_s": round(delay, 3)})
@@ -431,14 +441,17 @@ class Submitter:
                     if exc.kind is ErrorKind.TRANSIENT:
                         failures += 1
                         if failures >= self.settings.submit_max_attempts:
+                            metrics.SUBMISSIONS.labels(backend.endpoint, "failed").inc()
                             await self._fail(job_id, f"gave up after {failures} attempts: {exc}")
                             return False
+                        metrics.RETRIES.labels(backend.endpoint, "transient").inc()
                         delay = self._backoff(failures)
                         log.warning("transient backend error; retrying",
                                     extra={"job_id": job_id, "error": str(exc), "attempt": failures,
                                            "retry_in_s": round(delay, 3)})
                         await asyncio.sleep(delay)
                         continue
+                    metrics.SUBMISSIONS.labels(backend.endpoint, "failed").inc()
                     await self._fail(job_id, str(exc))
                     return False
         except BaseException:

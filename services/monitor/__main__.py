@@ -15,7 +15,8 @@ log = logging.getLogger("services.monitor")
 
 async def main() -> None:
     settings = load_settings()
-    async with worker_runtime("monitor", settings, settings.monitor_health_port, settings.monitor_threads) as rt:
+    async with worker_runtime("monitor", settings, settings.monitor_health_port, settings.monitor_threads,
+                              db_gauges=True) as rt:
         locks = BackendLocks(settings.database_url)
         log.info("monitor started", extra={"backends": rt.backends.endpoints(),
                                            "interval_min_s": settings.monitor_interval_min_s,

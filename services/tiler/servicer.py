@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from upscaling import grids
+from upscaling import grids, metrics
 from upscaling.config import Settings
 from upscaling.errors import InvalidArgument, ResourceExhausted
 from upscaling.tiles import tile_to_proto
@@ -65,6 +66,14 @@ class TilerServicer(tiler_pb2_grpc.TilerServiceServicer):
         self, request: tiler_pb2.TileAoiRequest, context: grpc.aio.ServicerContext
     ) -> tiler_pb2.TileAoiResponse:
         loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(self.executor, _tile_request, request, self.settings.max_tiles)
+        started = time.perf_counter()
+        try:
+            response = await loop.run_in_executor(self.executor, _tile_request, request, self.settings.max_tiles)
+        except Exception:
+            metrics.TILER_REQUESTS.labels("error").inc()
+            raise
+        metrics.TILER_SECONDS.observe(time.perf_counter() - started)
+        metrics.TILER_REQUESTS.labels("ok").inc()
+        metrics.TILES.inc(len(response.tiles))
         log.info("tiled AOI", extra={"grid": response.grid.name, "tiles": len(response.tiles)})
         return response
