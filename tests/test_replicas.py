@@ -155,6 +155,8 @@ def test_every_service_exits_0_on_sigterm_within_the_grace_period(ops: OpsStack)
     assert {s.proc.module for s in services} >= {"services.monitor", "gateway", "services.tiler"}
     with ThreadPoolExecutor(len(services)) as pool:
         outcomes = list(pool.map(lambda s: s.sigterm(), services))
+    print("SIGTERM exit codes and seconds:", {s.proc.name: (code, round(took, 2))
+                                               for s, (code, took) in zip(services, outcomes, strict=True)})
     for service, (code, took) in zip(services, outcomes, strict=True):
         assert code == 0, f"{service.proc.name} exited with {code}:\n{service.proc.log()[-3000:]}"
         assert took < GRACE_S + 5, f"{service.proc.name} took {took:.1f} s"
