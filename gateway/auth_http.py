@@ -92,7 +92,7 @@ class AuthMiddleware:
             message = await receive()
             if message["type"] == "websocket.receive" and not bucket.take():
                 closed = True
-                reason = exceeded("WS_MAX_MESSAGES_PER_S", self.ws_messages_per_s, "too many messages")
+                reason = exceeded("WS_MAX_MESSAGES_PER_S", f"{self.ws_messages_per_s:g}", "too many messages")
                 await send({"type": "websocket.send",
                             "text": json.dumps({"type": "error", "data": None, "message": reason, "task_id": None})})
                 await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": reason[:120]})

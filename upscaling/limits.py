@@ -122,7 +122,7 @@ class RateLimiter:
                 self._forget_idle()
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
         if not bucket.take():
-            raise TooManyRequests(exceeded(self.name, self.rate, "too many requests per second; slow down"),
+            raise TooManyRequests(exceeded(self.name, f"{self.rate:g}", "too many requests per second; slow down"),
                                   error_code="RATE_LIMITED")
 
     def _forget_idle(self) -> None:
