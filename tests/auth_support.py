@@ -255,7 +255,7 @@ LIMITS = {
     "WS_MAX_MESSAGES_PER_S": 1,
     "WS_MAX_MESSAGES_BURST": 3,
 }
-LIMIT_USERS = ("sizes", "inflight", "watcher", "ratey", "wsrate", "other")
+LIMIT_USERS = ("sizes", "inflight", "racer", "watcher", "ratey", "wsrate", "other")
 
 
 @pytest.fixture(scope="session")
