@@ -320,4 +320,5 @@ def test_gateway_logs_and_answers_carry_no_credentials(token_gateway: AuthGatewa
     log = gw.process.log()
     for key in KEYS.values():
         assert key not in log
+    assert "token=[REDACTED]" in log   # uvicorn logs the WebSocket path: its query token is redacted
     assert "Bearer " + KEYS["alice"][:6] not in log
