@@ -33,7 +33,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.prefix = prefix
 
     async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
-        principal = await self.authenticator.authenticate(bearer_token(_authorization(context)))
+        token = bearer_token(_authorization(context)) if self.authenticator.reads_token else None
+        principal = await self.authenticator.authenticate(token)
         self.rate.check(principal.user_id)
         return principal
 

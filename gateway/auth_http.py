@@ -64,7 +64,8 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            principal = await self.authenticator.authenticate(_token(scope))
+            token = _token(scope) if self.authenticator.reads_token else None
+            principal = await self.authenticator.authenticate(token)
             self.rate.check(principal.user_id)
         except ServiceError as exc:
             if scope["type"] == "websocket":

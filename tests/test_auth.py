@@ -256,13 +256,16 @@ async def test_mode_none_needs_no_token_and_owns_everything_as_anonymous(tasks_g
     task_id = await asyncio.to_thread(tasks_support.create, gw, 1)
     reply = await asyncio.to_thread(requests.get, f"{gw.http}/upscale_tasks/{task_id}", timeout=10)
     assert reply.status_code == 200
-    # a token is ignored in mode none (one anonymous user)
-    reply = await asyncio.to_thread(requests.get, f"{gw.http}/upscale_tasks/{task_id}", timeout=10,
-                                    headers={"Authorization": "Bearer whatever-123"})
-    assert reply.status_code == 200
+    # credentials are ignored in mode none (one anonymous user)
+    for header in ("Bearer whatever-123", "Basic ZGVtbzpkZW1v"):
+        reply = await asyncio.to_thread(requests.get, f"{gw.http}/upscale_tasks/{task_id}", timeout=10,
+                                        headers={"Authorization": header})
+        assert reply.status_code == 200, header
     with grpc.insecure_channel(gw.grpc) as channel:
         stub = upscaling_pb2_grpc.UpscalingServiceStub(channel)
         assert stub.GetTask(upscaling_pb2.GetTaskRequest(task_id=task_id), timeout=10).task.id == task_id
+        assert stub.GetTask(upscaling_pb2.GetTaskRequest(task_id=task_id), timeout=10,
+                            metadata=(("authorization", "Basic ZGVtbzpkZW1v"),)).task.id == task_id
     first = await ws_first(gw.http.replace("http://", "ws://") + f"/ws/upscale_tasks/{task_id}?interval=1")
     assert first["type"] == "init"
     conn = await db_connect(gw.database_url)

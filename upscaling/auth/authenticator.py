@@ -12,7 +12,9 @@ from upscaling.auth.tokens import TokenAuthenticator, load_tokens
 
 class Authenticator(Protocol):
     """Turns the caller's bearer token into a Principal, or raises Unauthenticated (Unavailable when the
-    identity provider cannot be reached)."""
+    identity provider cannot be reached). `reads_token` False: credentials are not even parsed."""
+
+    reads_token: bool
 
     async def authenticate(self, token: str | None) -> Principal: ...
 
@@ -21,6 +23,8 @@ class Authenticator(Protocol):
 
 class NoAuthenticator:
     """AUTH_MODE=none: every caller is the anonymous user, whatever it sends."""
+
+    reads_token = False
 
     async def authenticate(self, token: str | None) -> Principal:
         return ANONYMOUS

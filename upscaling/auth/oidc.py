@@ -132,6 +132,8 @@ class JwksCache:
 class OidcAuthenticator:
     """Validates bearer JWTs of the configured issuer and audience."""
 
+    reads_token = True
+
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
         algorithms = [a.strip() for a in settings.oidc_algorithms.split(",") if a.strip()]

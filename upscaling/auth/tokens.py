@@ -59,6 +59,8 @@ def load_tokens(inline: str, path: str) -> list[tuple[bytes, Principal]]:
 class TokenAuthenticator:
     """Looks a bearer token up among the configured keys, comparing digests in constant time."""
 
+    reads_token = True
+
     def __init__(self, keys: list[tuple[bytes, Principal]]) -> None:
         self.keys = keys
 
