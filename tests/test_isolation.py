@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,11 @@ import websockets
 
 from tests import auth_support
 from tests.auth_support import AuthGateway, ws_messages_until_close
-from tests.support import db_connect
+from tests.infra import unique_name, with_database
+from tests.support import admin_sql, db_connect
 from tests.tasks_support import change_job
 from upscaling import broker
+from upscaling.migrations import MIGRATIONS_DIR, apply_migrations
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
 token_gateway = auth_support.token_gateway
@@ -227,3 +230,32 @@ async def test_events_of_user_a_never_reach_user_b(world: World) -> None:
             ids = {t["id"] for t in message["data"]["upscaling_tasks"]}
             assert alice_task not in ids and world.task not in ids, message
         stream.cancel()
+
+
+async def test_migration_0004_gives_every_existing_row_an_owner(infra: Any, tmp_path: Any) -> None:
+    """Rows stored before owners mattered end up owned by 'anonymous' (tasks) or by their task's owner (jobs)."""
+    for path in sorted(MIGRATIONS_DIR.glob("000[123]_*.sql")):
+        shutil.copy(path, tmp_path / path.name)
+    name = unique_name("upscaling_owner")
+    await admin_sql(infra.admin_database_url, f'CREATE DATABASE "{name}"')
+    try:
+        conn = await db_connect(with_database(infra.admin_database_url, name))
+        try:
+            assert await apply_migrations(conn, tmp_path) == [1, 2, 3]
+            task = await conn.fetchval("INSERT INTO upscale_tasks (title, label, service, dimension_name, owner)"
+                                       " VALUES ('old', 'openeo', '{}', 'd', '') RETURNING id")
+            await conn.execute("INSERT INTO upscale_tasks (title, label, service, dimension_name)"
+                               " VALUES ('older', 'openeo', '{}', 'd')")
+            await conn.execute("INSERT INTO unit_jobs (task_id, title, label, service, tag, owner)"
+                               " VALUES ($1, 'j', 'openeo', '{}', 'uj-old', 'someone-else')", task)
+            await conn.execute("INSERT INTO unit_jobs (task_id, title, label, service, tag, owner)"
+                               " VALUES (NULL, 'u', 'openeo', '{}', 'uj-unit', '')")
+            assert 4 in await apply_migrations(conn)
+            assert {r["owner"] for r in await conn.fetch("SELECT owner FROM upscale_tasks")} == {"anonymous"}
+            assert {r["owner"] for r in await conn.fetch("SELECT owner FROM unit_jobs")} == {"anonymous"}
+            indexes = {r["indexname"] for r in await conn.fetch("SELECT indexname FROM pg_indexes")}
+            assert {"upscale_tasks_owner_id_idx", "unit_jobs_owner_standalone_idx"} <= indexes
+        finally:
+            await conn.close()
+    finally:
+        await admin_sql(infra.admin_database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
