@@ -20,10 +20,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests import auth_support, tasks_support
 from tests.auth_support import ADMIN_ROLE, AUDIENCE, KEYS, AuthGateway, OidcIssuer, new_key, ws_first
 from tests.auth_support import ws_messages_until_close as ws_until_close
+from tests.infra import free_port
 from tests.support import POLYGON, db_connect
 from tests.tasks_support import Gateway
-from upscaling.auth import load_auth_settings
+from upscaling.auth import AuthSettings, create_authenticator, load_auth_settings
 from upscaling.auth.tokens import parse_tokens
+from upscaling.errors import Unavailable
 from upscaling.logs import JsonFormatter, RedactingFormatter, register_secret
 from upscaling.v1 import tiler_pb2, tiler_pb2_grpc, upscaling_pb2, upscaling_pb2_grpc
 
@@ -325,3 +327,14 @@ def test_gateway_logs_and_answers_carry_no_credentials(token_gateway: AuthGatewa
         assert key not in log
     assert "token=[REDACTED]" in log   # uvicorn logs the WebSocket path: its query token is redacted
     assert "Bearer " + KEYS["alice"][:6] not in log
+
+
+async def test_oidc_unreachable_issuer_is_unavailable_not_a_crash(oidc_issuer: OidcIssuer) -> None:
+    settings = AuthSettings(mode="oidc", oidc_issuer=f"http://127.0.0.1:{free_port()}/realms/gone",
+                            oidc_audience=AUDIENCE, oidc_timeout_s=2)
+    authenticator = create_authenticator(settings)
+    try:
+        with pytest.raises(Unavailable, match="signing keys cannot be fetched"):
+            await authenticator.authenticate(oidc_issuer.token("zoe"))
+    finally:
+        await authenticator.close()
