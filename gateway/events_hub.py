@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from upscaling import broker
+from upscaling import broker, event_wire
 from upscaling.v1 import upscaling_pb2
 
 log = logging.getLogger(__name__)
@@ -115,12 +115,13 @@ class EventsHub:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            event = upscaling_pb2.WatchTaskResponse.FromString(message.body)
+            events = event_wire.decode(message.body, message.type)
         except Exception:
             log.warning("unparseable status event dropped", extra={"routing_key": message.routing_key})
             return
-        self.received += 1
-        self.dispatch(event)
+        self.received += len(events)
+        for event in events:
+            self.dispatch(event)
 
     def dispatch(self, event: upscaling_pb2.WatchTaskResponse) -> None:
         """Hand an event to every watcher of its task (and every watcher of all tasks)."""

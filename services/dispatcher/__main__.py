@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from services.dispatcher.consumer import Consumer
 from services.dispatcher.submit import Submitter
-from upscaling import broker
+from upscaling import broker, event_loop
 from upscaling.config import load_settings
 from upscaling.worker_runtime import worker_runtime
 
@@ -29,4 +28,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from services.monitor.locks import BackendLocks
 from services.monitor.poller import Monitor
+from upscaling import event_loop
 from upscaling.config import load_settings
 from upscaling.worker_runtime import worker_runtime
 
@@ -29,4 +29,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

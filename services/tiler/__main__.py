@@ -1,8 +1,8 @@
 """`python -m services.tiler`: the tiler gRPC service."""
 
-import asyncio
 
 from services.tiler.servicer import TilerServicer
+from upscaling import event_loop
 from upscaling.config import load_settings
 from upscaling.grpc_server import GrpcServer, ServiceBinding, serve_until_signal
 from upscaling.logs import configure_logging
@@ -21,4 +21,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())
