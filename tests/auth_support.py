@@ -122,6 +122,12 @@ class OidcIssuer:
         return jwt.encode(payload, signer.private, algorithm=algorithm, headers={"kid": signer.kid})
 
 
+def oidc_tokens(issuer: OidcIssuer) -> dict[str, str]:
+    """Fresh tokens of alice, bob and the admin ops, signed with the issuer's current key."""
+    return {"alice": issuer.token("alice", expires_in=3600), "bob": issuer.token("bob", expires_in=3600),
+            "ops": issuer.token("ops", expires_in=3600, realm_access={"roles": ["viewer", ADMIN_ROLE]})}
+
+
 # ---- gateways with authentication ----------------------------------------------------------------------------
 
 @dataclass

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests import auth_support, tasks_support
-from tests.auth_support import ADMIN_ROLE, AUDIENCE, KEYS, AuthGateway, OidcIssuer, new_key, ws_first
+from tests.auth_support import AUDIENCE, KEYS, AuthGateway, OidcIssuer, new_key, oidc_tokens, ws_first
 from tests.auth_support import ws_messages_until_close as ws_until_close
 from tests.infra import free_port
 from tests.support import POLYGON, db_connect
@@ -33,12 +33,6 @@ token_gateway = auth_support.token_gateway
 oidc_gateway = auth_support.oidc_gateway
 oidc_issuer = auth_support.oidc_issuer
 tasks_gateway = tasks_support.tasks_gateway
-
-
-def oidc_tokens(issuer: OidcIssuer) -> dict[str, str]:
-    """Fresh tokens of alice, bob and the admin ops, signed with the issuer's current key."""
-    return {"alice": issuer.token("alice", expires_in=3600), "bob": issuer.token("bob", expires_in=3600),
-            "ops": issuer.token("ops", expires_in=3600, realm_access={"roles": ["viewer", ADMIN_ROLE]})}
 
 
 @pytest.fixture(params=["token", "oidc"])

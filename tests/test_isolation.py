@@ -18,7 +18,7 @@ import pytest_asyncio
 import websockets
 
 from tests import auth_support
-from tests.auth_support import AuthGateway, ws_messages_until_close
+from tests.auth_support import AuthGateway, oidc_tokens, ws_messages_until_close
 from tests.infra import unique_name, with_database
 from tests.support import admin_sql, db_connect
 from tests.tasks_support import change_job
@@ -37,8 +37,6 @@ RESULTS = {"stac_version": "1.0.0", "assets": {"openEO.tif": {"href": "http://ex
 def gw(request: pytest.FixtureRequest) -> AuthGateway:
     if request.param == "token":
         return request.getfixturevalue("token_gateway")
-    from tests.test_auth import oidc_tokens
-
     gateway = request.getfixturevalue("oidc_gateway")
     gateway.tokens = oidc_tokens(request.getfixturevalue("oidc_issuer"))
     return gateway
