@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from gateway.auth_grpc import AuthInterceptor
 from gateway.deps import Dependencies
 from gateway.grpc_api import PublicTilerServicer
 from gateway.grpc_upscaling import FULL_NAME, UpscalingServicer
@@ -42,10 +43,11 @@ async def main() -> None:
         settings,
         [ServiceBinding(PublicTilerServicer(deps.tiler), tiler_pb2_grpc.add_TilerServiceServicer_to_server,
                         tiler_pb2.DESCRIPTOR.services_by_name["TilerService"].full_name),
-         ServiceBinding(UpscalingServicer(deps.task_service(), deps.events_hub(), deps.pool),
+         ServiceBinding(UpscalingServicer(deps.task_service(), deps.events_hub(), deps.pool, deps.watches),
                         upscaling_pb2_grpc.add_UpscalingServiceServicer_to_server, FULL_NAME)],
         settings.gateway_host,
         settings.gateway_grpc_port,
+        interceptors=[AuthInterceptor(deps.authenticator, deps.rate)],
     )
     await grpc_server.start()
     http = _Server(uvicorn.Config(create_app(deps), host=settings.gateway_host, port=settings.gateway_http_port,

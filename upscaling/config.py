@@ -65,7 +65,7 @@ class Settings:
     udp_cache_ttl_s: float = 300.0
     udp_fetch_timeout_s: float = 15.0
     outbox_poll_s: float = 1.0
-    dispatcher_prefetch: int = 32
+    dispatcher_prefetch: int = 256
     dispatcher_threads: int = 8
     submit_max_attempts: int = 8
     submit_backoff_base_s: float = 0.5

@@ -97,6 +97,10 @@ class _Lease:
     renewed: float   # time.monotonic() of that
 
 
+class LeaseStale(Exception):
+    """A create request waited for a worker thread past its lease's renewal window: nothing was sent."""
+
+
 class BackendCallError(Exception):
     """An error raised by the openeo client, with its kind."""
 
@@ -171,6 +175,7 @@ class Submitter:
         self.executor = executor
         self._job_locks: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, users
         self._queued = QueuedRecorder(pool, events)
+        self._create_slots = asyncio.Semaphore(max(1, settings.dispatcher_threads))
         self._job_rows: MicroBatcher[int, asyncpg.Record | None] = MicroBatcher(self._fetch_jobs)
         self._first_leases: MicroBatcher[tuple[int, str], datetime | None] = MicroBatcher(self._lease_first)
 
@@ -192,12 +197,16 @@ class Submitter:
         ceiling = min(self.settings.submit_backoff_max_s, self.settings.submit_backoff_base_s * 2 ** (n - 1))
         return random.uniform(0, ceiling)
 
-    async def _call(self, backend: BackendConfig, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, backend: BackendConfig, fn: Callable[..., T], *args: Any, not_after: float | None = None,
+                    **kwargs: Any) -> T:
         """Run `fn(connection, *args, **kwargs)` in a worker thread; errors become BackendCallError (auth
-        errors drop the thread's cached connection first)."""
+        errors drop the thread's cached connection first). With `not_after` (time.monotonic()), a call that only
+        gets a thread later raises LeaseStale instead of sending anything."""
         timeout = self.settings.openeo_timeout_s
 
         def work() -> T:
+            if not_after is not None and time.monotonic() > not_after:
+                raise LeaseStale()
             started = time.perf_counter()
             try:
                 return fn(openeo_conn.connect(backend, timeout), *args, **kwargs)
@@ -381,23 +390,35 @@ class Submitter:
                                 log.info("found the backend job of an earlier try by its tag",
                                          extra={"job_id": job_id, "backend_job_id": backend_job_id})
                         if backend_job_id is None:
+                            earlier_maybe_created = maybe_created
                             maybe_created = True  # from here on a failure leaves it unknown whether it exists
                             search_not_before = time.monotonic()
-                            if not await self._keep_lease(lease_state):
-                                log.info("another try took the job over", extra={"job_id": job_id})
-                                return False
-                            # Without a start rate limit the job is started in the same worker-thread call.
-                            start_now = backend.starts_per_second <= 0
-                            try:
-                                backend_job_id, start_error = await self._call(
-                                    backend, _create_and_start(backend) if start_now
-                                    else openeo_submit.create_only_job, process_id=process_id, namespace=namespace,
-                                    arguments=arguments, title=title, description=description, fmt=fmt)
-                            except BackendCallError as exc:
-                                if isinstance(exc.cause, requests.Timeout):
-                                    # The backend may still be handling the request: do not look too early.
-                                    search_not_before += self.settings.openeo_timeout_s + SETTLE_S
-                                raise
+                            # At most one create per worker thread waits for its thread: a renewed lease is
+                            # not spent queueing.
+                            async with self._create_slots:
+                                if not await self._keep_lease(lease_state):
+                                    log.info("another try took the job over", extra={"job_id": job_id})
+                                    return False
+                                # Without a start rate limit the job is started in the same worker-thread call.
+                                start_now = backend.starts_per_second <= 0
+                                # The create must be sent within SETTLE_S of the lease's renewal (so it ends before
+                                # the lease does), however long it waits for a worker thread.
+                                not_after = None if lease_state is None else lease_state.renewed + 0.9 * SETTLE_S
+                                try:
+                                    backend_job_id, start_error = await self._call(
+                                        backend, _create_and_start(backend) if start_now
+                                        else openeo_submit.create_only_job, process_id=process_id, namespace=namespace,
+                                        arguments=arguments, title=title, description=description, fmt=fmt,
+                                        not_after=not_after)
+                                except LeaseStale:
+                                    maybe_created = earlier_maybe_created  # nothing was sent: renew and try again
+                                    log.debug("create waited past its lease window; renewing", extra={"job_id": job_id})
+                                    continue
+                                except BackendCallError as exc:
+                                    if isinstance(exc.cause, requests.Timeout):
+                                        # The backend may still be handling the request: do not look too early.
+                                        search_not_before += self.settings.openeo_timeout_s + SETTLE_S
+                                    raise
                             if start_now and start_error is None:
                                 # Created and started: recorded with the `queued` status below.
                                 await self._queued.record(row["task_id"], job_id, backend_job_id)
