@@ -134,6 +134,9 @@ podman images --format '   {{.Repository}}:{{.Tag}} {{.Size}}' | grep upscaling-
 phase_done "base images"
 
 # --- 3. the project image, BASE_IMAGE = the local python base ----------------------------------------------
+# The `deps` stage is tagged so that pruning keeps it: later runs rebuild only the project's own layers.
+podman build -q "${BUILD_MOUNTS[@]}" --build-arg BASE_IMAGE="$PYTHON_IMAGE" --target deps -t "$APP_IMAGE-deps" \
+  "$ROOT" >/dev/null
 podman build -q "${BUILD_MOUNTS[@]}" --build-arg BASE_IMAGE="$PYTHON_IMAGE" -t "$APP_IMAGE" "$ROOT" >/dev/null
 podman image prune -f >/dev/null
 podman images --format '   {{.Repository}}:{{.Tag}} {{.Size}}' "$APP_IMAGE"
