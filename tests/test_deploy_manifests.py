@@ -230,7 +230,7 @@ def compose_config() -> dict[str, Any]:
     if shutil.which("podman") is None:
         pytest.fail("podman is missing: apt-get install -y podman (.ci/run does this)")
     tool = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "podman-compose"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}  # no interpolation from outside
     out = subprocess.run([str(tool) if tool.exists() else "podman-compose", "-f", str(ROOT / "docker-compose.yml"),
                           "config"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert out.returncode == 0, out.stderr

@@ -162,6 +162,16 @@ wait_healthy() {  # wait_healthy TIMEOUT_S SERVICE... : every container of each 
 }
 
 compose down -v -t 5 >/dev/null 2>&1 || true
+# Published ports: 8000, 50051 and 8081 as users get them, unless taken here (then free ones, through the
+# compose file's own UPSCALING_*_PORT variables).
+for spec in UPSCALING_HTTP_PORT:8000 UPSCALING_GRPC_PORT:50051 UPSCALING_OPENEO_PORT:8081; do
+  var=${spec%%:*} port=${spec#*:}
+  if [ -z "${!var:-}" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+    say "port ${spec#*:} is taken here: $var=$port"
+  fi
+  export "$var=${!var:-$port}"
+done
 compose up -d --no-build postgres rabbitmq >"$STATE/up.log" 2>&1 || { cat "$STATE/up.log"; exit 1; }
 wait_healthy 180 postgres rabbitmq
 phase_done "postgres+rabbitmq healthy"
@@ -182,10 +192,10 @@ podman ps --filter "label=io.podman.compose.project=$PROJECT" --format '   {{.Na
 phase_done "services healthy"
 
 # --- 5. the seed notebook against :8000, a gRPC WatchTask against :50051 -----------------------------------
-"$PY" "$HERE/flow.py" notebook --http "127.0.0.1:${GATEWAY_HTTP_PUBLISHED_PORT:-8000}" \
+"$PY" "$HERE/flow.py" notebook --http "127.0.0.1:$UPSCALING_HTTP_PORT" \
   --openeo "http://local-openeo:8081"
 phase_done "seed notebook flow"
-"$PY" "$HERE/flow.py" grpc --grpc "127.0.0.1:${GATEWAY_GRPC_PUBLISHED_PORT:-50051}" \
+"$PY" "$HERE/flow.py" grpc --grpc "127.0.0.1:$UPSCALING_GRPC_PORT" \
   --openeo "http://local-openeo:8081"
 phase_done "gRPC WatchTask"
 
