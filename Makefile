@@ -38,6 +38,7 @@ run: $(STAMP)
 	$(BIN)/python -m upscaling.launcher $(RUN_ARGS)
 
 test: $(STAMP)
+	scripts/ensure-test-tools.sh
 	$(MAKE) --no-print-directory lint protos-check
 	$(BIN)/python -m pytest -p no:cacheprovider
 
