@@ -2,10 +2,12 @@
 
 Exactly one backend job per unit job:
 - `unit_jobs.submitted_at` (while the job is `created` without backend job) is a lease: a try sets it when it
-  reserves the job (raising `attempts`, committed) and renews it right before each request that may create a
-  backend job; it lasts the client timeout + SETTLE_S, so no create request of an earlier try can still be in
-  flight once it expired. Another delivery of the job (a duplicate, or a redelivery after a crash) waits for the
-  lease to expire, then takes it over; a try that finds its lease taken stops.
+  reserves the job (raising `attempts`, committed) and renews it before each request that may create a backend
+  job when its last renewal is older than START_WINDOW_S / 2; such a request is only sent within START_WINDOW_S of
+  the renewal (else nothing is sent and the lease is renewed), and the lease lasts START_WINDOW_S + the client
+  timeout + SETTLE_S, so no create request of an earlier try can still be in flight once it expired. Another
+  delivery of the job (a duplicate, or a redelivery after a crash) waits for the lease to expire, then takes it
+  over; a try that finds its lease taken stops.
 - A try that takes over a lease (an earlier try got as far as maybe creating the job) first looks for the job on
   the backend by its tag; so does a try after its own create request failed without an answer.
 - The backend job id is stored as soon as it is known: before the job is started when a start rate limit
@@ -45,6 +47,9 @@ T = TypeVar("T")
 
 # Margin on top of the client timeout before an earlier try's create request is taken as landed or lost.
 SETTLE_S = 1.0
+# A create request is sent within this long of its lease's last renewal (a queue of creates waiting for worker
+# threads does not renew every lease).
+START_WINDOW_S = 5.0
 
 # The unit jobs of a batch of messages (without their arguments: a message carries them).
 _JOBS_SQL = """
@@ -298,7 +303,7 @@ class Submitter:
     @property
     def lease_s(self) -> float:
         """How long a try's lease on a job lasts after its last renewal."""
-        return self.settings.openeo_timeout_s + SETTLE_S
+        return START_WINDOW_S + self.settings.openeo_timeout_s + SETTLE_S
 
     async def _reserve(self, row: asyncpg.Record, backend: BackendConfig) -> Reservation:
         """Take the job's lease and a running-job slot, counting the attempt, in one transaction."""
@@ -338,10 +343,10 @@ class Submitter:
 
     async def _keep_lease(self, state: _Lease | None) -> bool:
         """Renew this try's lease on its job unless it was taken a moment ago; False when another try took it
-        over. (A request sent within SETTLE_S / 2 of the lease's start ends before the lease does.)"""
+        over. (A request sent within START_WINDOW_S of the lease's renewal ends before the lease does.)"""
         if state is None:
             return True
-        if time.monotonic() - state.renewed < SETTLE_S / 2:
+        if time.monotonic() - state.renewed < START_WINDOW_S / 2:
             return True
         value = await self.pool.fetchval(
             "UPDATE unit_jobs SET submitted_at = clock_timestamp() WHERE id = $1 AND submitted_at = $2"
@@ -401,9 +406,9 @@ class Submitter:
                                     return False
                                 # Without a start rate limit the job is started in the same worker-thread call.
                                 start_now = backend.starts_per_second <= 0
-                                # The create must be sent within SETTLE_S of the lease's renewal (so it ends before
-                                # the lease does), however long it waits for a worker thread.
-                                not_after = None if lease_state is None else lease_state.renewed + 0.9 * SETTLE_S
+                                # The create must be sent within START_WINDOW_S of the lease's renewal (so it ends
+                                # before the lease does), however long it waits for a worker thread.
+                                not_after = None if lease_state is None else lease_state.renewed + 0.9 * START_WINDOW_S
                                 try:
                                     backend_job_id, start_error = await self._call(
                                         backend, _create_and_start(backend) if start_now
