@@ -31,6 +31,8 @@ def _tile_request(request: tiler_pb2.TileAoiRequest, max_tiles: int) -> tiler_pb
         document = json.loads(request.aoi_geojson)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"aoi_geojson is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidArgument("aoi_geojson is nested too deeply to be a GeoJSON AOI") from exc
     try:
         aoi = grids.parse_aoi(document)
         tiles = grids.tile_aoi(aoi, grid, clip=not request.full_cells, max_tiles=max_tiles)
