@@ -178,7 +178,7 @@ class UdpCache:
                         raise UdpError(f"the document is larger than {self.max_bytes} bytes")
         except TimeoutError as exc:
             raise UdpError(f"no answer within {self.timeout_s:g} s") from exc
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a URL that does not parse
             raise UdpError(str(exc) or type(exc).__name__) from exc
         try:
             return json.loads(body)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import collections
 
 INPUTS: collections.Counter[str] = collections.Counter()
-SERVER_ERRORS = 0
+OUTCOMES: collections.Counter[str] = collections.Counter()
 STUCK: dict[str, int] = {}
 
 
 def record(interface: str, n: int = 1) -> None:
     """Count `n` generated inputs sent to `interface`."""
     INPUTS[interface] += n
+
+
+def outcome(name: str) -> None:
+    """Count one outcome (e.g. tasks created by fuzzed requests)."""
+    OUTCOMES[name] += 1

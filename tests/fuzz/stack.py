@@ -123,22 +123,28 @@ class FuzzStack:
             " (SELECT coalesce(max(id), 0) FROM outbox) AS o"))
         return row["t"], row["j"], row["o"]
 
-    def cancel_leftovers(self, limit_s: float = 120) -> int:
-        """Cancel every task not yet terminal, wait until each is; returns how many never got there."""
-        deadline = time.monotonic() + limit_s
-        canceled: set[int] = set()
-        while True:
-            open_tasks = [r["id"] for r in self.db.fetch(
-                "SELECT id FROM upscale_tasks WHERE status <> ALL($1::text[]) ORDER BY id",
-                list(TERMINAL_TASK_STATUSES))]
-            if not open_tasks or time.monotonic() > deadline:
-                return len(open_tasks)
-            for task_id in open_tasks:
-                if task_id not in canceled:
-                    reply = requests.post(f"{self.http}/upscale_tasks/{task_id}/cancel", timeout=30)
-                    assert reply.status_code in (200, 409), reply.text
-                    canceled.add(task_id)
+    def open_tasks(self) -> list[int]:
+        return [r["id"] for r in self.db.fetch(
+            "SELECT id FROM upscale_tasks WHERE status <> ALL($1::text[]) ORDER BY id", list(TERMINAL_TASK_STATUSES))]
+
+    def settle_tasks(self, finish_s: float = 60, cancel_s: float = 60) -> dict[str, int]:
+        """Let every task finish (up to `finish_s`), cancel those still open and wait for them (`cancel_s`);
+        returns the tasks per final status plus `canceled at the end` and `left non-terminal`."""
+        deadline = time.monotonic() + finish_s
+        while self.open_tasks() and time.monotonic() < deadline:
             time.sleep(0.5)
+        leftovers = self.open_tasks()
+        for task_id in leftovers:
+            reply = requests.post(f"{self.http}/upscale_tasks/{task_id}/cancel", timeout=30)
+            assert reply.status_code in (200, 409), reply.text
+        deadline = time.monotonic() + cancel_s
+        while self.open_tasks() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        result = {f"tasks {r['status']}": r["n"] for r in self.db.fetch(
+            "SELECT status, count(*) AS n FROM upscale_tasks GROUP BY status")}
+        result["tasks canceled at the end"] = len(leftovers)
+        result["tasks left non-terminal"] = len(self.open_tasks())
+        return result
 
 
 def _env(base: dict[str, str], **extra: str) -> dict[str, str]:
