@@ -26,12 +26,13 @@ from gateway.events_hub import EventsHub
 from gateway.http_tasks import jobs_status_body, parse_filters
 from gateway.tasks import TaskService
 from gateway.watch import is_terminal_event
-from upscaling.errors import ServiceError
+from upscaling.errors import InvalidArgument, NotFound, ServiceError
 from upscaling.statuses import TERMINAL_TASK_STATUSES
 from upscaling.v1 import upscaling_pb2
 
 log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 10.0
+MAX_INTERVAL_S = 86400.0  # beyond, timers overflow the event loop's select timeout
 
 
 def envelope(kind: str, data: Any = None, message: str | None = None, task_id: int | None = None
@@ -47,15 +48,16 @@ def _interval(raw: str | None) -> float:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ServiceError(f"interval must be a positive number of seconds, got {raw!r}",
-                           error_code="VALIDATION_ERROR")
+    if not math.isfinite(value) or value <= 0 or value > MAX_INTERVAL_S:
+        raise InvalidArgument(f"interval must be a positive number of seconds up to {MAX_INTERVAL_S:g}, "
+                              f"got {raw[:40]!r}")
     return value
 
 
 async def _fail(websocket: WebSocket, exc: ServiceError, task_id: int | None) -> None:
     await websocket.send_json(envelope("error", None, exc.message, task_id))
-    await websocket.close(code=1011, reason=exc.error_code[:120])
+    # 1008 (policy violation) for the client's mistakes, 1011 (server error) only when the server is at fault.
+    await websocket.close(code=1008 if exc.http_status < 500 else 1011, reason=exc.error_code[:120])
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:
@@ -91,11 +93,11 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
     @router.websocket("/ws/upscale_tasks/{task_id}")
     async def watch_task(websocket: WebSocket, task_id: str, interval: str | None = None) -> None:
         await websocket.accept()
-        tid = int(task_id) if task_id.isdigit() and len(task_id) < 19 else None
+        tid = int(task_id) if task_id.isascii() and task_id.isdigit() and len(task_id) < 19 else None
         try:
             period = _interval(interval)
             if tid is None:
-                raise ServiceError(f"upscale task {task_id} not found", error_code="TASK_NOT_FOUND")
+                raise NotFound(f"upscale task {task_id[:40]} not found", error_code="TASK_NOT_FOUND")
             tasks, hub = get_tasks(), get_hub()
             await tasks.task_exists(tid)
         except ServiceError as exc:
