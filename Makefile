@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/upscaling/v1/*.proto)
 
-.PHONY: venv protos protos-check lint migrate run test bench clean
+.PHONY: venv protos protos-check lint migrate run test fuzz bench clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(MAKE) --no-print-directory lint protos-check
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+## Longer fuzzing than `make test` runs: FUZZ_EXAMPLES random examples per fuzz test (hypothesis profile "fuzz").
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider tests/fuzz \
+		--durations=0 $(FUZZ_ARGS)
 
 ## Benchmarks (not part of `make test`): each prints its figures against a baseline measured in the same run.
 bench: $(STAMP)

@@ -119,6 +119,13 @@ class EventsHub:
         except Exception:
             log.warning("unparseable status event dropped", extra={"routing_key": message.routing_key})
             return
+        task_id = event_task_id(event)
+        key = message.routing_key or ""
+        if task_id <= 0 or not (key == f"task.{task_id}" or key.startswith(f"task.{task_id}.")):
+            # garbage that happens to parse: its task id must be the one its routing key names
+            log.warning("status event not matching its routing key dropped",
+                        extra={"routing_key": message.routing_key, "task_id": task_id})
+            return
         self.received += 1
         self.dispatch(event)
 

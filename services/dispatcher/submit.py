@@ -88,6 +88,10 @@ class _Lease:
     renewed: float   # time.monotonic() of that
 
 
+class UnknownJobError(Exception):
+    """A job message names no unit job (the consumer dead-letters it)."""
+
+
 class BackendCallError(Exception):
     """An error raised by the openeo client, with its kind."""
 
@@ -229,8 +233,7 @@ class Submitter:
         """One pass; True when the job changed under us and must be looked at again."""
         row = await self.pool.fetchrow(_JOB_SQL, msg.job_id)
         if row is None:
-            log.warning("job message for an unknown unit job; dropped", extra={"job_id": msg.job_id})
-            return False
+            raise UnknownJobError(f"job message for an unknown unit job {msg.job_id}")
         status = row["status"]
         if status != "created":  # queued, running, unknown, or terminal
             log.info("unit job already submitted or done; nothing to do",
