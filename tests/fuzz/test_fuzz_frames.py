@@ -99,9 +99,9 @@ def test_ws_jobs_status_garbage(fuzz_stack: FuzzStack, interval: str | None, fil
     _exercise(f"{fuzz_stack.ws}/ws/jobs_status?{query}", frames, abrupt)
 
 
-def test_ws_oversized_message_closes_with_1009(fuzz_stack: FuzzStack, task_id: int) -> None:
-    counts.record("WebSocket /ws/upscale_tasks/{id}")
-    with connect(f"{fuzz_stack.ws}/ws/upscale_tasks/{task_id}?interval=1", max_size=None) as ws:
+def test_ws_oversized_message_closes_with_1009(fuzz_stack: FuzzStack) -> None:
+    counts.record("WebSocket /ws/jobs_status")
+    with connect(f"{fuzz_stack.ws}/ws/jobs_status?interval=1", max_size=None) as ws:  # a socket that stays open
         assert '"init"' in ws.recv(timeout=20)
         try:
             ws.send("x" * (17 * 1024 * 1024))
