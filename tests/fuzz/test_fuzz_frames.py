@@ -94,6 +94,7 @@ def test_ws_task_watch_garbage(fuzz_stack: FuzzStack, task_id: int, tid: str, in
 def test_ws_jobs_status_garbage(fuzz_stack: FuzzStack, interval: str | None, filters: list[str],
                                 frames: list[Any], abrupt: bool) -> None:
     counts.record("WebSocket /ws/jobs_status")
+    filters = [f.encode("utf-8", "replace").decode() for f in filters]  # a URL cannot carry lone surrogates
     query = urllib.parse.urlencode([("filter", f) for f in filters]
                                    + ([] if interval is None else [("interval", interval)]))
     _exercise(f"{fuzz_stack.ws}/ws/jobs_status?{query}", frames, abrupt)

@@ -161,7 +161,7 @@ def to_request(body: dict[str, Any], raw_values: list[str] | None) -> upscaling_
                                       namespace=text("namespace", service)),
         parameters_json=_proto_text(json.dumps(body["parameters"])) if "parameters" in body else "",
         format=text("format"), dimension=upscaling_pb2.Dimension(name=text("name", dimension), values_json=values_json),
-        max_attempts=attempts if isinstance(attempts, int) and -(2**31) <= attempts < 2**31 else 0)
+        max_attempts=attempts if type(attempts) is int and -(2**31) <= attempts < 2**31 else 0)
 
 
 @given(changes=mutations(),
