@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/upscaling/v1/*.proto)
 
-.PHONY: venv protos protos-check lint migrate run test fuzz bench clean
+.PHONY: venv protos protos-check lint migrate run test fuzz bench compose-test k8s-validate clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_tiler.py
 	$(BIN)/python bench/bench_local_openeo.py
 	$(BIN)/python bench/bench_pipeline.py
+
+## Build the image with podman, bring docker-compose.yml up, run the notebook + gRPC flows, scale, tear down.
+compose-test: $(STAMP)
+	deploy/compose-test/run.sh
+
+## Render every Kubernetes overlay (kubectl kustomize) and validate it offline; check the compose file.
+k8s-validate: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests/test_deploy_manifests.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

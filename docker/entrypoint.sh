@@ -1,5 +1,5 @@
 #!/bin/sh
-# Container entry point: the first argument names the service.
+# Container entry point: the first argument names the service, the rest goes to it.
 set -e
 service="${1:-gateway}"
 [ $# -gt 0 ] && shift
@@ -10,5 +10,7 @@ case "$service" in
   gateway) exec python -m gateway "$@" ;;
   migrate) exec python -m upscaling.migrations "$@" ;;
   local-openeo) exec python -m local_openeo "$@" ;;
-  *) echo "unknown service: $service (tiler, dispatcher, monitor, gateway, migrate, local-openeo)" >&2; exit 64 ;;
+  health) exec python -m upscaling.healthcheck "$@" ;;
+  *) echo "unknown service: $service (tiler, dispatcher, monitor, gateway, migrate, local-openeo, health)" >&2
+     exit 64 ;;
 esac

@@ -9,10 +9,12 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from gateway.auth_grpc import AuthInterceptor
 from gateway.deps import Dependencies
 from gateway.grpc_api import PublicTilerServicer
 from gateway.grpc_upscaling import FULL_NAME, UpscalingServicer
 from gateway.http_app import create_app
+from upscaling import event_loop, metrics
 from upscaling.config import load_settings
 from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
 from upscaling.logs import configure_logging
@@ -35,15 +37,17 @@ async def main() -> None:
     stop = shutdown_event()
     deps = Dependencies(settings)
     await deps.start()
-    assert deps.tiler is not None and deps.pool is not None
+    assert deps.tiler is not None and deps.pool is not None and deps.cluster_state is not None
+    metrics.register("gateway", deps.cluster_state)
     grpc_server = GrpcServer(
         settings,
         [ServiceBinding(PublicTilerServicer(deps.tiler), tiler_pb2_grpc.add_TilerServiceServicer_to_server,
                         tiler_pb2.DESCRIPTOR.services_by_name["TilerService"].full_name),
-         ServiceBinding(UpscalingServicer(deps.task_service(), deps.events_hub(), deps.pool),
+         ServiceBinding(UpscalingServicer(deps.task_service(), deps.events_hub(), deps.pool, deps.watches),
                         upscaling_pb2_grpc.add_UpscalingServiceServicer_to_server, FULL_NAME)],
         settings.gateway_host,
         settings.gateway_grpc_port,
+        interceptors=[AuthInterceptor(deps.authenticator, deps.rate)],
     )
     await grpc_server.start()
     http = _Server(uvicorn.Config(create_app(deps), host=settings.gateway_host, port=settings.gateway_http_port,
@@ -62,4 +66,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

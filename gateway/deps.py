@@ -13,10 +13,12 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from gateway.events_hub import EventsHub
 from gateway.tasks import TaskService
 from gateway.tiler_client import TilerClient
-from upscaling import broker, db
+from upscaling import broker, db, metrics
+from upscaling.auth import Authenticator, AuthSettings, create_authenticator, load_auth_settings
 from upscaling.backends import load_backends
 from upscaling.config import Settings
 from upscaling.errors import Unavailable
+from upscaling.limits import Limits, RateLimiter, SubscriptionCounter, load_limits
 from upscaling.migrations import apply_migrations
 from upscaling.outbox import OutboxRelay
 from upscaling.startup import with_retry
@@ -39,6 +41,17 @@ class Dependencies:
     relay: OutboxRelay | None = None
     tasks: TaskService | None = None
     publish_channel: AbstractChannel | None = None
+    cluster_state: metrics.ClusterState | None = None
+    auth: AuthSettings = field(default_factory=load_auth_settings)
+    limits: Limits = field(default_factory=load_limits)
+
+    def __post_init__(self) -> None:
+        self.authenticator: Authenticator = create_authenticator(self.auth)
+        # One request bucket per user, shared by HTTP, WebSocket handshakes and gRPC calls.
+        self.rate = RateLimiter("MAX_REQUESTS_PER_S_PER_USER", self.limits.requests_per_s_per_user,
+                                self.limits.requests_burst_per_user)
+        # Open watches (WatchTask streams and WebSockets) per user.
+        self.watches = SubscriptionCounter(self.limits.max_watches_per_user)
 
     def task_service(self) -> TaskService:
         """The task service, or Unavailable before the dependencies are up."""
@@ -71,12 +84,18 @@ class Dependencies:
         await self.hub.start()
         self.relay = OutboxRelay(self.pool, s.database_url, self.amqp, self.topology, poll_s=s.outbox_poll_s)
         self.relay.start()
-        self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values, declared.events_exchange)
+        self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values, declared.events_exchange,
+                                 max_in_flight_per_user=self.limits.max_tasks_in_flight_per_user)
+        self.cluster_state = metrics.ClusterState(self.pool, self.amqp, self.topology)
+        log.info("authentication", extra={"auth_mode": self.auth.mode})
 
     async def stop(self) -> None:
         """Close every connection."""
+        await self.authenticator.close()
         if self.relay:
             await self.relay.stop()
+        if self.cluster_state:
+            await self.cluster_state.close()
         if self.hub:
             await self.hub.stop()
         if self.udps:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from upscaling import broker
+from upscaling import broker, event_wire, metrics
 from upscaling.v1 import upscaling_pb2
 
 log = logging.getLogger(__name__)
@@ -115,35 +115,50 @@ class EventsHub:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            event = upscaling_pb2.WatchTaskResponse.FromString(message.body)
+            events = event_wire.decode(message.body, message.type)
         except Exception:
             log.warning("unparseable status event dropped", extra={"routing_key": message.routing_key})
             return
-        task_id = event_task_id(event)
         key = message.routing_key or ""
-        if task_id <= 0 or not (key == f"task.{task_id}" or key.startswith(f"task.{task_id}.")):
-            # garbage that happens to parse: its task id must be the one its routing key names
+        matching = [e for e in events if (task_id := event_task_id(e)) > 0
+                    and (key == f"task.{task_id}" or key.startswith(f"task.{task_id}."))]
+        if len(matching) < len(events):
+            # garbage that happens to parse: an event's task id must be the one its routing key names
             log.warning("status event not matching its routing key dropped",
-                        extra={"routing_key": message.routing_key, "task_id": task_id})
-            return
-        self.received += 1
-        self.dispatch(event)
+                        extra={"routing_key": key, "dropped": len(events) - len(matching)})
+            events = matching
+        self.received += len(events)
+        metrics.EVENTS_RECEIVED.inc(len(events))
+        handed = 0
+        for event in events:
+            handed += self.dispatch(event)
+        if handed:
+            metrics.EVENTS_FANNED_OUT.inc(handed)
 
-    def dispatch(self, event: upscaling_pb2.WatchTaskResponse) -> None:
-        """Hand an event to every watcher of its task (and every watcher of all tasks)."""
+    def dispatch(self, event: upscaling_pb2.WatchTaskResponse) -> int:
+        """Hand an event to every watcher of its task (and every watcher of all tasks); returns how many."""
         task_id = event_task_id(event)
+        handed = 0
         for key in (task_id, None):
-            for sub in tuple(self._subs.get(key, ())):
-                sub.push(event)
+            subs = self._subs.get(key)
+            if subs:
+                for sub in tuple(subs):
+                    sub.push(event)
+                handed += len(subs)
+        return handed
 
     @contextmanager
-    def subscribe(self, task_id: int | None) -> Iterator[Subscription]:
-        """A subscription to one task's events (None: every task), removed on exit."""
+    def subscribe(self, task_id: int | None, kind: str = "grpc") -> Iterator[Subscription]:
+        """A subscription to one task's events (None: every task), removed on exit; `kind` (grpc, websocket)
+        labels the watchers gauge."""
         sub = Subscription(task_id, self.buffer)
         self._subs[task_id].add(sub)
+        watchers = metrics.WATCHERS.labels(kind)
+        watchers.inc()
         try:
             yield sub
         finally:
+            watchers.dec()
             subs = self._subs.get(task_id)
             if subs is not None:
                 subs.discard(sub)

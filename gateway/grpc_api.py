@@ -5,11 +5,12 @@ from __future__ import annotations
 import grpc
 
 from gateway.tiler_client import TilerClient
+from upscaling.auth import caller_or_fail
 from upscaling.v1 import tiler_pb2, tiler_pb2_grpc
 
 
 class PublicTilerServicer(tiler_pb2_grpc.TilerServiceServicer):
-    """TilerService on the public port, forwarded to the tiler service."""
+    """TilerService on the public port, forwarded to the tiler service (authenticated like every public call)."""
 
     def __init__(self, tiler: TilerClient) -> None:
         self.tiler = tiler
@@ -17,9 +18,11 @@ class PublicTilerServicer(tiler_pb2_grpc.TilerServiceServicer):
     async def ListGrids(
         self, request: tiler_pb2.ListGridsRequest, context: grpc.aio.ServicerContext
     ) -> tiler_pb2.ListGridsResponse:
+        caller_or_fail()
         return await self.tiler.list_grids()
 
     async def TileAoi(
         self, request: tiler_pb2.TileAoiRequest, context: grpc.aio.ServicerContext
     ) -> tiler_pb2.TileAoiResponse:
+        caller_or_fail()
         return await self.tiler.tile(request)

@@ -13,7 +13,9 @@ from gateway.events_hub import EventsHub
 from gateway.task_views import task_proto, task_results
 from gateway.tasks import TaskService, TaskSpec
 from gateway.watch import watch_task
+from upscaling.auth import caller_or_fail
 from upscaling.errors import InvalidArgument
+from upscaling.limits import SubscriptionCounter
 from upscaling.statuses import task_status_from_proto
 from upscaling.udp import describe
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
@@ -38,15 +40,18 @@ def _service(ref: common_pb2.ServiceRef) -> dict[str, Any]:
 
 
 class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
-    """The public task API over gRPC (errors raised as `upscaling.errors` and mapped by the interceptor)."""
+    """The public task API over gRPC (errors raised as `upscaling.errors` and mapped by the interceptor). The caller
+    comes from the AuthInterceptor; every task operation is scoped to it."""
 
-    def __init__(self, tasks: TaskService, hub: EventsHub, pool: asyncpg.Pool) -> None:
+    def __init__(self, tasks: TaskService, hub: EventsHub, pool: asyncpg.Pool,
+                 watches: SubscriptionCounter | None = None) -> None:
         self.tasks = tasks
         self.hub = hub
         self.pool = pool
+        self.watches = watches or SubscriptionCounter(0)
 
     async def _task(self, task_id: int) -> upscaling_pb2.Task:
-        view = await self.tasks.get_task(task_id)
+        view = await self.tasks.get_task(task_id, caller_or_fail())
         return task_proto(view.task, view.jobs)
 
     async def CreateTask(self, request: upscaling_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext
@@ -57,7 +62,7 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
                         parameters=parameters, format=request.format or None,
                         dimension_name=request.dimension.name, dimension_values=values,
                         max_attempts=request.max_attempts or None)
-        task = await self.tasks.create_task(spec)
+        task = await self.tasks.create_task(spec, caller_or_fail())
         return upscaling_pb2.CreateTaskResponse(task=task_proto(task, counts={"created": task["job_count"]}))
 
     async def GetTask(self, request: upscaling_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
@@ -74,37 +79,42 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
                 statuses.append(task_status_from_proto(value))
             except ValueError:
                 raise InvalidArgument(f"statuses contains the unknown task status value {value}") from None
-        rows, counts, token = await self.tasks.list_tasks(statuses, request.page_size, request.page_token)
+        rows, counts, token = await self.tasks.list_tasks(statuses, request.page_size, request.page_token,
+                                                          caller_or_fail())
         return upscaling_pb2.ListTasksResponse(tasks=[task_proto(r, counts=counts[r["id"]]) for r in rows],
                                                next_page_token=token)
 
     async def CancelTask(self, request: upscaling_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
                          ) -> upscaling_pb2.CancelTaskResponse:
-        await self.tasks.cancel_task(request.task_id)
+        await self.tasks.cancel_task(request.task_id, caller_or_fail())
         return upscaling_pb2.CancelTaskResponse(task=await self._task(request.task_id))
 
     async def RetryFailedJobs(self, request: upscaling_pb2.RetryFailedJobsRequest,
                               context: grpc.aio.ServicerContext) -> upscaling_pb2.RetryFailedJobsResponse:
-        retried = await self.tasks.retry_failed(request.task_id)
+        retried = await self.tasks.retry_failed(request.task_id, caller_or_fail())
         return upscaling_pb2.RetryFailedJobsResponse(task=await self._task(request.task_id), retried=retried)
 
     async def WatchTask(self, request: upscaling_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[upscaling_pb2.WatchTaskResponse]:
-        async for item in watch_task(self.tasks, self.hub, self.pool, request.task_id, request.after_sequence):
-            yield item
+        who = caller_or_fail()
+        with self.watches.hold(who.user_id):
+            async for item in watch_task(self.tasks, self.hub, self.pool, request.task_id, who,
+                                         request.after_sequence):
+                yield item
 
     async def GetJobResults(self, request: upscaling_pb2.GetJobResultsRequest, context: grpc.aio.ServicerContext
                             ) -> upscaling_pb2.GetJobResultsResponse:
-        results = await self.tasks.job_results(request.job_id)
+        results = await self.tasks.job_results(request.job_id, caller_or_fail())
         return upscaling_pb2.GetJobResultsResponse(stac_json=json.dumps(results))
 
     async def GetTaskResults(self, request: upscaling_pb2.GetTaskResultsRequest,
                              context: grpc.aio.ServicerContext) -> upscaling_pb2.GetTaskResultsResponse:
-        task, jobs = await self.tasks.task_results(request.task_id)
+        task, jobs = await self.tasks.task_results(request.task_id, caller_or_fail())
         return upscaling_pb2.GetTaskResultsResponse(stac_json=json.dumps(task_results(task, jobs)))
 
     async def DescribeService(self, request: upscaling_pb2.DescribeServiceRequest,
                               context: grpc.aio.ServicerContext) -> upscaling_pb2.DescribeServiceResponse:
+        caller_or_fail()
         udp = await self.tasks.describe(request.label, _service(request.service))
         return upscaling_pb2.DescribeServiceResponse(parameters=[
             upscaling_pb2.ServiceParameter(

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from gateway.auth_http import AuthMiddleware, caller
 from gateway.deps import Dependencies
 from gateway.http_errors import error_responses, install_error_handlers
 from gateway.http_tasks import create_router
 from gateway.middleware import RequestContextMiddleware
 from gateway.ws import create_ws_router
+from upscaling import metrics
 from upscaling.errors import Unavailable
+from upscaling.limits import check_aoi_vertices
 from upscaling.tiles import tile_feature, tile_geometry
 
 
@@ -49,6 +52,10 @@ def create_app(deps: Dependencies) -> FastAPI:
         responses=error_responses(422, 503),
     )
     install_error_handlers(app)
+    # Added last = outermost: correlation id and body size limit first, then authentication.
+    app.add_middleware(AuthMiddleware, authenticator=deps.authenticator, rate=deps.rate,
+                       ws_messages_per_s=deps.limits.ws_messages_per_s,
+                       ws_messages_burst=deps.limits.ws_messages_burst)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=deps.settings.http_max_body_bytes)
 
     @app.get("/health", summary="Health of the gateway and every dependency",
@@ -57,11 +64,16 @@ def create_app(deps: Dependencies) -> FastAPI:
         body = await deps.health()
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
+    @app.get("/metrics", summary="Prometheus metrics of the gateway (and tasks, jobs, outbox and queue state)")
+    async def prometheus_metrics() -> Response:
+        return Response(await metrics.render(deps.cluster_state), media_type=metrics.CONTENT_TYPE_LATEST)
+
     @app.post("/tiles", status_code=201, summary="Split an AOI into the tiles of a kilometre grid",
-              responses=error_responses(400, 413))
+              dependencies=[Depends(caller)], responses=error_responses(400, 413))
     async def tiles(body: TilesRequest) -> JSONResponse:
         if deps.tiler is None:
             raise Unavailable("the tiler is not connected yet")
+        check_aoi_vertices(body.aoi, deps.limits.max_aoi_vertices)
         reply = await deps.tiler.tile_geojson(body.aoi, body.grid, body.full_cells)
         headers = {"X-Tile-Count": str(len(reply.tiles))}
         if reply.warnings:
@@ -78,5 +90,5 @@ def create_app(deps: Dependencies) -> FastAPI:
         return JSONResponse(content, status_code=201, headers=headers)
 
     app.include_router(create_router(deps.task_service))
-    app.include_router(create_ws_router(deps.task_service, deps.events_hub))
+    app.include_router(create_ws_router(deps.task_service, deps.events_hub, deps.watches))
     return app

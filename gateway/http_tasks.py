@@ -5,18 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from gateway import task_views as views
+from gateway.auth_http import caller
 from gateway.http_errors import error_responses
 from gateway.tasks import JobSpec, TaskService, TaskSpec
+from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument
 from upscaling.udp import describe
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="upscale task id")]
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="unit job id")]
+Caller = Annotated[Principal, Depends(caller)]
 
 
 class ServiceModel(BaseModel):
@@ -77,77 +80,77 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
 
     @router.post("/upscale_tasks", status_code=201, summary="Create an upscaling task (one job per dimension value)",
                  responses=error_responses(400, 413))
-    async def create_task(body: TaskRequest) -> JSONResponse:
+    async def create_task(body: TaskRequest, who: Caller) -> JSONResponse:
         task = await get_tasks().create_task(TaskSpec(
             title=body.title, label=body.label, service=_service(body.service), parameters=body.parameters,
             format=body.format, dimension_name=body.dimension.name, dimension_values=body.dimension.values,
-            max_attempts=body.max_attempts))
+            max_attempts=body.max_attempts), who)
         return JSONResponse(views.task_summary(task), status_code=201)
 
     @router.get("/upscale_tasks", summary="List tasks, newest first, with pagination")
     async def list_tasks(status: Annotated[list[str] | None, Query()] = None,
                          page_size: Annotated[int, Query(ge=1, le=500)] = 50,
-                         page_token: str = "") -> dict[str, Any]:
-        rows, counts, token = await get_tasks().list_tasks(status or [], page_size, page_token)
+                         page_token: str = "", *, who: Caller) -> dict[str, Any]:
+        rows, counts, token = await get_tasks().list_tasks(status or [], page_size, page_token, who)
         return {"tasks": [views.task_list_item(r, counts[r["id"]]) for r in rows], "next_page_token": token or None}
 
     @router.get("/upscale_tasks/{task_id}", summary="A task with its jobs, counts per status and progress",
                 responses=error_responses(404))
-    async def get_task(task_id: TaskId) -> JSONResponse:
-        view = await get_tasks().get_task(task_id)
+    async def get_task(task_id: TaskId, who: Caller) -> JSONResponse:
+        view = await get_tasks().get_task(task_id, who)
         return JSONResponse(views.task_body(view.task, view.jobs))
 
     @router.post("/upscale_tasks/{task_id}/cancel", summary="Cancel a task (jobs not yet submitted never are)",
                  responses=error_responses(404, 409))
-    async def cancel_task(task_id: TaskId) -> JSONResponse:
+    async def cancel_task(task_id: TaskId, who: Caller) -> JSONResponse:
         tasks = get_tasks()
-        await tasks.cancel_task(task_id)
-        view = await tasks.get_task(task_id)
+        await tasks.cancel_task(task_id, who)
+        view = await tasks.get_task(task_id, who)
         return JSONResponse(views.task_body(view.task, view.jobs))
 
     @router.post("/upscale_tasks/{task_id}/retry", summary="Submit the task's failed jobs again",
                  responses=error_responses(404, 409))
-    async def retry_task(task_id: TaskId) -> dict[str, Any]:
+    async def retry_task(task_id: TaskId, who: Caller) -> dict[str, Any]:
         tasks = get_tasks()
-        retried = await tasks.retry_failed(task_id)
-        view = await tasks.get_task(task_id)
+        retried = await tasks.retry_failed(task_id, who)
+        view = await tasks.get_task(task_id, who)
         return {**views.task_summary(view.task), "retried": retried, "job_counts": views.job_counts(view.jobs)}
 
     @router.get("/upscale_tasks/{task_id}/results", summary="Every finished job's assets (STAC-like collection)",
                 responses=error_responses(404))
-    async def task_results(task_id: TaskId) -> JSONResponse:
-        task, jobs = await get_tasks().task_results(task_id)
+    async def task_results(task_id: TaskId, who: Caller) -> JSONResponse:
+        task, jobs = await get_tasks().task_results(task_id, who)
         return JSONResponse(views.task_results(task, jobs))
 
     @router.post("/unit_jobs", status_code=201, summary="Create one processing job (no dimension)",
                  responses=error_responses(400, 413))
-    async def create_job(body: JobRequest) -> JSONResponse:
+    async def create_job(body: JobRequest, who: Caller) -> JSONResponse:
         job = await get_tasks().create_job(JobSpec(title=body.title, label=body.label, service=_service(body.service),
-                                                   parameters=body.parameters, format=body.format))
+                                                   parameters=body.parameters, format=body.format), who)
         return JSONResponse(views.job_summary(job), status_code=201)
 
     @router.get("/unit_jobs/{job_id}", summary="A unit job",
                 responses=error_responses(404))
-    async def get_job(job_id: JobId) -> JSONResponse:
-        return JSONResponse(views.job_body(await get_tasks().get_job(job_id)))
+    async def get_job(job_id: JobId, who: Caller) -> JSONResponse:
+        return JSONResponse(views.job_body(await get_tasks().get_job(job_id, who)))
 
     @router.get("/unit_jobs/{job_id}/results", summary="The stored STAC metadata of a finished job's results",
                 responses=error_responses(404, 409))
-    async def job_results(job_id: JobId) -> JSONResponse:
-        return JSONResponse(await get_tasks().job_results(job_id))
+    async def job_results(job_id: JobId, who: Caller) -> JSONResponse:
+        return JSONResponse(await get_tasks().job_results(job_id, who))
 
     @router.delete("/unit_jobs/{job_id}", summary="Cancel a unit job",
                    responses=error_responses(404, 409))
-    async def cancel_job(job_id: JobId) -> JSONResponse:
-        return JSONResponse(views.job_body(await get_tasks().cancel_job(job_id)))
+    async def cancel_job(job_id: JobId, who: Caller) -> JSONResponse:
+        return JSONResponse(views.job_body(await get_tasks().cancel_job(job_id, who)))
 
     @router.get("/jobs_status", summary="Recent upscaling tasks and processing jobs")
-    async def jobs_status(filter: Annotated[list[str] | None, Query()] = None) -> dict[str, Any]:
-        return await jobs_status_body(get_tasks(), filter or [])
+    async def jobs_status(filter: Annotated[list[str] | None, Query()] = None, *, who: Caller) -> dict[str, Any]:
+        return await jobs_status_body(get_tasks(), filter or [], who)
 
     @router.post("/params", summary="The parameters of a service's UDP",
                  responses=error_responses(400, 413))
-    async def params(body: ParamsRequest) -> JSONResponse:
+    async def params(body: ParamsRequest, who: Caller) -> JSONResponse:
         udp = await get_tasks().describe(body.label, _service(body.service))
         return JSONResponse(describe(udp))
 
@@ -164,10 +167,10 @@ def parse_filters(filters: list[str]) -> tuple[bool, bool]:
     return "upscaling" in filters, "processing" in filters
 
 
-async def jobs_status_body(tasks: TaskService, filters: list[str]) -> dict[str, Any]:
-    """The `/jobs_status` body."""
+async def jobs_status_body(tasks: TaskService, filters: list[str], who: Principal) -> dict[str, Any]:
+    """The `/jobs_status` body of the caller's tasks and jobs."""
     include_tasks, include_jobs = parse_filters(filters)
-    found = await tasks.jobs_status(include_tasks, include_jobs)
+    found = await tasks.jobs_status(include_tasks, include_jobs, who)
     body: dict[str, Any] = {}
     if include_tasks:
         body["upscaling_tasks"] = [views.task_summary(t) for t in found["upscaling_tasks"]]

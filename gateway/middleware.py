@@ -9,6 +9,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.http_errors import error_body
+from upscaling.limits import exceeded
 from upscaling.logs import correlation_id, new_correlation_id
 
 _VALID_CID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -75,7 +76,8 @@ class RequestContextMiddleware:
 
     async def _too_large(self, send: Send) -> None:
         body: dict[str, Any] = error_body(
-            "PAYLOAD_TOO_LARGE", f"request body is larger than the limit of {self.max_body_bytes} bytes")
+            "PAYLOAD_TOO_LARGE", exceeded("HTTP_MAX_BODY_BYTES", self.max_body_bytes,
+                                          f"the request body is larger than {self.max_body_bytes} bytes"))
         payload = json.dumps(body).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),

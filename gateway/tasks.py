@@ -18,8 +18,10 @@ from aio_pika.abc import AbstractExchange
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from upscaling import jobstore, outbox
+from upscaling.auth import Principal
 from upscaling.backends import Backends
-from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound
+from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, TooManyRequests
+from upscaling.limits import exceeded
 from upscaling.logs import correlation_id
 from upscaling.statuses import TASK_STATUSES, TERMINAL_JOB_STATUSES
 from upscaling.udp import Udp, UdpCache, coerce_value, validate_arguments
@@ -30,6 +32,9 @@ LABELS = ("openeo", "ogc_api_process")
 MAX_ATTEMPTS = 5
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Tasks (and standalone unit jobs) of a user that count against MAX_TASKS_IN_FLIGHT_PER_USER.
+_IN_FLIGHT = ("created", "queued", "running")
+# Rows are scoped to their owner: `$n` is the caller's user id, or NULL for an admin (every row).
 _JOB_COLUMNS = ("id, task_id, seq, title, label, status, service, parameters, format, backend_job_id, progress,"
                 " message, created, updated")
 
@@ -124,16 +129,43 @@ def _job_not_found(job_id: int) -> NotFound:
     return NotFound(f"unit job {job_id} not found", error_code="JOB_NOT_FOUND")
 
 
+def _owned(row: asyncpg.Record, caller: Principal) -> bool:
+    """Whether the caller may see a task or job row (its owner, or an admin)."""
+    return caller.admin or row["owner"] == caller.user_id
+
+
 class TaskService:
-    """Task operations over the database, the UDP cache and the events exchange."""
+    """Task operations over the database, the UDP cache and the events exchange.
+
+    Every operation takes the caller: rows are stored with the caller as owner and read, changed and listed only
+    by their owner (or an admin); another user's task or job is "not found", exactly like one that does not exist.
+    """
 
     def __init__(self, pool: asyncpg.Pool, backends: Backends, udps: UdpCache, max_dimension_values: int,
-                 events_exchange: AbstractExchange | None = None) -> None:
+                 events_exchange: AbstractExchange | None = None, max_in_flight_per_user: int = 0) -> None:
         self.pool = pool
         self.backends = backends
         self.udps = udps
         self.max_dimension_values = max_dimension_values
         self.events_exchange = events_exchange
+        self.max_in_flight_per_user = max_in_flight_per_user
+
+    async def _check_in_flight(self, conn: asyncpg.Connection, caller: Principal) -> None:
+        """Inside the creating transaction: serialize the caller's creations (advisory lock on the user) and
+        refuse one more task when the caller already has MAX_TASKS_IN_FLIGHT_PER_USER unfinished ones."""
+        limit = self.max_in_flight_per_user
+        if not limit:
+            return
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('upscaling-owner:' || $1, 0))",
+                           caller.user_id)
+        n = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM upscale_tasks WHERE owner = $1 AND status = ANY($2::text[]))"
+            " + (SELECT count(*) FROM unit_jobs WHERE owner = $1 AND task_id IS NULL AND status = ANY($2::text[]))",
+            caller.user_id, list(_IN_FLIGHT))
+        if n >= limit:
+            raise TooManyRequests(exceeded("MAX_TASKS_IN_FLIGHT_PER_USER", limit,
+                                           f"{n} tasks of this user are not finished yet"),
+                                  error_code="TOO_MANY_TASKS_IN_FLIGHT")
 
     # ---- validation -------------------------------------------------------------------------------------
 
@@ -175,7 +207,7 @@ class TaskService:
 
     # ---- create -----------------------------------------------------------------------------------------
 
-    async def create_task(self, spec: TaskSpec) -> asyncpg.Record:
+    async def create_task(self, spec: TaskSpec, caller: Principal) -> asyncpg.Record:
         """Validate a task request, then store the task, its jobs and their outbox rows in one transaction."""
         check_storable({"title": spec.title, "label": spec.label, "service": spec.service,
                         "parameters": spec.parameters, "dimension.name": spec.dimension_name}, "request")
@@ -199,8 +231,9 @@ class TaskService:
         if not isinstance(values, list) or not values:
             raise InvalidArgument("dimension.values needs at least one value")
         if len(values) > self.max_dimension_values:
-            raise InvalidArgument(f"dimension.values has {len(values)} values; the maximum is "
-                                  f"{self.max_dimension_values}")
+            raise ResourceExhausted(exceeded("MAX_DIMENSION_VALUES", self.max_dimension_values,
+                                             f"dimension.values has {len(values)} values"),
+                                    error_code="TOO_MANY_DIMENSION_VALUES")
         base = validate_arguments(udp, spec.parameters, provided=[dim])
         converted: list[Any] = []
         problems: list[str] = []
@@ -215,20 +248,23 @@ class TaskService:
 
         cid = correlation_id.get() or ""
         async with self.pool.acquire() as conn, conn.transaction():
+            await self._check_in_flight(conn, caller)
             task = await conn.fetchrow(
                 "INSERT INTO upscale_tasks (title, label, service, parameters, format, dimension_name, correlation_id,"
-                " process_id, job_count, max_attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
-                title, spec.label, service, spec.parameters, fmt, dim, cid, udp.id, len(values), max_attempts)
+                " process_id, job_count, max_attempts, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                " RETURNING *",
+                title, spec.label, service, spec.parameters, fmt, dim, cid, udp.id, len(values), max_attempts,
+                caller.user_id)
             jobs = await conn.fetch(
                 "INSERT INTO unit_jobs (task_id, seq, title, label, status, service, parameters, format, tag,"
-                " backend, process_id, submit_arguments)"
+                " backend, process_id, submit_arguments, owner)"
                 " SELECT $1, u.n, $2 || ' - Processing Job ' || u.n, $3, 'created', $4, $5::jsonb ||"
                 " jsonb_build_object($6::text, u.v), $7, 'uj-' || gen_random_uuid(), $8, $9, $10::jsonb ||"
-                " jsonb_build_object($6::text, u.sv)"
+                " jsonb_build_object($6::text, u.sv), $13"
                 " FROM unnest($11::jsonb[], $12::jsonb[]) WITH ORDINALITY AS u(v, sv, n)"
                 " RETURNING id, seq, tag",
                 task["id"], title, spec.label, service, spec.parameters, dim, fmt, endpoint, udp.id, base, values,
-                converted)
+                converted, caller.user_id)
             service_ref = common_pb2.ServiceRef(endpoint=service["endpoint"], application=service["application"],
                                                 namespace=service.get("namespace", ""))
             payloads = []
@@ -246,7 +282,7 @@ class TaskService:
             await outbox.notify(conn)
         return task
 
-    async def create_job(self, spec: JobSpec) -> asyncpg.Record:
+    async def create_job(self, spec: JobSpec, caller: Principal) -> asyncpg.Record:
         """Validate and store a standalone unit job (no task) and its outbox row."""
         check_storable({"title": spec.title, "label": spec.label, "service": spec.service,
                         "parameters": spec.parameters}, "request")
@@ -258,11 +294,12 @@ class TaskService:
         arguments = validate_arguments(udp, spec.parameters)
         cid = correlation_id.get() or ""
         async with self.pool.acquire() as conn, conn.transaction():
+            await self._check_in_flight(conn, caller)
             job = await conn.fetchrow(
                 "INSERT INTO unit_jobs (task_id, seq, title, label, status, service, parameters, format, tag, backend,"
-                " process_id, submit_arguments) VALUES (NULL, 1, $1, $2, 'created', $3, $4, $5,"
-                " 'uj-' || gen_random_uuid(), $6, $7, $8) RETURNING *",
-                title, spec.label, service, spec.parameters, fmt, endpoint, udp.id, arguments)
+                " process_id, submit_arguments, owner) VALUES (NULL, 1, $1, $2, 'created', $3, $4, $5,"
+                " 'uj-' || gen_random_uuid(), $6, $7, $8, $9) RETURNING *",
+                title, spec.label, service, spec.parameters, fmt, endpoint, udp.id, arguments, caller.user_id)
             message = jobs_pb2.SubmitJobMessage(
                 job_id=job["id"], task_id=0,
                 service=common_pb2.ServiceRef(endpoint=service["endpoint"], application=service["application"],
@@ -276,31 +313,37 @@ class TaskService:
 
     # ---- read -------------------------------------------------------------------------------------------
 
-    async def get_task(self, task_id: int) -> TaskView:
-        """The task and its jobs (ordered by seq), read in one snapshot."""
+    async def get_task(self, task_id: int, caller: Principal) -> TaskView:
+        """The caller's task and its jobs (ordered by seq), read in one snapshot."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1", task_id)
+            task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 AND ($2::text IS NULL OR owner = $2)",
+                                       task_id, caller.owner_filter)
             if task is None:
                 raise _task_not_found(task_id)
             jobs = await conn.fetch(f"SELECT {_JOB_COLUMNS} FROM unit_jobs WHERE task_id = $1 ORDER BY seq, id",
                                     task_id)
         return TaskView(task, list(jobs))
 
-    async def task_exists(self, task_id: int) -> asyncpg.Record:
-        task = await self.pool.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1", task_id)
+    async def task_exists(self, task_id: int, caller: Principal) -> asyncpg.Record:
+        """The caller's task row (NotFound for another user's)."""
+        task = await self.pool.fetchrow(
+            "SELECT * FROM upscale_tasks WHERE id = $1 AND ($2::text IS NULL OR owner = $2)", task_id,
+            caller.owner_filter)
         if task is None:
             raise _task_not_found(task_id)
         return task
 
-    async def get_job(self, job_id: int) -> asyncpg.Record:
-        job = await self.pool.fetchrow("SELECT * FROM unit_jobs WHERE id = $1", job_id)
+    async def get_job(self, job_id: int, caller: Principal) -> asyncpg.Record:
+        """The caller's unit job row (NotFound for another user's)."""
+        job = await self.pool.fetchrow("SELECT * FROM unit_jobs WHERE id = $1 AND ($2::text IS NULL OR owner = $2)",
+                                       job_id, caller.owner_filter)
         if job is None:
             raise _job_not_found(job_id)
         return job
 
-    async def list_tasks(self, statuses: list[str], page_size: int, page_token: str
+    async def list_tasks(self, statuses: list[str], page_size: int, page_token: str, caller: Principal
                          ) -> tuple[list[asyncpg.Record], dict[int, dict[str, int]], str]:
-        """A page of tasks, newest first: (rows, counts per task, next page token or "")."""
+        """A page of the caller's tasks, newest first: (rows, counts per task, next page token or "")."""
         unknown = [s for s in statuses if s not in TASK_STATUSES]
         if unknown:
             raise InvalidArgument(f"unknown task status {unknown[0]!r}; one of {', '.join(TASK_STATUSES)}")
@@ -310,8 +353,8 @@ class TaskService:
         before = decode_page_token(page_token)
         rows = await self.pool.fetch(
             "SELECT * FROM upscale_tasks WHERE ($1::text[] IS NULL OR status = ANY($1::text[]))"
-            " AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-            statuses or None, before, size + 1)
+            " AND ($2::bigint IS NULL OR id < $2) AND ($4::text IS NULL OR owner = $4) ORDER BY id DESC LIMIT $3",
+            statuses or None, before, size + 1, caller.owner_filter)
         next_token = encode_page_token(rows[size - 1]["id"]) if len(rows) > size else ""
         rows = rows[:size]
         counts: dict[int, dict[str, int]] = {r["id"]: {} for r in rows}
@@ -322,21 +365,23 @@ class TaskService:
                 counts[r["task_id"]][r["status"]] = r["n"]
         return list(rows), counts, next_token
 
-    async def jobs_status(self, include_tasks: bool, include_jobs: bool, limit: int = 1000
+    async def jobs_status(self, include_tasks: bool, include_jobs: bool, caller: Principal, limit: int = 1000
                           ) -> dict[str, list[asyncpg.Record]]:
-        """Recent tasks and standalone jobs, newest first."""
+        """The caller's recent tasks and standalone jobs, newest first."""
         result: dict[str, list[asyncpg.Record]] = {}
         if include_tasks:
             result["upscaling_tasks"] = list(await self.pool.fetch(
-                "SELECT * FROM upscale_tasks ORDER BY id DESC LIMIT $1", limit))
+                "SELECT * FROM upscale_tasks WHERE ($2::text IS NULL OR owner = $2) ORDER BY id DESC LIMIT $1",
+                limit, caller.owner_filter))
         if include_jobs:
             result["processing_jobs"] = list(await self.pool.fetch(
-                f"SELECT {_JOB_COLUMNS} FROM unit_jobs WHERE task_id IS NULL ORDER BY id DESC LIMIT $1", limit))
+                f"SELECT {_JOB_COLUMNS} FROM unit_jobs WHERE task_id IS NULL AND ($2::text IS NULL OR owner = $2)"
+                " ORDER BY id DESC LIMIT $1", limit, caller.owner_filter))
         return result
 
-    async def job_results(self, job_id: int) -> dict[str, Any]:
-        """The stored STAC of a finished job (the backend is never called)."""
-        job = await self.get_job(job_id)
+    async def job_results(self, job_id: int, caller: Principal) -> dict[str, Any]:
+        """The stored STAC of the caller's finished job (the backend is never called)."""
+        job = await self.get_job(job_id, caller)
         if job["status"] != "finished":
             raise FailedPrecondition(f"unit job {job_id} is {job['status']}, results exist only once it is finished",
                                      error_code="JOB_NOT_FINISHED")
@@ -345,9 +390,11 @@ class TaskService:
                                      error_code="RESULTS_NOT_AVAILABLE")
         return job["results"]
 
-    async def task_results(self, task_id: int) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+    async def task_results(self, task_id: int, caller: Principal) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+        """The caller's task and its finished jobs with their results."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1", task_id)
+            task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 AND ($2::text IS NULL OR owner = $2)",
+                                       task_id, caller.owner_filter)
             if task is None:
                 raise _task_not_found(task_id)
             jobs = await conn.fetch(
@@ -372,12 +419,12 @@ class TaskService:
         if events and self.events_exchange is not None:
             await jobstore.publish(self.events_exchange, events)
 
-    async def cancel_task(self, task_id: int) -> None:
+    async def cancel_task(self, task_id: int, caller: Principal) -> None:
         """Request cancellation: unsubmitted jobs become canceled now, submitted ones are stopped by the monitor."""
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
-                if task is None:
+                if task is None or not _owned(task, caller):
                     raise _task_not_found(task_id)
                 if task["status"] in TERMINAL_JOB_STATUSES:
                     raise FailedPrecondition(f"upscale task {task_id} is already {task['status']}",
@@ -397,12 +444,12 @@ class TaskService:
                 events = await jobstore.record_bulk_change(conn, task, changed, "canceled")
         await self._publish(events)
 
-    async def retry_failed(self, task_id: int) -> int:
+    async def retry_failed(self, task_id: int, caller: Principal) -> int:
         """Put every failed job of a task back to `created` with a new tag and a new outbox row."""
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
-                if task is None:
+                if task is None or not _owned(task, caller):
                     raise _task_not_found(task_id)
                 if task["cancel_requested"]:
                     raise FailedPrecondition(f"upscale task {task_id} was canceled; its jobs cannot be retried",
@@ -427,7 +474,7 @@ class TaskService:
         await self._publish(events)
         return len(jobs)
 
-    async def cancel_job(self, job_id: int) -> asyncpg.Record:
+    async def cancel_job(self, job_id: int, caller: Principal) -> asyncpg.Record:
         """Cancel one unit job (task row locked first when it belongs to one)."""
         async with self.pool.acquire() as conn:
             async with conn.transaction():
@@ -435,7 +482,7 @@ class TaskService:
                 if task_id is not None:
                     await conn.execute("SELECT 1 FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
                 job = await conn.fetchrow("SELECT * FROM unit_jobs WHERE id = $1 FOR UPDATE", job_id)
-                if job is None:
+                if job is None or not _owned(job, caller):
                     raise _job_not_found(job_id)
                 if job["status"] in TERMINAL_JOB_STATUSES:
                     raise FailedPrecondition(f"unit job {job_id} is already {job['status']}",

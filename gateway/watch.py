@@ -11,6 +11,7 @@ from gateway.events_hub import EventsHub
 from gateway.task_views import task_proto
 from gateway.tasks import TaskService
 from upscaling import jobstore
+from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument
 from upscaling.statuses import TERMINAL_TASK_STATUSES, task_status_from_proto
 from upscaling.v1 import upscaling_pb2
@@ -29,21 +30,22 @@ def is_terminal_event(event: upscaling_pb2.WatchTaskResponse) -> bool:
         return False
 
 
-async def watch_task(tasks: TaskService, hub: EventsHub, pool: asyncpg.Pool, task_id: int,
+async def watch_task(tasks: TaskService, hub: EventsHub, pool: asyncpg.Pool, task_id: int, caller: Principal,
                      after_sequence: int = 0, catch_up_s: float = CATCH_UP_S
                      ) -> AsyncIterator[upscaling_pb2.WatchTaskResponse]:
-    """The WatchTask stream; ends after the event that makes the task terminal."""
+    """The WatchTask stream of one of the caller's tasks (NotFound for another user's, checked before anything is
+    sent); ends after the event that makes the task terminal."""
     if after_sequence < 0:
         raise InvalidArgument("after_sequence must not be negative")
     with hub.subscribe(task_id) as sub:
         if after_sequence == 0:
-            view = await tasks.get_task(task_id)
+            view = await tasks.get_task(task_id, caller)
             last = view.task["last_sequence"]
             yield upscaling_pb2.WatchTaskResponse(snapshot=task_proto(view.task, view.jobs), sequence=last)
             if view.task["status"] in TERMINAL_TASK_STATUSES:
                 return
         else:
-            task = await tasks.task_exists(task_id)
+            task = await tasks.task_exists(task_id, caller)
             last = after_sequence
             if task["status"] in TERMINAL_TASK_STATUSES and last >= task["last_sequence"]:
                 return

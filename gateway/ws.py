@@ -22,11 +22,14 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from gateway import task_views as views
+from gateway.auth_http import caller
 from gateway.events_hub import EventsHub
 from gateway.http_tasks import jobs_status_body, parse_filters
 from gateway.tasks import TaskService
 from gateway.watch import is_terminal_event
-from upscaling.errors import InvalidArgument, NotFound, ServiceError
+from upscaling.auth import Principal
+from upscaling.errors import InvalidArgument, ResourceExhausted, ServiceError, Unauthenticated
+from upscaling.limits import SubscriptionCounter
 from upscaling.statuses import TERMINAL_TASK_STATUSES
 from upscaling.v1 import upscaling_pb2
 
@@ -55,9 +58,11 @@ def _interval(raw: str | None) -> float:
 
 
 async def _fail(websocket: WebSocket, exc: ServiceError, task_id: int | None) -> None:
+    """An `error` message, then close: 1008 (policy violation) for an exceeded limit or missing credentials,
+    1011 with the error code as reason otherwise (as APEx does)."""
     await websocket.send_json(envelope("error", None, exc.message, task_id))
-    # 1008 (policy violation) for the client's mistakes, 1011 (server error) only when the server is at fault.
-    await websocket.close(code=1008 if exc.http_status < 500 else 1011, reason=exc.error_code[:120])
+    code = 1008 if isinstance(exc, ResourceExhausted | Unauthenticated) else 1011
+    await websocket.close(code=code, reason=exc.error_code[:120])
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:
@@ -86,28 +91,37 @@ async def _run_until_client_leaves(websocket: WebSocket, sender: Awaitable[None]
             await websocket.close(code=1000)
 
 
-def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[], EventsHub]) -> APIRouter:
-    """The WebSocket routes."""
+def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[], EventsHub],
+                     watches: SubscriptionCounter) -> APIRouter:
+    """The WebSocket routes (the caller is authenticated by the AuthMiddleware at the handshake; each socket
+    counts against the caller's MAX_WATCHES_PER_USER while it is open)."""
     router = APIRouter()
 
     @router.websocket("/ws/upscale_tasks/{task_id}")
     async def watch_task(websocket: WebSocket, task_id: str, interval: str | None = None) -> None:
         await websocket.accept()
         tid = int(task_id) if task_id.isascii() and task_id.isdigit() and len(task_id) < 19 else None
-        try:
-            period = _interval(interval)
-            if tid is None:
-                raise NotFound(f"upscale task {task_id[:40]} not found", error_code="TASK_NOT_FOUND")
-            tasks, hub = get_tasks(), get_hub()
-            await tasks.task_exists(tid)
-        except ServiceError as exc:
-            await _fail(websocket, exc, tid)
-            return
+        with contextlib.ExitStack() as held:
+            try:
+                who = caller(websocket)
+                period = _interval(interval)
+                if tid is None:
+                    raise ServiceError(f"upscale task {task_id} not found", error_code="TASK_NOT_FOUND")
+                tasks, hub = get_tasks(), get_hub()
+                await tasks.task_exists(tid, who)
+                held.enter_context(watches.hold(who.user_id))
+            except ServiceError as exc:
+                await _fail(websocket, exc, tid)
+                return
+            await _watch_task(websocket, tasks, hub, tid, who, period)
+
+    async def _watch_task(websocket: WebSocket, tasks: TaskService, hub: EventsHub, tid: int, who: Principal,
+                          period: float) -> None:
         await websocket.send_json(envelope("init", None, f"watching upscale task {tid}", tid))
-        with hub.subscribe(tid) as sub:
+        with hub.subscribe(tid, "websocket") as sub:
 
             async def snapshot() -> bool:
-                view = await tasks.get_task(tid)
+                view = await tasks.get_task(tid, who)
                 await websocket.send_json(envelope("status", views.task_body(view.task, view.jobs),
                                                    f"upscale task {tid} is {view.task['status']}", tid))
                 return view.task["status"] in TERMINAL_TASK_STATUSES
@@ -135,20 +149,28 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
     async def watch_jobs_status(websocket: WebSocket, interval: str | None = None) -> None:
         await websocket.accept()
         filters = websocket.query_params.getlist("filter")
-        try:
-            period = _interval(interval)
-            parse_filters(filters)
-            tasks, hub = get_tasks(), get_hub()
-        except ServiceError as exc:
-            await _fail(websocket, exc, None)
-            return
+        with contextlib.ExitStack() as held:
+            try:
+                who = caller(websocket)
+                period = _interval(interval)
+                parse_filters(filters)
+                tasks, hub = get_tasks(), get_hub()
+                held.enter_context(watches.hold(who.user_id))
+            except ServiceError as exc:
+                await _fail(websocket, exc, None)
+                return
+            await _watch_jobs_status(websocket, tasks, hub, filters, who, period)
+
+    async def _watch_jobs_status(websocket: WebSocket, tasks: TaskService, hub: EventsHub, filters: list[str],
+                                 who: Principal, period: float) -> None:
         await websocket.send_json(envelope("init", None, "watching jobs status"))
-        with hub.subscribe(None) as sub:
+        # Events of every task only wake this loop up; what is sent is the caller's own /jobs_status body.
+        with hub.subscribe(None, "websocket") as sub:
 
             async def send_loop() -> None:
                 previous: Any = None
                 while True:
-                    body = await jobs_status_body(tasks, filters)
+                    body = await jobs_status_body(tasks, filters, who)
                     if body != previous:
                         await websocket.send_json(envelope("status", body, "jobs status"))
                         previous = body

@@ -12,6 +12,7 @@ from aiohttp import web
 from local_openeo.app import create_app
 from local_openeo.backend import BACKEND
 from local_openeo.config import API_PREFIX, Settings, load_settings
+from upscaling import event_loop
 
 
 async def serve(settings: Settings) -> None:
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("local_openeo").info("udp catalogue folder: %s", settings.udp_dir)
     try:
-        asyncio.run(serve(settings))
+        event_loop.run(serve(settings))
     except OSError as exc:
         print(f"local-openeo: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

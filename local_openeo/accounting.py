@@ -9,6 +9,7 @@ from local_openeo.jobs import Job, JobStore
 
 _TAG = re.compile(r"\[([^\[\]]+)\]")
 MAX_EVENTS = 1000
+MAX_CORRELATION_IDS = 10_000
 
 
 def _duplicates(counter: Counter[str]) -> dict[str, int]:
@@ -37,6 +38,16 @@ class Accounting:
         self.descriptions: Counter[str] = Counter()
         self.tags: Counter[str] = Counter()
         self.downloads: Counter[str] = Counter()
+        self.correlation_ids: dict[str, Counter[str]] = {}
+
+    def correlated(self, cid: str, endpoint: str) -> None:
+        """Count a request that carried the `X-Correlation-ID` header `cid` (the first MAX_CORRELATION_IDS ids)."""
+        counts = self.correlation_ids.get(cid)
+        if counts is None:
+            if len(self.correlation_ids) >= MAX_CORRELATION_IDS:
+                return
+            counts = self.correlation_ids[cid] = Counter()
+        counts[endpoint] += 1
 
     def job_created(self, job: Job) -> None:
         self.created[job.user] += 1
@@ -110,5 +121,6 @@ class Accounting:
             "faults": {endpoint: dict(kinds) for endpoint, kinds in self.faults.items()},
             "lost_responses": self.lost_responses,
             "downloads": dict(self.downloads),
+            "correlation_ids": {cid: dict(counts) for cid, counts in self.correlation_ids.items()},
             **extra,
         }

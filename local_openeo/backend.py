@@ -76,6 +76,9 @@ def endpoint(name: str) -> Callable[[Handler], Callable[[web.Request], Awaitable
         async def handler(request: web.Request) -> web.StreamResponse:
             backend = request.app[BACKEND]
             backend.accounting.requests[name] += 1
+            cid = request.headers.get("X-Correlation-ID")
+            if cid:
+                backend.accounting.correlated(cid, name)
             kind = backend.faults.draw(name)
             if kind is None:
                 return await method(backend, request)

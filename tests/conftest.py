@@ -77,6 +77,7 @@ def service_env(infra: Infra) -> dict[str, str]:
         "HTTP_MAX_BODY_BYTES": str(8 * 1024 * 1024),
         "GATEWAY_HOST": "127.0.0.1",
         "TILER_HOST": "127.0.0.1",
+        "METRICS_PORT": "0",  # no metrics endpoints unless a test asks for one (on a free port)
     }
 
 

@@ -13,8 +13,8 @@ import asyncpg
 
 from tests.infra import ServiceProcess, free_port, wait_grpc_serving
 from tests.support import EXTENT, POLYGON, LocalOpenEO
-from upscaling import broker
-from upscaling.v1 import common_pb2, jobs_pb2
+from upscaling import broker, event_wire
+from upscaling.v1 import common_pb2, jobs_pb2, upscaling_pb2
 
 
 def dispatcher_env(base: dict[str, str], backend: LocalOpenEO, prefix: str, **extra: str) -> dict[str, str]:
@@ -95,6 +95,13 @@ class Broker:
     async def publish_jobs(self, conn: asyncpg.Connection, job_ids: list[int]) -> None:
         for job_id in job_ids:
             await self.publish((await job_message(conn, job_id)).SerializeToString())
+
+    async def drain_events(self) -> list[upscaling_pb2.WatchTaskResponse]:
+        """The status events published so far (batch messages unpacked), in order."""
+        events = []
+        while (message := await self.events.get(fail=False, no_ack=True)) is not None:
+            events.extend(event_wire.decode(message.body, message.type))
+        return events
 
     async def drain(self, queue: aio_pika.abc.AbstractQueue) -> list[bytes]:
         bodies = []

@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import Infra
 from tests.infra import unique_name
-from upscaling import broker
-from upscaling.v1 import jobs_pb2
+from upscaling import broker, event_wire, jobstore
+from upscaling.v1 import jobs_pb2, upscaling_pb2
 
 
 @pytest.fixture
@@ -95,5 +95,35 @@ async def test_status_events_route_by_task_and_job(topology) -> None:
     message = await _get(queue)
     assert message.routing_key == "task.42.job.1"
     await message.ack()
+    await asyncio.sleep(0.2)
+    assert await queue.get(fail=False) is None
+
+
+async def test_events_of_a_task_recorded_together_travel_as_one_batch_message(topology) -> None:
+    _topo, channel, declared = topology
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(declared.events_exchange, routing_key="task.#")
+
+    def pending(task_id: int, job_id: int | None, sequence: int) -> jobstore.PendingEvent:
+        job_event = jobs_pb2.JobStatusEvent(job_id=job_id or 0, task_id=task_id, sequence=sequence)
+        response = upscaling_pb2.WatchTaskResponse(sequence=sequence, job_event=job_event)
+        return jobstore.PendingEvent(broker.event_routing_key(task_id, job_id), response.SerializeToString(), sequence)
+
+    events = [pending(7, 1, 1), pending(7, 2, 2), pending(7, None, 3), pending(8, 5, 1)]
+    events += [pending(9, j, j) for j in range(1, event_wire.MAX_BATCH + 2)]  # one more than a batch holds
+    await jobstore.publish_many(declared.events_exchange, events)
+
+    received: list[tuple[str, str | None, list[tuple[int, int]]]] = []
+    for _ in range(4):
+        message = await _get(queue)
+        decoded = event_wire.decode(message.body, message.type)
+        received.append((message.routing_key, message.type,
+                         [(e.job_event.task_id, e.sequence) for e in decoded]))
+        await message.ack()
+    assert received[0] == ("task.7.batch", event_wire.BATCH_TYPE, [(7, 1), (7, 2), (7, 3)])
+    assert received[1] == ("task.8.job.5", event_wire.EVENT_TYPE, [(8, 1)])
+    assert received[2][:2] == ("task.9.batch", event_wire.BATCH_TYPE)
+    assert [s for _, s in received[2][2]] == list(range(1, event_wire.MAX_BATCH + 1))
+    assert received[3] == ("task.9.job.501", event_wire.EVENT_TYPE, [(9, event_wire.MAX_BATCH + 1)])
     await asyncio.sleep(0.2)
     assert await queue.get(fail=False) is None

@@ -22,7 +22,8 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.parametrize("name,value,kind", [("MAX_TILES", "many", "an integer"),
                                              ("MIGRATE_ON_START", "maybe", "a boolean"),
                                              ("TILER_TIMEOUT_S", "soon", "a number"),
-                                             ("MAX_TILES", "0", "")])
+                                             ("MAX_TILES", "0", ""),
+                                             ("METRICS_PORT", "70000", "")])
 def test_malformed_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str, kind: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name) as err:

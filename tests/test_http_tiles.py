@@ -121,7 +121,7 @@ def test_body_that_is_not_json_is_rejected(stack) -> None:
 
 def test_too_many_tiles_names_the_estimate(stack) -> None:
     reply = post_tiles(stack, {"aoi": europe(), "grid": "1x1km"})
-    assert reply.status_code == 422, reply.text
+    assert reply.status_code == 413, reply.text
     error = reply.json()
     assert error["error_code"] == "TOO_MANY_TILES"
     assert "100000" in error["message"].replace(",", "")

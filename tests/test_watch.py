@@ -182,7 +182,7 @@ async def test_websocket_errors(tasks_gateway: Gateway) -> None:
                 await asyncio.wait_for(ws.recv(), 10)
                 raise AssertionError("expected a close")
             except websockets.ConnectionClosedError as exc:
-                assert exc.rcvd is not None and exc.rcvd.code == 1008 and exc.rcvd.reason == code
+                assert exc.rcvd is not None and exc.rcvd.code == 1011 and exc.rcvd.reason == code
 
 
 async def test_websocket_jobs_status(tasks_gateway: Gateway) -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from upscaling.logs import register_secret
+
 DEFAULT_BACKENDS = [{
     "endpoint": "http://127.0.0.1:8081/openeo/1.2",
     "aliases": ["http://127.0.0.1:8081", "http://localhost:8081", "http://localhost:8081/openeo/1.2"],
@@ -43,6 +45,14 @@ def normalize_endpoint(url: str) -> str:
 
 
 def _secret(spec: dict[str, Any], name: str) -> str | None:
+    """A credential given inline, by environment variable (`<name>_env`) or by file (`<name>_file`); registered
+    for redaction so that it never appears in a log line."""
+    value = _read_secret(spec, name)
+    register_secret(value)
+    return value
+
+
+def _read_secret(spec: dict[str, Any], name: str) -> str | None:
     if spec.get(name) is not None:
         return str(spec[name])
     if spec.get(f"{name}_env"):
@@ -51,7 +61,10 @@ def _secret(spec: dict[str, Any], name: str) -> str | None:
             raise ValueError(f"environment variable {spec[f'{name}_env']} (backend {name}) is not set")
         return value
     if spec.get(f"{name}_file"):
-        return Path(spec[f"{name}_file"]).read_text().strip()
+        try:
+            return Path(spec[f"{name}_file"]).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"backend {name}_file {spec[f'{name}_file']}: {exc.strerror}") from None
     return None
 
 

@@ -61,6 +61,11 @@ def event_routing_key(task_id: int, job_id: int | None = None) -> str:
     return f"task.{task_id}" if job_id is None else f"task.{task_id}.job.{job_id}"
 
 
+def event_batch_routing_key(task_id: int) -> str:
+    """Routing key of a message carrying several status events of a task: `task.<id>.batch`."""
+    return f"task.{task_id}.batch"
+
+
 async def connect(url: str, name: str) -> AbstractRobustConnection:
     """A robust (auto-reconnecting) connection, named after the service in the broker's UI."""
     return await aio_pika.connect_robust(url, client_properties={"connection_name": name})

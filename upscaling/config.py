@@ -65,7 +65,7 @@ class Settings:
     udp_cache_ttl_s: float = 300.0
     udp_fetch_timeout_s: float = 15.0
     outbox_poll_s: float = 1.0
-    dispatcher_prefetch: int = 32
+    dispatcher_prefetch: int = 256
     dispatcher_threads: int = 8
     submit_max_attempts: int = 8
     submit_backoff_base_s: float = 0.5
@@ -78,6 +78,8 @@ class Settings:
     health_host: str = "0.0.0.0"
     monitor_health_port: int = 50054
     dispatcher_health_port: int = 50053
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = -1  # -1: the service's default (tiler 9101, dispatcher 9102, monitor 9103); 0: none
 
 
 # Environment variable for each setting.
@@ -119,6 +121,8 @@ ENV: dict[str, str] = {
     "health_host": "HEALTH_HOST",
     "monitor_health_port": "MONITOR_HEALTH_PORT",
     "dispatcher_health_port": "DISPATCHER_HEALTH_PORT",
+    "metrics_host": "METRICS_HOST",
+    "metrics_port": "METRICS_PORT",
 }
 
 
@@ -129,4 +133,6 @@ def load_settings() -> Settings:
     settings = Settings(**values)
     if settings.max_tiles < 1:
         raise ValueError("MAX_TILES must be at least 1")
+    if not -1 <= settings.metrics_port <= 65535:
+        raise ValueError("METRICS_PORT must be a port number (0: no metrics endpoint)")
     return settings

@@ -32,9 +32,26 @@ class NotFound(ServiceError):
 
 
 class ResourceExhausted(ServiceError):
+    """A size limit of one request (body, AOI vertices, tiles, dimension values): HTTP 413."""
+
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 422
+    http_status = 413
     error_code = "LIMIT_EXCEEDED"
+
+
+class TooManyRequests(ResourceExhausted):
+    """A limit of a caller over time (tasks in flight, subscriptions, request rate): HTTP 429."""
+
+    http_status = 429
+    error_code = "TOO_MANY_REQUESTS"
+
+
+class Unauthenticated(ServiceError):
+    """Missing or invalid credentials (gRPC UNAUTHENTICATED, HTTP 401, WebSocket close 1008)."""
+
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    error_code = "AUTHENTICATION_FAILED"
 
 
 class FailedPrecondition(ServiceError):
@@ -53,7 +70,7 @@ class Unavailable(ServiceError):
 GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
     grpc.StatusCode.INVALID_ARGUMENT: (422, "VALIDATION_ERROR"),
     grpc.StatusCode.NOT_FOUND: (404, "NOT_FOUND"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (422, "LIMIT_EXCEEDED"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (413, "LIMIT_EXCEEDED"),
     grpc.StatusCode.FAILED_PRECONDITION: (409, "CONFLICT"),
     grpc.StatusCode.UNAUTHENTICATED: (401, "AUTHENTICATION_FAILED"),
     grpc.StatusCode.PERMISSION_DENIED: (403, "FORBIDDEN"),

@@ -128,10 +128,12 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
 class GrpcServer:
     """A grpc.aio server with health and reflection for the given services."""
 
-    def __init__(self, settings: Settings, bindings: Sequence[ServiceBinding], host: str, port: int) -> None:
+    def __init__(self, settings: Settings, bindings: Sequence[ServiceBinding], host: str, port: int,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         self.settings = settings
         self.bindings = list(bindings)
-        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()],
+        # The error mapping is outermost, so errors raised by `interceptors` (e.g. authentication) are mapped too.
+        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(), *interceptors],
                                       options=grpc_options(settings))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -20,12 +20,16 @@ import asyncpg
 from aio_pika.abc import AbstractExchange
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from upscaling.broker import event_routing_key
+from upscaling import event_wire
+from upscaling.broker import event_batch_routing_key, event_routing_key
 from upscaling.logs import correlation_id
 from upscaling.statuses import TERMINAL_JOB_STATUSES, derive_task_status, job_status_to_proto, task_status_to_proto
 from upscaling.v1 import jobs_pb2, upscaling_pb2
 
 _UNSET: Any = object()
+# The columns a status change reads (never `*`: a job's parameters and arguments hold its whole tile geometry).
+_JOB_STATE = "id, task_id, status, backend_job_id, progress, message, usage, costs, results"
+_TASK_STATE = "id, status, last_sequence, job_counts, cancel_requested"
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ async def refresh_task(conn: asyncpg.Connection, task_id: int, *, sequence: int 
     """Re-derive a task's status (inside a transaction, task row locked by the caller or here) from `counts`
     (jobs per status; recounted when not given) and store both; emits a task event when the status changed."""
     if task is None:
-        task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+        task = await conn.fetchrow(f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
         if task is None:
             return []
     seq = task["last_sequence"] if sequence is None else sequence
@@ -141,8 +145,8 @@ async def update_job(
     task_id = await conn.fetchval("SELECT task_id FROM unit_jobs WHERE id = $1", job_id)
     task = None
     if task_id is not None:
-        task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
-    job = await conn.fetchrow("SELECT * FROM unit_jobs WHERE id = $1 FOR UPDATE", job_id)
+        task = await conn.fetchrow(f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+    job = await conn.fetchrow(f"SELECT {_JOB_STATE} FROM unit_jobs WHERE id = $1 FOR UPDATE", job_id)
     if job is None:
         return []
     changes: dict[str, Any] = {}
@@ -213,9 +217,9 @@ async def update_jobs_bulk(conn: asyncpg.Connection, task_id: int,
         raise RuntimeError("update_jobs_bulk must run inside a transaction")
     ordered = sorted(changes, key=lambda c: c[0])
     ids = [job_id for job_id, _ in ordered]
-    task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+    task = await conn.fetchrow(f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
     jobs = {r["id"]: r for r in await conn.fetch(
-        "SELECT * FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", ids)}
+        f"SELECT {_JOB_STATE} FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", ids)}
     bulk = (task is not None and len(set(ids)) == len(ids)
             and all(job_id in jobs and jobs[job_id]["task_id"] == task_id for job_id in ids))
     rows: list[dict[str, Any]] = []
@@ -285,9 +289,9 @@ async def record_submitted_bulk(conn: asyncpg.Connection, task_id: int,
     once. Jobs that are not `created` (or lost their task) go through `update_job` one by one."""
     if not conn.is_in_transaction():
         raise RuntimeError("record_submitted_bulk must run inside a transaction")
-    task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
+    task = await conn.fetchrow(f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
     wanted = {job_id: (backend_job_id, cid) for job_id, backend_job_id, cid in submitted}
-    jobs = await conn.fetch("SELECT * FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+    jobs = await conn.fetch(f"SELECT {_JOB_STATE} FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
                             list(wanted))
     simple = [j for j in jobs if task is not None and j["task_id"] == task_id and j["status"] == "created"]
     events: list[PendingEvent] = []
@@ -329,27 +333,50 @@ async def events_after(conn: asyncpg.Connection | asyncpg.Pool, task_id: int,
     return [upscaling_pb2.WatchTaskResponse.FromString(r["payload"]) for r in rows]
 
 
-def _message(event: PendingEvent) -> aio_pika.Message:
-    return aio_pika.Message(event.body, content_type="application/x-protobuf", type="upscaling.v1.WatchTaskResponse",
-                            correlation_id=event.correlation_id if event.correlation_id is not None
-                            else correlation_id.get(),
-                            headers={"sequence": event.sequence})
+def _message(body: bytes, message_type: str, sequence: int, cid: str | None) -> aio_pika.Message:
+    return aio_pika.Message(body, content_type="application/x-protobuf", type=message_type,
+                            correlation_id=cid if cid is not None else correlation_id.get(),
+                            headers={"sequence": sequence})
+
+
+def _messages(events: list[PendingEvent]) -> list[tuple[aio_pika.Message, str]]:
+    """Broker messages (and routing keys) of events: consecutive events of one task go in batch messages."""
+    out: list[tuple[aio_pika.Message, str]] = []
+    i = 0
+    while i < len(events):
+        task_key = events[i].routing_key.split(".", 2)[1]
+        j = i + 1
+        while j < len(events) and j - i < event_wire.MAX_BATCH and events[j].routing_key.split(".", 2)[1] == task_key:
+            j += 1
+        group = events[i:j]
+        if len(group) == 1:
+            event = group[0]
+            out.append((_message(event.body, event_wire.EVENT_TYPE, event.sequence, event.correlation_id),
+                        event.routing_key))
+        else:
+            message = _message(event_wire.batch_body([e.body for e in group]), event_wire.BATCH_TYPE,
+                               group[0].sequence, group[0].correlation_id)
+            message.headers["last_sequence"] = group[-1].sequence
+            message.headers["count"] = len(group)
+            out.append((message, event_batch_routing_key(int(task_key))))
+        i = j
+    return out
 
 
 async def publish(exchange: AbstractExchange, events: list[PendingEvent]) -> None:
-    """Publish committed events (with publisher confirms) on the events topic exchange."""
-    for event in events:
-        await exchange.publish(_message(event), routing_key=event.routing_key)
+    """Publish committed events (publisher confirms; consecutive events of a task as one batch message)."""
+    for message, routing_key in _messages(events):
+        await exchange.publish(message, routing_key=routing_key)
 
 
 async def publish_many(exchange: AbstractExchange, events: list[PendingEvent]) -> None:
-    """Publish committed events, all sent before waiting for their confirms (one round trip for many)."""
-    if len(events) <= 1:
+    """`publish`, with every message sent before waiting for the confirms (one round trip for many)."""
+    messages = _messages(events)
+    if len(messages) <= 1:
         await publish(exchange, events)
         return
-    results = await asyncio.gather(*(exchange.publish(_message(e), routing_key=e.routing_key) for e in events),
+    results = await asyncio.gather(*(exchange.publish(m, routing_key=key) for m, key in messages),
                                    return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
-

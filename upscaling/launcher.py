@@ -22,6 +22,7 @@ from pathlib import Path
 from upscaling.backends import DEFAULT_BACKENDS
 from upscaling.config import Settings, load_settings
 from upscaling.logs import configure_logging
+from upscaling.metrics import metrics_port
 from upscaling.migrations import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nUpscaling service is up:")
         print(f"  HTTP/WebSocket  http://127.0.0.1:{settings.gateway_http_port}  (try GET /health)")
         print(f"  gRPC            127.0.0.1:{settings.gateway_grpc_port}")
+        ports = {name: metrics_port(settings, name) for name in ("tiler", "dispatcher", "monitor")}
+        print(f"  metrics         http://127.0.0.1:{settings.gateway_http_port}/metrics (gateway), "
+              + ", ".join(f":{port}/metrics ({name})" for name, port in ports.items() if port))
         for child in children:
             if child.name == "local-openeo" and child.ready_url:
                 print(f"  local openEO    {child.ready_url.removesuffix('/.well-known/openeo')}")

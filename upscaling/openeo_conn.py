@@ -1,7 +1,8 @@
 """Connections to openEO backends through the `openeo` client (synchronous: call only from worker threads).
 
 One authenticated `openeo.Connection` per backend per thread (requests sessions are not shared across
-threads).
+threads). Requests made while a correlation id is set (`upscaling.logs.correlation_id`, copied into the worker
+thread by the caller) carry it as the `X-Correlation-ID` header.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import threading
 import openeo
 
 from upscaling.backends import BackendConfig
+from upscaling.logs import correlation_id
+
+CORRELATION_HEADER = "X-Correlation-ID"
 
 _local = threading.local()
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -34,6 +38,11 @@ def connect(backend: BackendConfig, timeout_s: float = 30.0) -> openeo.Connectio
             conn.authenticate_oidc_client_credentials(client_id=auth.client_id, client_secret=auth.client_secret,
                                                       provider_id=auth.provider_id)
         cache[backend.endpoint] = conn
+    cid = correlation_id.get()
+    if cid:
+        conn.session.headers[CORRELATION_HEADER] = cid
+    else:
+        conn.session.headers.pop(CORRELATION_HEADER, None)
     return conn
 
 

@@ -15,7 +15,7 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
-from upscaling import broker
+from upscaling import broker, metrics
 
 log = logging.getLogger(__name__)
 
@@ -113,5 +113,6 @@ class OutboxRelay:
             await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
                                [r["id"] for r in rows])
         self.published += len(rows)
+        metrics.OUTBOX_PUBLISHED.inc(len(rows))
         log.debug("outbox published", extra={"count": len(rows)})
         return len(rows)

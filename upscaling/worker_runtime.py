@@ -1,6 +1,6 @@
 """What every queue/backend worker service (dispatcher, monitor) opens at start and closes at stop: settings,
 logging, backends, the database pool (migrations first if configured), the broker topology, a thread pool for
-the synchronous openeo client, gRPC health, and the SIGTERM/SIGINT event."""
+the synchronous openeo client, gRPC health, Prometheus metrics on METRICS_PORT, and the SIGTERM/SIGINT event."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
-from upscaling import broker
+from upscaling import broker, metrics
 from upscaling.backends import Backends, load_backends
 from upscaling.config import Settings
 from upscaling.db import create_pool
@@ -38,9 +38,11 @@ class WorkerRuntime:
 
 @contextlib.asynccontextmanager
 async def worker_runtime(service: str, settings: Settings, health_port: int | None = None,
-                         threads: int | None = None) -> AsyncIterator[WorkerRuntime]:
+                         threads: int | None = None, *, db_gauges: bool = False,
+                         queue_gauges: bool = False) -> AsyncIterator[WorkerRuntime]:
     """Open everything a worker needs (waiting for PostgreSQL and RabbitMQ), serve gRPC health on
-    `health_port`, and close it all again on exit."""
+    `health_port` and the metrics of `service` (with the database / queue gauges if asked), and close it all
+    again on exit."""
     configure_logging(service, settings.log_level, settings.log_format)
     backends = load_backends()
     stop = shutdown_event()
@@ -52,9 +54,13 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
     connection = await with_retry("rabbitmq", lambda: broker.connect(settings.rabbitmq_url, service))
     executor = ThreadPoolExecutor(max_workers=threads or 8, thread_name_prefix=f"{service}-openeo")
     server: GrpcServer | None = None
+    metrics_server: metrics.MetricsServer | None = None
     try:
         channel = await broker.open_channel(connection)
         topology = await broker.declare(channel, broker.Topology(settings.broker_prefix))
+        state = metrics.ClusterState(pool if db_gauges else None, connection if queue_gauges else None,
+                                     broker.Topology(settings.broker_prefix))
+        metrics_server = await metrics.start_server(settings, service, state)
         if health_port is not None:
             server = GrpcServer(settings, [], settings.health_host, health_port)
             await server.start()
@@ -62,6 +68,8 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
     finally:
         if server is not None:
             await server.stop()
+        if metrics_server is not None:
+            await metrics_server.stop()
         with contextlib.suppress(Exception):
             await connection.close()
         await pool.close()

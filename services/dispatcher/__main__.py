@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from services.dispatcher.consumer import Consumer
 from services.dispatcher.submit import Submitter
-from upscaling import broker
+from upscaling import broker, event_loop
 from upscaling.config import load_settings
 from upscaling.worker_runtime import worker_runtime
 
@@ -17,7 +16,7 @@ log = logging.getLogger("services.dispatcher")
 async def main() -> None:
     settings = load_settings()
     async with worker_runtime("dispatcher", settings, settings.dispatcher_health_port,
-                              settings.dispatcher_threads) as rt:
+                              settings.dispatcher_threads, queue_gauges=True) as rt:
         consume_channel = await broker.open_channel(rt.connection, prefetch=settings.dispatcher_prefetch)
         jobs_queue = await consume_channel.get_queue(rt.topology.jobs_queue.name, ensure=False)
         submitter = Submitter(settings, rt.backends, rt.pool, rt.topology.events_exchange, rt.executor)
@@ -29,4 +28,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

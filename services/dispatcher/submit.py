@@ -32,8 +32,9 @@ import asyncpg
 import requests
 from aio_pika.abc import AbstractExchange
 
-from upscaling import backend_limits, jobstore, openeo_conn, openeo_submit
+from upscaling import backend_limits, jobstore, metrics, openeo_conn, openeo_submit
 from upscaling.backends import BackendConfig, Backends
+from upscaling.batching import MicroBatcher
 from upscaling.config import Settings
 from upscaling.logs import correlation_id
 from upscaling.openeo_submit import ErrorKind
@@ -45,22 +46,30 @@ T = TypeVar("T")
 # Margin on top of the client timeout before an earlier try's create request is taken as landed or lost.
 SETTLE_S = 1.0
 
-_JOB_SQL = """
+# The unit jobs of a batch of messages (without their arguments: a message carries them).
+_JOBS_SQL = """
 SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.tag, uj.attempts, uj.submitted_at, uj.service,
-       uj.format, uj.title, uj.process_id, uj.submit_arguments,
+       uj.format, uj.title, uj.process_id,
        (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel
 FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id
-WHERE uj.id = $1
+WHERE uj.id = ANY($1::bigint[])
 """
 
 
-# The reservation of a job no try has leased yet (see Submitter._reserve).
-_FIRST_LEASE_SQL = """
-UPDATE unit_jobs uj SET submitted_at = clock_timestamp(), backend = $2, attempts = uj.attempts + 1, updated = now()
-WHERE uj.id = $1 AND uj.status = 'created' AND uj.backend_job_id IS NULL AND uj.submitted_at IS NULL
-  AND NOT uj.cancel_requested
-  AND NOT EXISTS (SELECT 1 FROM upscale_tasks t WHERE t.id = uj.task_id AND t.cancel_requested)
-RETURNING uj.submitted_at
+# The reservation of a batch of jobs no try has leased yet, on backends without a running-jobs limit (see
+# Submitter._reserve): rows are locked in id order, and a row another transaction holds right now is skipped
+# (that job then takes the one-job transaction), so two dispatchers' batches never deadlock.
+_FIRST_LEASES_SQL = """
+WITH wanted AS (SELECT * FROM unnest($1::bigint[], $2::text[]) AS w(id, backend)),
+locked AS (
+  SELECT uj.id FROM unit_jobs uj JOIN wanted ON wanted.id = uj.id
+  WHERE uj.status = 'created' AND uj.backend_job_id IS NULL AND uj.submitted_at IS NULL AND NOT uj.cancel_requested
+    AND NOT EXISTS (SELECT 1 FROM upscale_tasks t WHERE t.id = uj.task_id AND t.cancel_requested)
+  ORDER BY uj.id FOR UPDATE OF uj SKIP LOCKED)
+UPDATE unit_jobs uj SET submitted_at = clock_timestamp(), backend = wanted.backend, attempts = uj.attempts + 1,
+                        updated = now()
+FROM locked, wanted WHERE uj.id = locked.id AND wanted.id = locked.id
+RETURNING uj.id, uj.submitted_at
 """
 
 
@@ -92,6 +101,10 @@ class UnknownJobError(Exception):
     """A job message names no unit job (the consumer dead-letters it)."""
 
 
+class LeaseStale(Exception):
+    """A create request waited for a worker thread past its lease's renewal window: nothing was sent."""
+
+
 class BackendCallError(Exception):
     """An error raised by the openeo client, with its kind."""
 
@@ -115,53 +128,43 @@ def _create_and_start(backend: BackendConfig) -> Callable[..., tuple[str, Except
 
 
 class QueuedRecorder:
-    """Records submitted jobs as `queued` in batches: the jobs that arrive while a batch is being written make the
-    next batch; each task's jobs of a batch go in one transaction (`jobstore.record_submitted_bulk`), their events
-    are published with one confirm wait. `record` returns once its job's batch committed and was published."""
+    """Records submitted jobs as `queued` in batches (`MicroBatcher`): each task's jobs of a batch go in one
+    transaction (`jobstore.record_submitted_bulk`), their events are published with one confirm wait, and one
+    log line names them. `record` returns once its job's batch committed and was published."""
 
     def __init__(self, pool: asyncpg.Pool, events: AbstractExchange, max_batch: int = 256) -> None:
         self.pool = pool
         self.events = events
-        self.max_batch = max_batch
-        self._pending: list[tuple[int, int, str, str | None, asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
-        self._runner: asyncio.Task[None] | None = None
+        self._batcher: MicroBatcher[tuple[int, int, str, str | None], Exception | None] = MicroBatcher(
+            self._write_batch, max_batch)
 
     async def record(self, task_id: int, job_id: int, backend_job_id: str) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((task_id, job_id, backend_job_id, correlation_id.get(), future))
-        self._wake.set()
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run())
-        await asyncio.shield(future)  # a canceled caller does not abort the batch of others
+        error = await self._batcher((task_id, job_id, backend_job_id, correlation_id.get()))
+        if error is not None:
+            raise error
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
-                by_task: dict[int, list[tuple[int, int, str, str | None, asyncio.Future[None]]]] = {}
-                for item in batch:
-                    by_task.setdefault(item[0], []).append(item)
-                await asyncio.gather(*(self._write(task_id, items) for task_id, items in by_task.items()))
+    async def _write_batch(self, items: list[tuple[int, int, str, str | None]]) -> list[Exception | None]:
+        by_task: dict[int, list[tuple[int, int, str, str | None]]] = {}
+        for item in items:
+            by_task.setdefault(item[0], []).append(item)
+        errors = dict(zip(by_task, await asyncio.gather(*(self._write(t, group) for t, group in by_task.items())),
+                          strict=True))
+        return [errors[task_id] for task_id, *_ in items]
 
-    async def _write(self, task_id: int, items: list[tuple[int, int, str, str | None, asyncio.Future[None]]]) -> None:
+    async def _write(self, task_id: int, items: list[tuple[int, int, str, str | None]]) -> Exception | None:
         token = correlation_id.set(items[0][3])
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                events = await jobstore.record_submitted_bulk(conn, task_id, [(j, b, c) for _, j, b, c, _ in items])
+                events = await jobstore.record_submitted_bulk(conn, task_id, [(j, b, c) for _, j, b, c in items])
             await jobstore.publish_many(self.events, events)
+            # One line per recorded batch (per job at DEBUG): a 10,000-job task does not cost 10,000 log lines.
+            log.info("unit jobs submitted", extra={"task_id": task_id, "count": len(items),
+                                                   "job_ids": [job_id for _, job_id, _, _ in items]})
         except Exception as exc:
-            for *_, future in items:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+            return exc
         finally:
             correlation_id.reset(token)
-        for *_, future in items:
-            if not future.done():
-                future.set_result(None)
+        return None
 
 
 class Submitter:
@@ -176,26 +179,47 @@ class Submitter:
         self.executor = executor
         self._job_locks: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, users
         self._queued = QueuedRecorder(pool, events)
+        self._create_slots = asyncio.Semaphore(max(1, settings.dispatcher_threads))
+        self._job_rows: MicroBatcher[int, asyncpg.Record | None] = MicroBatcher(self._fetch_jobs)
+        self._first_leases: MicroBatcher[tuple[int, str], datetime | None] = MicroBatcher(self._lease_first)
 
     # --- helpers -------------------------------------------------------------------------------------------
+
+    async def _fetch_jobs(self, job_ids: list[int]) -> list[asyncpg.Record | None]:
+        """The unit jobs of a batch of messages (None for unknown ids)."""
+        rows = {row["id"]: row for row in await self.pool.fetch(_JOBS_SQL, job_ids)}
+        return [rows.get(job_id) for job_id in job_ids]
+
+    async def _lease_first(self, items: list[tuple[int, str]]) -> list[datetime | None]:
+        """Reserve a batch of (job id, backend) no try has leased yet: each job's new lease, or None."""
+        rows = await self.pool.fetch(_FIRST_LEASES_SQL, [i for i, _ in items], [b for _, b in items])
+        leases = {row["id"]: row["submitted_at"] for row in rows}
+        return [leases.pop(job_id, None) for job_id, _ in items]
 
     def _backoff(self, n: int) -> float:
         """Exponential backoff with full jitter for the n-th retry (n >= 1)."""
         ceiling = min(self.settings.submit_backoff_max_s, self.settings.submit_backoff_base_s * 2 ** (n - 1))
         return random.uniform(0, ceiling)
 
-    async def _call(self, backend: BackendConfig, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, backend: BackendConfig, fn: Callable[..., T], *args: Any, not_after: float | None = None,
+                    **kwargs: Any) -> T:
         """Run `fn(connection, *args, **kwargs)` in a worker thread; errors become BackendCallError (auth
-        errors drop the thread's cached connection first)."""
+        errors drop the thread's cached connection first). With `not_after` (time.monotonic()), a call that only
+        gets a thread later raises LeaseStale instead of sending anything."""
         timeout = self.settings.openeo_timeout_s
 
         def work() -> T:
+            if not_after is not None and time.monotonic() > not_after:
+                raise LeaseStale()
+            started = time.perf_counter()
             try:
                 return fn(openeo_conn.connect(backend, timeout), *args, **kwargs)
             except Exception as exc:
                 if openeo_submit.classify(exc) is ErrorKind.AUTH:
                     openeo_conn.forget(backend)
                 raise BackendCallError(exc) from exc
+            finally:
+                metrics.backend_call(backend.endpoint, fn, started)
 
         context = contextvars.copy_context()  # log lines of the worker thread keep the correlation id
         return await asyncio.get_running_loop().run_in_executor(self.executor, context.run, work)
@@ -231,7 +255,7 @@ class Submitter:
 
     async def _handle_once(self, msg: jobs_pb2.SubmitJobMessage) -> bool:
         """One pass; True when the job changed under us and must be looked at again."""
-        row = await self.pool.fetchrow(_JOB_SQL, msg.job_id)
+        row = await self._job_rows(msg.job_id)
         if row is None:
             raise UnknownJobError(f"job message for an unknown unit job {msg.job_id}")
         status = row["status"]
@@ -247,6 +271,7 @@ class Submitter:
         endpoint = (row["service"] or {}).get("endpoint") or msg.service.endpoint
         backend = self.backends.find(endpoint)
         if backend is None:
+            metrics.SUBMISSIONS.labels(endpoint, "failed").inc()
             await self._fail(row["id"], f"backend {endpoint!r} is not configured (configured: "
                                         f"{', '.join(self.backends.endpoints())})")
             return False
@@ -283,7 +308,7 @@ class Submitter:
         if backend.max_running_jobs <= 0:
             # No running-jobs limit: a job no try has leased yet (the common case) is reserved by one statement
             # with the same effect as the transaction below; any other case takes the transaction.
-            lease = await self.pool.fetchval(_FIRST_LEASE_SQL, row["id"], backend.endpoint)
+            lease = await self._first_leases((row["id"], backend.endpoint))
             if lease is not None:
                 return Reservation(Outcome.RESERVED, lease=lease, search_first=False)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -333,7 +358,10 @@ class Submitter:
                       reservation: Reservation) -> bool:
         """Create (or find) and start the backend job, retrying transient errors; record the outcome."""
         job_id, tag = row["id"], row["tag"]
-        arguments = json.loads(msg.parameters_json) if msg.parameters_json else (row["submit_arguments"] or {})
+        if msg.parameters_json:
+            arguments = json.loads(msg.parameters_json)
+        else:
+            arguments = await self.pool.fetchval("SELECT submit_arguments FROM unit_jobs WHERE id = $1", job_id) or {}
         process_id = msg.process_id or row["process_id"]
         service = row["service"] or {}
         namespace = service.get("application") or msg.service.application or None
@@ -345,6 +373,7 @@ class Submitter:
         lease_state = None if reservation.lease is None else _Lease(job_id, reservation.lease, time.monotonic())
         maybe_created = reservation.search_first  # a create may have happened: look for the job first
         search_not_before = 0.0
+        started = time.monotonic()
         failures = 0
         limit_waits = 0
         auth_retried = False
@@ -364,27 +393,40 @@ class Submitter:
                                 log.info("found the backend job of an earlier try by its tag",
                                          extra={"job_id": job_id, "backend_job_id": backend_job_id})
                         if backend_job_id is None:
+                            earlier_maybe_created = maybe_created
                             maybe_created = True  # from here on a failure leaves it unknown whether it exists
                             search_not_before = time.monotonic()
-                            if not await self._keep_lease(lease_state):
-                                log.info("another try took the job over", extra={"job_id": job_id})
-                                return False
-                            # Without a start rate limit the job is started in the same worker-thread call.
-                            start_now = backend.starts_per_second <= 0
-                            try:
-                                backend_job_id, start_error = await self._call(
-                                    backend, _create_and_start(backend) if start_now
-                                    else openeo_submit.create_only_job, process_id=process_id, namespace=namespace,
-                                    arguments=arguments, title=title, description=description, fmt=fmt)
-                            except BackendCallError as exc:
-                                if isinstance(exc.cause, requests.Timeout):
-                                    # The backend may still be handling the request: do not look too early.
-                                    search_not_before += self.settings.openeo_timeout_s + SETTLE_S
-                                raise
+                            # At most one create per worker thread waits for its thread: a renewed lease is
+                            # not spent queueing.
+                            async with self._create_slots:
+                                if not await self._keep_lease(lease_state):
+                                    log.info("another try took the job over", extra={"job_id": job_id})
+                                    return False
+                                # Without a start rate limit the job is started in the same worker-thread call.
+                                start_now = backend.starts_per_second <= 0
+                                # The create must be sent within SETTLE_S of the lease's renewal (so it ends before
+                                # the lease does), however long it waits for a worker thread.
+                                not_after = None if lease_state is None else lease_state.renewed + 0.9 * SETTLE_S
+                                try:
+                                    backend_job_id, start_error = await self._call(
+                                        backend, _create_and_start(backend) if start_now
+                                        else openeo_submit.create_only_job, process_id=process_id, namespace=namespace,
+                                        arguments=arguments, title=title, description=description, fmt=fmt,
+                                        not_after=not_after)
+                                except LeaseStale:
+                                    maybe_created = earlier_maybe_created  # nothing was sent: renew and try again
+                                    log.debug("create waited past its lease window; renewing", extra={"job_id": job_id})
+                                    continue
+                                except BackendCallError as exc:
+                                    if isinstance(exc.cause, requests.Timeout):
+                                        # The backend may still be handling the request: do not look too early.
+                                        search_not_before += self.settings.openeo_timeout_s + SETTLE_S
+                                    raise
                             if start_now and start_error is None:
                                 # Created and started: recorded with the `queued` status below.
                                 await self._queued.record(row["task_id"], job_id, backend_job_id)
-                                log.info("unit job submitted", extra={
+                                metrics.submitted(backend.endpoint, started)
+                                log.debug("unit job submitted", extra={
                                     "job_id": job_id, "backend_job_id": backend_job_id, "backend": backend.endpoint})
                                 return False
                             backend_status = None if start_now else "created"
@@ -400,17 +442,21 @@ class Submitter:
                         backend_status = None  # if the start fails, ask before starting again
                         await self._call(backend, openeo_submit.start_job, backend_job_id)
                     await self._queued.record(row["task_id"], job_id, backend_job_id)
-                    log.info("unit job submitted", extra={"job_id": job_id, "backend_job_id": backend_job_id,
-                                                          "backend": backend.endpoint})
+                    metrics.submitted(backend.endpoint, started)
+                    log.debug("unit job submitted", extra={"job_id": job_id, "backend_job_id": backend_job_id,
+                                                           "backend": backend.endpoint})
                     return False
                 except BackendCallError as exc:
+                    metrics.backend_error(backend.endpoint, exc)
                     if exc.kind is ErrorKind.AUTH and not auth_retried:
                         auth_retried = True
+                        metrics.RETRIES.labels(backend.endpoint, "auth").inc()
                         log.warning("backend refused the credentials; re-authenticating",
                                     extra={"job_id": job_id, "backend": backend.endpoint})
                         continue
                     if exc.kind is ErrorKind.LIMIT:
                         limit_waits += 1
+                        metrics.RETRIES.labels(backend.endpoint, "limit").inc()
                         delay = self._backoff(min(limit_waits, 30))
                         log.info("backend over a limit; retrying",
                                  extra={"job_id": job_id, "error": str(exc), "retry_in_s": round(delay, 3)})
@@ -419,14 +465,17 @@ class Submitter:
                     if exc.kind is ErrorKind.TRANSIENT:
                         failures += 1
                         if failures >= self.settings.submit_max_attempts:
+                            metrics.SUBMISSIONS.labels(backend.endpoint, "failed").inc()
                             await self._fail(job_id, f"gave up after {failures} attempts: {exc}")
                             return False
+                        metrics.RETRIES.labels(backend.endpoint, "transient").inc()
                         delay = self._backoff(failures)
                         log.warning("transient backend error; retrying",
                                     extra={"job_id": job_id, "error": str(exc), "attempt": failures,
                                            "retry_in_s": round(delay, 3)})
                         await asyncio.sleep(delay)
                         continue
+                    metrics.SUBMISSIONS.labels(backend.endpoint, "failed").inc()
                     await self._fail(job_id, str(exc))
                     return False
         except BaseException:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from services.monitor.locks import BackendLocks
 from services.monitor.poller import Monitor
+from upscaling import event_loop
 from upscaling.config import load_settings
 from upscaling.worker_runtime import worker_runtime
 
@@ -15,7 +15,8 @@ log = logging.getLogger("services.monitor")
 
 async def main() -> None:
     settings = load_settings()
-    async with worker_runtime("monitor", settings, settings.monitor_health_port, settings.monitor_threads) as rt:
+    async with worker_runtime("monitor", settings, settings.monitor_health_port, settings.monitor_threads,
+                              db_gauges=True) as rt:
         locks = BackendLocks(settings.database_url)
         log.info("monitor started", extra={"backends": rt.backends.endpoints(),
                                            "interval_min_s": settings.monitor_interval_min_s,
@@ -29,4 +30,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

@@ -38,6 +38,10 @@ class CallCounter:
     def total(self) -> int:
         return self.listing + self.job_gets + self.results + self.logs + self.stops
 
+    def by_kind(self) -> dict[str, int]:
+        return {"listing": self.listing, "job_gets": self.job_gets, "results": self.results, "logs": self.logs,
+                "stops": self.stops}
+
     def as_log(self) -> dict[str, int]:
         return {"backend_calls": self.total, "listing_calls": self.listing, "job_gets": self.job_gets,
                 "result_fetches": self.results, "log_fetches": self.logs, "stop_calls": self.stops}

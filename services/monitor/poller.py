@@ -7,7 +7,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +20,7 @@ from services.monitor import backend_api, cancel, store
 from services.monitor.backend_api import CallCounter
 from services.monitor.locks import BackendLocks
 from services.monitor.store import JobChange
-from upscaling import jobstore
+from upscaling import jobstore, metrics
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
 from upscaling.logs import correlation_id
@@ -106,6 +106,8 @@ class Monitor:
             log.exception("monitor cycle failed before polling")
             return []
         mine = [b for b in self.backends.configs if b.endpoint in held]
+        for config in self.backends.configs:
+            metrics.MONITOR_LOCK_HELD.labels(config.endpoint).set(1 if config.endpoint in held else 0)
         for skipped in self.backends.configs:
             if skipped.endpoint not in held:
                 log.debug("backend polled by another replica", extra={"backend": skipped.endpoint})
@@ -114,6 +116,7 @@ class Monitor:
         for backend, outcome in zip(mine, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 log.warning("backend cycle failed", extra={"backend": backend.endpoint, "error": repr(outcome)})
+                metrics.backend_error(backend.endpoint, outcome)
             else:
                 results.append(outcome)
         return results
@@ -130,9 +133,10 @@ class Monitor:
         result.active = len(rows)
         if rows:
             await self._poll(backend, rows, result)
+        duration = time.monotonic() - started
+        metrics.monitor_cycle(backend.endpoint, duration, result.calls.by_kind(), result.resubmitted)
         extra = {"backend": backend.endpoint, "active_jobs": result.active, "changes": result.changes,
-                 "resubmitted": result.resubmitted, **result.calls.as_log(),
-                 "duration_s": round(time.monotonic() - started, 4)}
+                 "resubmitted": result.resubmitted, **result.calls.as_log(), "duration_s": round(duration, 4)}
         log.log(logging.INFO if rows else logging.DEBUG, "monitor cycle", extra=extra)
         return result
 
@@ -153,6 +157,7 @@ class Monitor:
             if isinstance(outcome, BaseException):
                 log.warning("cannot describe backend job", extra={"backend": backend.endpoint,
                                                                   "backend_job_id": job_id, "error": str(outcome)})
+                metrics.backend_error(backend.endpoint, outcome)
             else:
                 reports[job_id] = outcome
         changes = await asyncio.gather(*(self._change_for(backend, by_backend_id[job_id], report, calls)
@@ -228,6 +233,10 @@ class Monitor:
             token = correlation_id.set(group[0].correlation_id)
             try:
                 events = await store.record(self.pool, group)
+                statuses = Counter("resubmitted" if c.resubmit else c.fields.get("status", "updated") for c in group)
+                metrics.job_changes(statuses)
+                # One line per task and cycle (with the task's correlation id), not one per job.
+                log.info("jobs recorded", extra={"task_id": task_id, "count": len(group), "statuses": dict(statuses)})
                 try:
                     await jobstore.publish_many(self.events, events)
                 except Exception as exc:

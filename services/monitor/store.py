@@ -63,10 +63,16 @@ async def signature(pool: asyncpg.Pool) -> tuple[int, int, int]:
     return row["active"], row["cancels"], row["task_cancels"]
 
 
+# How stale `checked_at` may get: a job the backend keeps reporting unchanged is not rewritten every cycle.
+CHECKED_AT_PRECISION_S = 30.0
+
+
 async def mark_checked(pool: asyncpg.Pool, job_ids: list[int]) -> None:
-    """Record when the backend last reported these jobs."""
+    """Record when the backend last reported these jobs (to within CHECKED_AT_PRECISION_S)."""
     if job_ids:
-        await pool.execute("UPDATE unit_jobs SET checked_at = now() WHERE id = ANY($1::bigint[])", job_ids)
+        await pool.execute("UPDATE unit_jobs SET checked_at = now() WHERE id = ANY($1::bigint[])"
+                           " AND (checked_at IS NULL OR checked_at < now() - make_interval(secs => $2))",
+                           job_ids, CHECKED_AT_PRECISION_S)
 
 
 def submit_message(job: asyncpg.Record, correlation_id: str | None) -> jobs_pb2.SubmitJobMessage:

@@ -182,6 +182,12 @@ class WatchTaskResponse(_message.Message):
     sequence: int
     def __init__(self, snapshot: _Optional[_Union[Task, _Mapping]] = ..., job_event: _Optional[_Union[_jobs_pb2.JobStatusEvent, _Mapping]] = ..., task_event: _Optional[_Union[_jobs_pb2.TaskStatusEvent, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
+class WatchTaskResponseBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[WatchTaskResponse]
+    def __init__(self, events: _Optional[_Iterable[_Union[WatchTaskResponse, _Mapping]]] = ...) -> None: ...
+
 class GetJobResultsRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

@@ -1,0 +1,281 @@
+"""Deployment files: every Kubernetes overlay renders (`kubectl kustomize`) and validates offline against the
+Kubernetes schemas (kubernetes-validate, strict), the KEDA objects against a schema of the fields we use; the
+compose file is accepted by `podman-compose config` (it needs the podman binary; `.ci/run` installs it) and
+wires every service as documented. Environment variable names are checked against upscaling.config."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from upscaling.backends import load_backends
+from upscaling.broker import Topology
+from upscaling.config import ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
+K8S_VERSION = "1.31.0"
+# Custom resources the Kubernetes schemas do not know; checked by KEDA_SCHEMAS below instead.
+CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication")}
+# Secrets an overlay leaves to be managed outside the manifests.
+EXTERNAL_SECRETS = {"production": {"upscaling-connections", "upscaling-backend-credentials"}}
+# Settings the services read besides upscaling.config.ENV.
+OTHER_ENV = {"OPENEO_BACKENDS", "OPENEO_BACKENDS_FILE", "METRICS_PORT", "HOME", "UPSCALING_SHARED_DIR"}
+APP_SERVICES = {"tiler", "dispatcher", "monitor", "gateway", "migrate", "local-openeo"}
+
+_STR = {"type": "string", "minLength": 1}
+KEDA_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ScaledObject": {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {"spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["scaleTargetRef", "triggers"],
+            "properties": {
+                "scaleTargetRef": {"type": "object", "additionalProperties": False, "required": ["name"],
+                                   "properties": {"apiVersion": _STR, "kind": _STR, "name": _STR}},
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "pollingInterval": {"type": "integer", "minimum": 1},
+                "cooldownPeriod": {"type": "integer", "minimum": 0},
+                "triggers": {"type": "array", "minItems": 1, "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["type", "metadata"],
+                    "properties": {
+                        "type": {"const": "rabbitmq"},
+                        "authenticationRef": {"type": "object", "required": ["name"], "properties": {"name": _STR}},
+                        "metadata": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["queueName", "mode", "value"],
+                            "properties": {"protocol": {"enum": ["amqp", "http", "auto"]}, "queueName": _STR,
+                                           "mode": {"enum": ["QueueLength", "MessageRate"]},
+                                           "value": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}},
+                        },
+                    },
+                }},
+            },
+        }},
+    },
+    "TriggerAuthentication": {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {"spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["secretTargetRef"],
+            "properties": {"secretTargetRef": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "additionalProperties": False, "required": ["parameter", "name", "key"],
+                "properties": {"parameter": _STR, "name": _STR, "key": _STR}}}},
+        }},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.fail("kubectl is missing: apt-get install -y kubernetes-client (.ci/run does this)")
+    return path
+
+
+def _render(kubectl: str, path: Path) -> list[dict[str, Any]]:
+    out = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered(kubectl: str) -> dict[str, list[dict[str, Any]]]:
+    return {name: _render(kubectl, K8S / "overlays" / name) for name in OVERLAYS}
+
+
+def _named(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def _config(docs: list[dict[str, Any]]) -> dict[str, str]:
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("upscaling-config")]
+    return config["data"]
+
+
+def test_overlays_exist() -> None:
+    assert {"dev", "production"} <= set(OVERLAYS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_validates_against_kubernetes_schemas(rendered: dict[str, list[dict[str, Any]]],
+                                                      overlay: str) -> None:
+    docs = rendered[overlay]
+    crds = []
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) in CRDS:
+            crds.append(doc)
+            continue
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{overlay}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert {d["kind"] for d in crds} == {"ScaledObject", "TriggerAuthentication"}
+    for doc in crds:
+        jsonschema.validate(doc, KEDA_SCHEMAS[doc["kind"]])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keda_scales_dispatchers_on_the_job_queue(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    docs = rendered[overlay]
+    (scaled,) = _named(docs, "ScaledObject").values()
+    spec = scaled["spec"]
+    target = _named(docs, "Deployment")[spec["scaleTargetRef"]["name"]]
+    assert target["spec"]["template"]["spec"]["containers"][0]["args"] == ["dispatcher"]
+    assert "replicas" not in target["spec"], "KEDA owns the dispatcher count"
+    assert 1 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
+    (trigger,) = spec["triggers"]
+    assert trigger["metadata"]["queueName"] == Topology(prefix=_config(docs)["BROKER_PREFIX"]).jobs_queue
+    auth = _named(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+    (ref,) = auth["spec"]["secretTargetRef"]
+    assert ref["parameter"] == "host" and ref["key"] == "RABBITMQ_URL"
+    secrets = _named(docs, "Secret")
+    if ref["name"] not in EXTERNAL_SECRETS.get(overlay, set()):
+        assert ref["key"] in secrets[ref["name"]]["stringData"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_workloads_are_hardened_probed_and_scraped(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    docs = rendered[overlay]
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "Job")]
+    services = {c["args"][0] for d in workloads for c in d["spec"]["template"]["spec"]["containers"]}
+    assert {"gateway", "tiler", "dispatcher", "monitor", "migrate"} <= services
+    for workload in workloads:
+        pod = workload["spec"]["template"]
+        name = f"{overlay}: {workload['kind']}/{workload['metadata']['name']}"
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True, name
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+        for container in pod["spec"]["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False, name
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+            tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert tmp and "emptyDir" in volumes[tmp[0]["name"]], name
+            if workload["kind"] == "Deployment":
+                assert "readinessProbe" in container and "livenessProbe" in container, name
+        if workload["kind"] == "Deployment" and pod["spec"]["containers"][0]["args"] != ["local-openeo"]:
+            annotations = pod["metadata"]["annotations"]
+            assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    deployments = {d["spec"]["template"]["spec"]["containers"][0]["args"][0]: d["spec"]["template"]
+                   for d in docs if d["kind"] == "Deployment"}
+    gateway = deployments["gateway"]["spec"]["containers"][0]
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert deployments["gateway"]["metadata"]["annotations"]["prometheus.io/port"] == "8000"
+    for service, port_env, metrics in (("tiler", "TILER_PORT", "9101"),
+                                       ("dispatcher", "DISPATCHER_HEALTH_PORT", "9102"),
+                                       ("monitor", "MONITOR_HEALTH_PORT", "9103")):
+        container = deployments[service]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert container["readinessProbe"]["grpc"]["port"] == int(env[port_env]), service
+        assert container["livenessProbe"]["grpc"]["port"] == int(env[port_env]), service
+        assert env["METRICS_PORT"] == metrics
+        assert deployments[service]["metadata"]["annotations"]["prometheus.io/port"] == metrics
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_configuration_references_resolve(rendered: dict[str, list[dict[str, Any]]], overlay: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = rendered[overlay]
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    external = EXTERNAL_SECRETS.get(overlay, set())
+    config = _config(docs)
+    for key in config:
+        assert key in ENV.values() or key in OTHER_ENV, f"{overlay}: unknown setting {key} in the ConfigMap"
+    for workload in (d for d in docs if d["kind"] in ("Deployment", "Job")):
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            for source in container.get("envFrom", []):
+                kind, ref = ("ConfigMap", source["configMapRef"]) if "configMapRef" in source \
+                    else ("Secret", source["secretRef"])
+                assert (kind, ref["name"]) in names or ref["name"] in external, f"{overlay}: missing {ref}"
+            for item in container.get("env", []):
+                if container["args"] != ["local-openeo"]:
+                    assert item["name"] in ENV.values() or item["name"] in OTHER_ENV, item["name"]
+    # The backends parse as the services parse them, with every *_env secret supplied.
+    secrets = {k: v for d in docs if d["kind"] == "Secret" for k, v in d.get("stringData", {}).items()}
+    backends = json.loads(config["OPENEO_BACKENDS"])
+    referenced = {v for b in backends for k, v in b.get("auth", {}).items() if k.endswith("_env")}
+    assert referenced, "backend secrets come from the environment (*_env)"
+    for name in referenced:
+        if "upscaling-backend-credentials" not in external:
+            assert name in secrets, f"{overlay}: secret {name} is not in upscaling-backend-credentials"
+        monkeypatch.setenv(name, secrets.get(name, "from-the-external-secret"))
+    monkeypatch.setenv("OPENEO_BACKENDS", config["OPENEO_BACKENDS"])
+    assert load_backends().endpoints()
+
+
+# --- compose -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def compose_config() -> dict[str, Any]:
+    """docker-compose.yml as `podman-compose config` resolves it (interpolation, merges, validation)."""
+    if shutil.which("podman") is None:
+        pytest.fail("podman is missing: apt-get install -y podman (.ci/run does this)")
+    tool = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "podman-compose"
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}  # no interpolation from outside
+    out = subprocess.run([str(tool) if tool.exists() else "podman-compose", "-f", str(ROOT / "docker-compose.yml"),
+                          "config"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)
+
+
+def test_compose_services_health_checks_and_order(compose_config: dict[str, Any]) -> None:
+    services = compose_config["services"]
+    assert set(services) == APP_SERVICES | {"postgres", "rabbitmq"}
+    for name, service in services.items():
+        if name != "migrate":
+            assert service["healthcheck"]["test"][0] == "CMD", name
+    assert services["postgres"]["healthcheck"]["test"][1] == "pg_isready"
+    assert services["rabbitmq"]["healthcheck"]["test"][1:3] == ["rabbitmq-diagnostics", "-q"]
+    for name in ("tiler", "dispatcher", "monitor"):
+        assert services[name]["healthcheck"]["test"][1:4] == ["upscaling", "health", "grpc"], name
+    assert services["gateway"]["healthcheck"]["test"][1:] == ["upscaling", "health", "http",
+                                                              "http://127.0.0.1:8000/health"]
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    for name in ("dispatcher", "monitor", "gateway"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"] == {"condition": "service_completed_successfully"}, name
+        assert all(d["condition"] in ("service_healthy", "service_completed_successfully")
+                   for d in depends.values()), name
+    assert services["gateway"]["depends_on"]["tiler"] == {"condition": "service_healthy"}
+
+
+def test_compose_ports_scaling_image_and_environment(compose_config: dict[str, Any]) -> None:
+    services = compose_config["services"]
+    assert {"8000:8000", "50051:50051"} <= set(services["gateway"]["ports"])
+    dispatcher = services["dispatcher"]
+    assert "container_name" not in dispatcher and "ports" not in dispatcher, "--scale dispatcher=3 must work"
+    images = {services[name]["image"] for name in APP_SERVICES}
+    assert len(images) == 1, "one image for every Python service"
+    for name in APP_SERVICES:
+        assert services[name]["command"][0] == name
+        assert services[name]["build"]["args"] == ["BASE_IMAGE=python:3.11-slim"]
+        assert services[name]["read_only"] is True
+    for name in APP_SERVICES - {"local-openeo"}:
+        for key in services[name]["environment"]:
+            assert key in ENV.values() or key in OTHER_ENV or key == "LOCAL_OPENEO_PASSWORD", f"{name}: {key}"
+        assert services[name]["environment"]["MIGRATE_ON_START"] == "false"
+    assert services["gateway"]["environment"]["TILER_ADDRESS"] == "tiler:50052"
+    backends = json.loads(services["gateway"]["environment"]["OPENEO_BACKENDS"])
+    assert backends[0]["endpoint"].startswith("http://local-openeo:8081/")
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:")
+    assert set(compose_config["volumes"]) == {"pgdata", "rabbitmqdata"}
