@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from gateway.auth_http import AuthMiddleware, caller
@@ -64,7 +64,9 @@ def create_app(deps: Dependencies) -> FastAPI:
         body = await deps.health()
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics of the gateway (and tasks, jobs, outbox and queue state)")
+    @app.get("/metrics", summary="Prometheus metrics of the gateway (and tasks, jobs, outbox and queue state)",
+             response_class=PlainTextResponse,
+             responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}})
     async def prometheus_metrics() -> Response:
         return Response(await metrics.render(deps.cluster_state), media_type=metrics.CONTENT_TYPE_LATEST)
 

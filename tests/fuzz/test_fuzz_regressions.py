@@ -83,7 +83,7 @@ def test_events_with_unknown_status_values_are_not_terminal() -> None:
 async def test_events_not_matching_their_routing_key_are_dropped() -> None:
     class Message:
         def __init__(self, body: bytes, routing_key: str) -> None:
-            self.body, self.routing_key = body, routing_key
+            self.body, self.routing_key, self.type = body, routing_key, None
 
     hub = EventsHub(None, None)  # type: ignore[arg-type]  # only the dispatching part is used
     event = upscaling_pb2.WatchTaskResponse(sequence=1, task_event=jobs_pb2.TaskStatusEvent(task_id=12))
