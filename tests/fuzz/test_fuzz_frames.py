@@ -92,6 +92,7 @@ def test_ws_task_watch_garbage(fuzz_stack: FuzzStack, task_id: int, tid: str, in
 
 @given(interval=INTERVALS, filters=st.lists(st.sampled_from(["upscaling", "processing", "", "x"]) | ODD_TEXT,
                                               max_size=3), frames=FRAMES, abrupt=st.booleans())
+@example(interval=None, filters=["upscaling", "x" * 5000, "x" * 5000], frames=[], abrupt=False)  # once hung
 def test_ws_jobs_status_garbage(fuzz_stack: FuzzStack, interval: str | None, filters: list[str],
                                 frames: list[Any], abrupt: bool) -> None:
     counts.record("WebSocket /ws/jobs_status")
@@ -99,6 +100,16 @@ def test_ws_jobs_status_garbage(fuzz_stack: FuzzStack, interval: str | None, fil
     query = urllib.parse.urlencode([("filter", f) for f in filters]
                                    + ([] if interval is None else [("interval", interval)]))
     _exercise(f"{fuzz_stack.ws}/ws/jobs_status?{query}", frames, abrupt)
+
+
+@pytest.mark.parametrize("length", [10_000, 20_000, 70_000])
+def test_ws_handshake_with_an_overlong_request_line_is_answered(fuzz_stack: FuzzStack, length: int) -> None:
+    """Once hung without any answer (uvicorn's sansio protocol dropped websockets' 414 response)."""
+    counts.record("WebSocket raw frames")
+    sock = _raw_ws_handshake(fuzz_stack, "/ws/jobs_status?filter=" + "x" * length, expect=None)
+    with sock:
+        answer = sock.recv(4096)
+    assert answer.startswith((b"HTTP/1.1 414", b"HTTP/1.1 400")), answer[:100]
 
 
 def test_ws_oversized_message_closes_with_1009(fuzz_stack: FuzzStack) -> None:
@@ -114,14 +125,15 @@ def test_ws_oversized_message_closes_with_1009(fuzz_stack: FuzzStack) -> None:
             assert exc.rcvd is not None and exc.rcvd.code == 1009, exc.rcvd
 
 
-def _raw_ws_handshake(stack: FuzzStack, path: str) -> socket.socket:
+def _raw_ws_handshake(stack: FuzzStack, path: str, expect: bytes | None = b"HTTP/1.1 101") -> socket.socket:
     host, port = stack.http.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=20)
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-    answer = sock.recv(4096)
-    assert answer.startswith(b"HTTP/1.1 101"), answer[:200]
+    if expect is not None:
+        answer = sock.recv(4096)
+        assert answer.startswith(expect), answer[:200]
     return sock
 
 
