@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/upscaling/v1/*.proto)
 
-.PHONY: venv protos protos-check lint migrate run test bench compose-test k8s-validate clean
+.PHONY: venv protos protos-check lint migrate run test fuzz bench compose-test k8s-validate clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,12 @@ test: $(STAMP)
 	scripts/ensure-test-tools.sh
 	$(MAKE) --no-print-directory lint protos-check
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+## Longer fuzzing than `make test` runs: FUZZ_EXAMPLES random examples per fuzz test (hypothesis profile "fuzz").
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider tests/fuzz \
+		--durations=0 $(FUZZ_ARGS)
 
 ## Benchmarks (not part of `make test`): each prints its figures against a baseline measured in the same run.
 bench: $(STAMP)

@@ -14,6 +14,7 @@ from gateway.deps import Dependencies
 from gateway.grpc_api import PublicTilerServicer
 from gateway.grpc_upscaling import FULL_NAME, UpscalingServicer
 from gateway.http_app import create_app
+from gateway.ws_protocol import WebSocketProtocol
 from upscaling import event_loop, metrics
 from upscaling.config import load_settings
 from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
@@ -51,7 +52,7 @@ async def main() -> None:
     )
     await grpc_server.start()
     http = _Server(uvicorn.Config(create_app(deps), host=settings.gateway_host, port=settings.gateway_http_port,
-                                  log_config=None, access_log=False, ws="websockets-sansio"))
+                                  log_config=None, access_log=False, ws=WebSocketProtocol))
     http_task = asyncio.create_task(http.serve())
     stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

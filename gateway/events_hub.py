@@ -119,6 +119,14 @@ class EventsHub:
         except Exception:
             log.warning("unparseable status event dropped", extra={"routing_key": message.routing_key})
             return
+        key = message.routing_key or ""
+        matching = [e for e in events if (task_id := event_task_id(e)) > 0
+                    and (key == f"task.{task_id}" or key.startswith(f"task.{task_id}."))]
+        if len(matching) < len(events):
+            # garbage that happens to parse: an event's task id must be the one its routing key names
+            log.warning("status event not matching its routing key dropped",
+                        extra={"routing_key": key, "dropped": len(events) - len(matching)})
+            events = matching
         self.received += len(events)
         metrics.EVENTS_RECEIVED.inc(len(events))
         handed = 0

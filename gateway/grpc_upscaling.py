@@ -75,7 +75,10 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
         for value in request.statuses:
             if value == common_pb2.TASK_STATUS_UNSPECIFIED:
                 raise InvalidArgument("statuses must not contain TASK_STATUS_UNSPECIFIED")
-            statuses.append(task_status_from_proto(value))
+            try:
+                statuses.append(task_status_from_proto(value))
+            except ValueError:
+                raise InvalidArgument(f"statuses contains the unknown task status value {value}") from None
         rows, counts, token = await self.tasks.list_tasks(statuses, request.page_size, request.page_token,
                                                           caller_or_fail())
         return upscaling_pb2.ListTasksResponse(tasks=[task_proto(r, counts=counts[r["id"]]) for r in rows],

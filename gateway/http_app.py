@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from gateway.auth_http import AuthMiddleware, caller
 from gateway.deps import Dependencies
-from gateway.http_errors import install_error_handlers
+from gateway.http_errors import error_responses, install_error_handlers
 from gateway.http_tasks import create_router
 from gateway.middleware import RequestContextMiddleware
 from gateway.ws import create_ws_router
@@ -35,12 +35,21 @@ class TilesRequest(BaseModel):
     full_cells: StrictBool = Field(False, description="return whole grid cells instead of AOI-clipped tiles")
 
 
+class HealthBody(BaseModel):
+    """`GET /health`: overall status and one entry per dependency."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok", "error"]
+
+
 def create_app(deps: Dependencies) -> FastAPI:
     """Build the FastAPI application over the given dependencies."""
     app = FastAPI(
         title="Upscaling service",
         version="0.1.0",
         description="APEx-compatible HTTP bridge of the upscaling service.",
+        responses=error_responses(422, 503),
     )
     install_error_handlers(app)
     # Added last = outermost: correlation id and body size limit first, then authentication.
@@ -49,17 +58,20 @@ def create_app(deps: Dependencies) -> FastAPI:
                        ws_messages_burst=deps.limits.ws_messages_burst)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=deps.settings.http_max_body_bytes)
 
-    @app.get("/health", summary="Health of the gateway and every dependency")
+    @app.get("/health", summary="Health of the gateway and every dependency",
+             responses={200: {"model": HealthBody}, 503: {"model": HealthBody, "description": "A dependency fails"}})
     async def health() -> JSONResponse:
         body = await deps.health()
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics of the gateway (and tasks, jobs, outbox and queue state)")
+    @app.get("/metrics", summary="Prometheus metrics of the gateway (and tasks, jobs, outbox and queue state)",
+             response_class=PlainTextResponse,
+             responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}})
     async def prometheus_metrics() -> Response:
         return Response(await metrics.render(deps.cluster_state), media_type=metrics.CONTENT_TYPE_LATEST)
 
     @app.post("/tiles", status_code=201, summary="Split an AOI into the tiles of a kilometre grid",
-              dependencies=[Depends(caller)])
+              dependencies=[Depends(caller)], responses=error_responses(400, 413))
     async def tiles(body: TilesRequest) -> JSONResponse:
         if deps.tiler is None:
             raise Unavailable("the tiler is not connected yet")

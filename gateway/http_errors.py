@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from upscaling.errors import ServiceError
@@ -18,6 +19,31 @@ log = logging.getLogger(__name__)
 _HTTP_CODES = {400: "BAD_REQUEST", 401: "AUTHENTICATION_FAILED", 403: "FORBIDDEN", 404: "NOT_FOUND",
                405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
                422: "VALIDATION_ERROR", 429: "TOO_MANY_REQUESTS"}
+
+
+class ErrorBody(BaseModel):
+    """The APEx error envelope every 4xx/5xx answer carries."""
+
+    status: Literal["error"]
+    error_code: str = Field(description="e.g. VALIDATION_ERROR, TASK_NOT_FOUND, PAYLOAD_TOO_LARGE")
+    message: str
+    details: Any = None
+    request_id: str | None = Field(None, description="correlation id of the request (X-Correlation-ID)")
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request (the body is not JSON)",
+    404: "No such task or job",
+    409: "Not possible in the current state (e.g. already terminal, not finished)",
+    413: "Request body larger than the configured limit",
+    422: "Invalid request: the message says which field and why (also: limits such as too many tiles)",
+    503: "A dependency (tiler, database, broker) is not available yet",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` documenting the given error statuses with the APEx envelope."""
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
 def error_body(error_code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from gateway import task_views as views
 from gateway.auth_http import caller
+from gateway.http_errors import error_responses
 from gateway.tasks import JobSpec, TaskService, TaskSpec
 from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument
@@ -77,7 +78,8 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
     """The task routes over the task service returned by `get_tasks` (available once dependencies started)."""
     router = APIRouter()
 
-    @router.post("/upscale_tasks", status_code=201, summary="Create an upscaling task (one job per dimension value)")
+    @router.post("/upscale_tasks", status_code=201, summary="Create an upscaling task (one job per dimension value)",
+                 responses=error_responses(400, 413))
     async def create_task(body: TaskRequest, who: Caller) -> JSONResponse:
         task = await get_tasks().create_task(TaskSpec(
             title=body.title, label=body.label, service=_service(body.service), parameters=body.parameters,
@@ -92,45 +94,53 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
         rows, counts, token = await get_tasks().list_tasks(status or [], page_size, page_token, who)
         return {"tasks": [views.task_list_item(r, counts[r["id"]]) for r in rows], "next_page_token": token or None}
 
-    @router.get("/upscale_tasks/{task_id}", summary="A task with its jobs, counts per status and progress")
+    @router.get("/upscale_tasks/{task_id}", summary="A task with its jobs, counts per status and progress",
+                responses=error_responses(404))
     async def get_task(task_id: TaskId, who: Caller) -> JSONResponse:
         view = await get_tasks().get_task(task_id, who)
         return JSONResponse(views.task_body(view.task, view.jobs))
 
-    @router.post("/upscale_tasks/{task_id}/cancel", summary="Cancel a task (jobs not yet submitted never are)")
+    @router.post("/upscale_tasks/{task_id}/cancel", summary="Cancel a task (jobs not yet submitted never are)",
+                 responses=error_responses(404, 409))
     async def cancel_task(task_id: TaskId, who: Caller) -> JSONResponse:
         tasks = get_tasks()
         await tasks.cancel_task(task_id, who)
         view = await tasks.get_task(task_id, who)
         return JSONResponse(views.task_body(view.task, view.jobs))
 
-    @router.post("/upscale_tasks/{task_id}/retry", summary="Submit the task's failed jobs again")
+    @router.post("/upscale_tasks/{task_id}/retry", summary="Submit the task's failed jobs again",
+                 responses=error_responses(404, 409))
     async def retry_task(task_id: TaskId, who: Caller) -> dict[str, Any]:
         tasks = get_tasks()
         retried = await tasks.retry_failed(task_id, who)
         view = await tasks.get_task(task_id, who)
         return {**views.task_summary(view.task), "retried": retried, "job_counts": views.job_counts(view.jobs)}
 
-    @router.get("/upscale_tasks/{task_id}/results", summary="Every finished job's assets (STAC-like collection)")
+    @router.get("/upscale_tasks/{task_id}/results", summary="Every finished job's assets (STAC-like collection)",
+                responses=error_responses(404))
     async def task_results(task_id: TaskId, who: Caller) -> JSONResponse:
         task, jobs = await get_tasks().task_results(task_id, who)
         return JSONResponse(views.task_results(task, jobs))
 
-    @router.post("/unit_jobs", status_code=201, summary="Create one processing job (no dimension)")
+    @router.post("/unit_jobs", status_code=201, summary="Create one processing job (no dimension)",
+                 responses=error_responses(400, 413))
     async def create_job(body: JobRequest, who: Caller) -> JSONResponse:
         job = await get_tasks().create_job(JobSpec(title=body.title, label=body.label, service=_service(body.service),
                                                    parameters=body.parameters, format=body.format), who)
         return JSONResponse(views.job_summary(job), status_code=201)
 
-    @router.get("/unit_jobs/{job_id}", summary="A unit job")
+    @router.get("/unit_jobs/{job_id}", summary="A unit job",
+                responses=error_responses(404))
     async def get_job(job_id: JobId, who: Caller) -> JSONResponse:
         return JSONResponse(views.job_body(await get_tasks().get_job(job_id, who)))
 
-    @router.get("/unit_jobs/{job_id}/results", summary="The stored STAC metadata of a finished job's results")
+    @router.get("/unit_jobs/{job_id}/results", summary="The stored STAC metadata of a finished job's results",
+                responses=error_responses(404, 409))
     async def job_results(job_id: JobId, who: Caller) -> JSONResponse:
         return JSONResponse(await get_tasks().job_results(job_id, who))
 
-    @router.delete("/unit_jobs/{job_id}", summary="Cancel a unit job")
+    @router.delete("/unit_jobs/{job_id}", summary="Cancel a unit job",
+                   responses=error_responses(404, 409))
     async def cancel_job(job_id: JobId, who: Caller) -> JSONResponse:
         return JSONResponse(views.job_body(await get_tasks().cancel_job(job_id, who)))
 
@@ -138,7 +148,8 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
     async def jobs_status(filter: Annotated[list[str] | None, Query()] = None, *, who: Caller) -> dict[str, Any]:
         return await jobs_status_body(get_tasks(), filter or [], who)
 
-    @router.post("/params", summary="The parameters of a service's UDP")
+    @router.post("/params", summary="The parameters of a service's UDP",
+                 responses=error_responses(400, 413))
     async def params(body: ParamsRequest, who: Caller) -> JSONResponse:
         udp = await get_tasks().describe(body.label, _service(body.service))
         return JSONResponse(describe(udp))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -80,11 +81,38 @@ def decode_page_token(token: str) -> int | None:
         return None
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        if not text.startswith("t:"):
+        if not text.startswith("t:") or not text[2:].isascii():
             raise ValueError(text)
-        return int(text[2:])
+        last_id = int(text[2:])
+        if not 0 < last_id < 2**63:
+            raise ValueError(text)
+        return last_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidArgument("invalid page_token (pass the next_page_token of a previous page)") from exc
+
+
+def check_storable(value: Any, where: str) -> None:
+    """InvalidArgument unless `value` can be stored as JSON/text: no NUL character, no lone surrogate, no NaN or
+    infinite number (PostgreSQL refuses each of them), anywhere in nested lists and objects."""
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise InvalidArgument(f"{path} contains a NUL character (\\u0000), which cannot be stored")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidArgument(f"{path} contains a lone surrogate (invalid Unicode)") from None
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidArgument(f"{path} contains the number {item}, which JSON cannot carry")
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                stack.append((key, f"{path} (a key)"))
+                stack.append((inner, f"{path}.{key}" if isinstance(key, str) and len(key) < 40 else path))
+        elif isinstance(item, list | tuple):
+            stack.extend((inner, f"{path}[{i}]") for i, inner in enumerate(item))
 
 
 def _now_proto() -> Timestamp:
@@ -181,6 +209,9 @@ class TaskService:
 
     async def create_task(self, spec: TaskSpec, caller: Principal) -> asyncpg.Record:
         """Validate a task request, then store the task, its jobs and their outbox rows in one transaction."""
+        check_storable({"title": spec.title, "label": spec.label, "service": spec.service,
+                        "parameters": spec.parameters, "dimension.name": spec.dimension_name}, "request")
+        check_storable(spec.dimension_values, "dimension.values")
         title = self._check_title(spec.title)
         service, endpoint, udp = await self._check_service(spec.label, spec.service)
         fmt = self._check_format(spec.format)
@@ -253,6 +284,8 @@ class TaskService:
 
     async def create_job(self, spec: JobSpec, caller: Principal) -> asyncpg.Record:
         """Validate and store a standalone unit job (no task) and its outbox row."""
+        check_storable({"title": spec.title, "label": spec.label, "service": spec.service,
+                        "parameters": spec.parameters}, "request")
         title = self._check_title(spec.title)
         service, endpoint, udp = await self._check_service(spec.label, spec.service)
         fmt = self._check_format(spec.format)

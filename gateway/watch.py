@@ -21,9 +21,13 @@ CATCH_UP_S = 30.0
 
 
 def is_terminal_event(event: upscaling_pb2.WatchTaskResponse) -> bool:
-    """Whether an event is a task event with a terminal status."""
-    return (event.WhichOneof("update") == "task_event"
-            and task_status_from_proto(event.task_event.status) in TERMINAL_TASK_STATUSES)
+    """Whether an event is a task event with a terminal status (an unknown status value is not)."""
+    if event.WhichOneof("update") != "task_event":
+        return False
+    try:
+        return task_status_from_proto(event.task_event.status) in TERMINAL_TASK_STATUSES
+    except ValueError:
+        return False
 
 
 async def watch_task(tasks: TaskService, hub: EventsHub, pool: asyncpg.Pool, task_id: int, caller: Principal,

@@ -28,13 +28,14 @@ from gateway.http_tasks import jobs_status_body, parse_filters
 from gateway.tasks import TaskService
 from gateway.watch import is_terminal_event
 from upscaling.auth import Principal
-from upscaling.errors import ResourceExhausted, ServiceError, Unauthenticated
+from upscaling.errors import InvalidArgument, ResourceExhausted, ServiceError, Unauthenticated
 from upscaling.limits import SubscriptionCounter
 from upscaling.statuses import TERMINAL_TASK_STATUSES
 from upscaling.v1 import upscaling_pb2
 
 log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 10.0
+MAX_INTERVAL_S = 86400.0  # beyond, timers overflow the event loop's select timeout
 
 
 def envelope(kind: str, data: Any = None, message: str | None = None, task_id: int | None = None
@@ -50,9 +51,9 @@ def _interval(raw: str | None) -> float:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ServiceError(f"interval must be a positive number of seconds, got {raw!r}",
-                           error_code="VALIDATION_ERROR")
+    if not math.isfinite(value) or value <= 0 or value > MAX_INTERVAL_S:
+        raise InvalidArgument(f"interval must be a positive number of seconds up to {MAX_INTERVAL_S:g}, "
+                              f"got {raw[:40]!r}")
     return value
 
 
@@ -99,7 +100,7 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
     @router.websocket("/ws/upscale_tasks/{task_id}")
     async def watch_task(websocket: WebSocket, task_id: str, interval: str | None = None) -> None:
         await websocket.accept()
-        tid = int(task_id) if task_id.isdigit() and len(task_id) < 19 else None
+        tid = int(task_id) if task_id.isascii() and task_id.isdigit() and len(task_id) < 19 else None
         with contextlib.ExitStack() as held:
             try:
                 who = caller(websocket)

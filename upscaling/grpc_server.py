@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 CORRELATION_HEADER = "x-correlation-id"
 # Trailing metadata key carrying the APEx-style error code of a ServiceError (e.g. TOO_MANY_TILES).
 ERROR_CODE_KEY = "error-code"
+# Correlation ids taken from a client as they are (else a new one): the same rule as the HTTP middleware's.
+_VALID_CID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,24 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or not method.startswith(self.prefix):
             return handler
-        cid = _metadata_value(handler_call_details, CORRELATION_HEADER) or new_correlation_id()
+        given = _metadata_value(handler_call_details, CORRELATION_HEADER) or ""
+        cid = given if _VALID_CID.match(given) else new_correlation_id()
+        deserialize = handler.request_deserializer or (lambda raw: raw)
+
+        async def parse(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            # Deserialized here rather than by grpc, which answers INTERNAL to bytes that are not the message.
+            try:
+                return deserialize(raw)
+            except Exception:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"the request is not a valid {method.rsplit('/', 1)[-1]} request message",
+                                    trailing_metadata=((ERROR_CODE_KEY, "VALIDATION_ERROR"),))
 
         if handler.unary_unary:
             inner = handler.unary_unary
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+                request = await parse(raw, context)
                 token = correlation_id.set(cid)
                 try:
                     return await inner(request, context)
@@ -79,13 +94,13 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     correlation_id.reset(token)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(unary_unary, None, handler.response_serializer)
 
         if handler.unary_stream:
             inner_stream = handler.unary_stream
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                request = await parse(raw, context)
                 token = correlation_id.set(cid)
                 try:
                     async for item in inner_stream(request, context):
@@ -97,8 +112,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     correlation_id.reset(token)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(unary_stream, None, handler.response_serializer)
         return handler
 
 

@@ -151,16 +151,20 @@ class UdpCache:
         if hit and time.monotonic() - hit[0] < self.ttl_s:
             return hit[1]
         lock = self._locks.setdefault(url, asyncio.Lock())
-        async with lock:
-            hit = self._cache.get(url)
-            if hit and time.monotonic() - hit[0] < self.ttl_s:
-                return hit[1]
-            try:
-                udp = parse_udp(url, await self._fetch(url))
-            except UdpError as exc:
-                raise InvalidArgument(f"cannot use the application {url}: {exc}") from exc
-            self._cache[url] = (time.monotonic(), udp)
-            return udp
+        try:
+            async with lock:
+                hit = self._cache.get(url)
+                if hit and time.monotonic() - hit[0] < self.ttl_s:
+                    return hit[1]
+                try:
+                    udp = parse_udp(url, await self._fetch(url))
+                except UdpError as exc:
+                    raise InvalidArgument(f"cannot use the application {url[:300]}: {exc}") from exc
+                self._cache[url] = (time.monotonic(), udp)
+                return udp
+        finally:
+            if not lock.locked() and self._locks.get(url) is lock:
+                del self._locks[url]  # one lock per URL being fetched, not per URL ever asked for
 
     async def _fetch(self, url: str) -> Any:
         if not url.startswith(("http://", "https://")):
@@ -178,7 +182,7 @@ class UdpCache:
                         raise UdpError(f"the document is larger than {self.max_bytes} bytes")
         except TimeoutError as exc:
             raise UdpError(f"no answer within {self.timeout_s:g} s") from exc
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a URL that does not parse
             raise UdpError(str(exc) or type(exc).__name__) from exc
         try:
             return json.loads(body)

@@ -10,7 +10,7 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from google.protobuf.message import DecodeError
 
-from services.dispatcher.submit import Submitter
+from services.dispatcher.submit import Submitter, UnknownJobError
 from upscaling.logs import correlation_id, new_correlation_id
 from upscaling.v1 import jobs_pb2
 
@@ -21,8 +21,13 @@ log = logging.getLogger(__name__)
 NACK_DELAY_S = 1.0
 
 
-def parse(body: bytes) -> jobs_pb2.SubmitJobMessage:
+CONTENT_TYPE = "application/x-protobuf"
+
+
+def parse(body: bytes, content_type: str | None = None) -> jobs_pb2.SubmitJobMessage:
     """The job message of a body; ValueError when it is not one."""
+    if content_type and content_type != CONTENT_TYPE:
+        raise ValueError(f"content type {content_type[:60]!r}, expected {CONTENT_TYPE}")
     try:
         msg = jobs_pb2.SubmitJobMessage.FromString(body)
     except DecodeError as exc:
@@ -48,7 +53,7 @@ class Consumer:
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         try:
-            msg = parse(message.body)
+            msg = parse(message.body, message.content_type)
         except ValueError as exc:
             log.error("poison job message dead-lettered", extra={"error": str(exc), "size": len(message.body),
                                                                  "message_id": message.message_id})
@@ -57,6 +62,11 @@ class Consumer:
         correlation_id.set(msg.correlation_id or message.correlation_id or new_correlation_id())
         try:
             await self.submitter.handle(msg)
+        except UnknownJobError as exc:
+            log.error("job message for an unknown unit job dead-lettered", extra={"error": str(exc),
+                                                                                 "job_id": msg.job_id})
+            await message.reject(requeue=False)
+            return
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)

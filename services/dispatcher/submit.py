@@ -102,6 +102,10 @@ class _Lease:
     renewed: float   # time.monotonic() of that
 
 
+class UnknownJobError(Exception):
+    """A job message names no unit job (the consumer dead-letters it)."""
+
+
 class LeaseStale(Exception):
     """A create request waited for a worker thread past its lease's renewal window: nothing was sent."""
 
@@ -258,8 +262,7 @@ class Submitter:
         """One pass; True when the job changed under us and must be looked at again."""
         row = await self._job_rows(msg.job_id)
         if row is None:
-            log.warning("job message for an unknown unit job; dropped", extra={"job_id": msg.job_id})
-            return False
+            raise UnknownJobError(f"job message for an unknown unit job {msg.job_id}")
         status = row["status"]
         if status != "created":  # queued, running, unknown, or terminal
             log.info("unit job already submitted or done; nothing to do",

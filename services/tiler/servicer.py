@@ -34,6 +34,8 @@ def _tile_request(request: tiler_pb2.TileAoiRequest, max_tiles: int, max_vertice
         document = json.loads(request.aoi_geojson)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"aoi_geojson is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidArgument("aoi_geojson is nested too deeply to be a GeoJSON AOI") from exc
     check_aoi_vertices(document, max_vertices)
     try:
         aoi = grids.parse_aoi(document)

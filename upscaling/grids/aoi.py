@@ -41,6 +41,10 @@ _ACCEPTED_TEXT = "Polygon, MultiPolygon, Feature or FeatureCollection"
 _OTHER_GEOMETRIES = {"Point", "MultiPoint", "LineString", "MultiLineString", "GeometryCollection"}
 _SNAP = 1e-9  # longitudes this close to ±180 are snapped onto it
 _SLIVER_DEG2 = 1e-12  # rings enclosing less (about 0.01 m²) are collapsed artefacts and are dropped
+# Self-crossings of ring edges that make_valid repairs per AOI: its cost grows faster than quadratically with
+# them (about 2 s for 4000, 20 s for 11000, gigabytes beyond), so a scribble of a few thousand vertices could
+# exhaust the tiler. Real invalid outlines (bow-ties, Natural Earth's) have a handful.
+MAX_REPAIR_CROSSINGS = 2000
 
 
 @dataclass
@@ -88,7 +92,7 @@ def _ring(raw: Any, where: str) -> np.ndarray:
     try:
         xy = np.array([(p[0], p[1]) for p in raw], dtype=float)
         ok = all(type(p) in (list, tuple) and (_is_number(p[0]) and _is_number(p[1])) for p in raw)
-    except (TypeError, ValueError, IndexError, KeyError):
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
         ok = False
     if not ok:
         for j, p in enumerate(raw):
@@ -97,6 +101,10 @@ def _ring(raw: Any, where: str) -> np.ndarray:
             for name, v in (("longitude", p[0]), ("latitude", p[1])):
                 if not _is_number(v):
                     raise AoiError(f"{where}[{j}]: {name} must be a number, got {_kind(v)}")
+                try:
+                    float(v)
+                except OverflowError:
+                    raise AoiError(f"{where}[{j}]: {name} {str(v)[:20]}... is too large a number") from None
         raise AoiError(f"{where}: malformed coordinates")  # pragma: no cover - defensive
     finite = np.isfinite(xy)
     if not finite.all():
@@ -224,11 +232,41 @@ def drop_slivers(geom: BaseGeometry, min_area: float) -> BaseGeometry:
     return out[0] if len(out) == 1 else MultiPolygon(out)
 
 
-def _repair(poly: BaseGeometry, where: str, warnings: list[str], *, required: bool = True) -> BaseGeometry:
+@dataclass
+class _RepairBudget:
+    """Self-crossings that make_valid may still repair in this AOI."""
+
+    crossings: int = MAX_REPAIR_CROSSINGS
+
+
+def _count_crossings(poly: BaseGeometry, limit: int) -> int:
+    """Number of proper crossings between the edges of ``poly``'s rings, counted up to just above ``limit``."""
+    segments = []
+    for ring in shapely.get_rings(poly):
+        xy = shapely.get_coordinates(ring)
+        segments.append(shapely.linestrings(np.stack([xy[:-1], xy[1:]], axis=1)))
+    edges = np.concatenate(segments) if segments else np.empty(0, dtype=object)
+    tree = shapely.STRtree(edges)
+    # Query in growing chunks, so that a scribble whose every edge crosses thousands of others stops early.
+    found, start, chunk, max_chunk = 0, 0, 1, max(1, 1_000_000 // max(1, len(edges)))
+    while start < len(edges) and found <= 2 * limit:
+        found += tree.query(edges[start:start + chunk], predicate="crosses").shape[1]  # each crossing twice
+        start += chunk
+        chunk = min(2 * chunk, max_chunk)
+    return found // 2
+
+
+def _repair(poly: BaseGeometry, where: str, warnings: list[str], budget: _RepairBudget, *,
+            required: bool = True) -> BaseGeometry:
     """Return ``poly`` if valid, else its make_valid polygonal part (with a warning)."""
     if shapely.is_valid(poly):
         return poly
     reason = shapely.is_valid_reason(poly)
+    crossings = _count_crossings(poly, budget.crossings)
+    if crossings > budget.crossings:
+        raise AoiError(f"{where} is invalid ({reason}) with more than {MAX_REPAIR_CROSSINGS} self-intersections "
+                       "in the AOI, too many to repair automatically; send a valid polygon")
+    budget.crossings -= crossings
     fixed = polygonal_part(shapely.make_valid(poly))
     if fixed.is_empty or fixed.area <= 0:
         if required:
@@ -285,7 +323,8 @@ def _unwrap(xy: np.ndarray, keep_frame: bool = True) -> tuple[np.ndarray, int]:
     return np.column_stack([lon, lat]), round(-offset[-1] / 360.0)
 
 
-def _ring_region(xy: np.ndarray, where: str, warnings: list[str], *, required: bool) -> BaseGeometry:
+def _ring_region(xy: np.ndarray, where: str, warnings: list[str], budget: _RepairBudget, *,
+                 required: bool) -> BaseGeometry:
     """The region enclosed by one ring, in an unwrapped longitude frame (may exceed ±180)."""
     ring, winding = _unwrap(xy)
     if not winding and _jumps(xy, keep_frame=False).any() and _flat(ring):
@@ -299,7 +338,7 @@ def _ring_region(xy: np.ndarray, where: str, warnings: list[str], *, required: b
             f"{where} goes all the way around the {'north' if pole > 0 else 'south'} pole; "
             "it was taken to enclose the pole"
         )
-    return _repair(Polygon(ring), where, warnings, required=required)
+    return _repair(Polygon(ring), where, warnings, budget, required=required)
 
 
 def _wrap(geom: BaseGeometry) -> BaseGeometry:
@@ -322,13 +361,14 @@ def _wrap(geom: BaseGeometry) -> BaseGeometry:
     return shapely.set_coordinates(out, coords)
 
 
-def _normalise_polygon(where: str, rings: list[np.ndarray], warnings: list[str]) -> BaseGeometry:
+def _normalise_polygon(where: str, rings: list[np.ndarray], warnings: list[str],
+                       budget: _RepairBudget) -> BaseGeometry:
     if not any(_crosses(r) for r in rings):
-        return _repair(Polygon(rings[0], rings[1:]), where, warnings)
+        return _repair(Polygon(rings[0], rings[1:]), where, warnings, budget)
     # Antimeridian handling: work ring by ring, each in its own unwrapped frame, then combine in [-180, 180].
-    shell = _wrap(_ring_region(rings[0], f"{where}[0]", warnings, required=True))
+    shell = _wrap(_ring_region(rings[0], f"{where}[0]", warnings, budget, required=True))
     holes = [
-        _wrap(_ring_region(r, f"{where}[{i}]", warnings, required=False)) for i, r in enumerate(rings[1:], 1)
+        _wrap(_ring_region(r, f"{where}[{i}]", warnings, budget, required=False)) for i, r in enumerate(rings[1:], 1)
     ]
     holes = [h for h in holes if not h.is_empty]
     if holes:
@@ -370,11 +410,14 @@ def parse_aoi(obj: Any) -> ParsedAoi:
             obj = json.loads(obj)
         except json.JSONDecodeError as exc:
             raise AoiError(f"the AOI is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise AoiError("the AOI is not usable JSON: it is nested too deeply") from None
     if not isinstance(obj, Mapping):
         raise AoiError(f"the AOI must be a GeoJSON object ({_ACCEPTED_TEXT}), got {_kind(obj)}")
     warnings: list[str] = []
     raw = _collect(obj, "AOI", warnings, top=True)
-    polys = [_normalise_polygon(where, rings, warnings) for where, rings in raw]
+    budget = _RepairBudget()
+    polys = [_normalise_polygon(where, rings, warnings, budget) for where, rings in raw]
     if any(_crosses(r) for _, rs in raw for r in rs):
         warnings.append(
             "the AOI crosses the antimeridian or uses longitudes beyond ±180; it was split at ±180°"
