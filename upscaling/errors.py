@@ -13,6 +13,9 @@ class ServiceError(Exception):
     error_code: str = "INTERNAL_ERROR"
 
     def __init__(self, message: str, *, error_code: str | None = None) -> None:
+        # Messages quote client input, which may hold lone surrogates (from JSON escapes such as "\udfff") that
+        # neither gRPC status details nor a UTF-8 JSON body can carry: escape them.
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.message = message
         if error_code:

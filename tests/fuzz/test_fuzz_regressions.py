@@ -66,6 +66,11 @@ def test_websocket_intervals_out_of_range_are_invalid(raw: str) -> None:
     assert _interval("86400") == 86400
 
 
+def test_error_messages_quoting_lone_surrogates_can_be_sent() -> None:
+    error = InvalidArgument(f"bad key {json.loads(chr(34) + chr(92) + 'udfff' + chr(34))!r}")
+    assert error.message.encode("utf-8") and "udfff" in error.message
+
+
 def test_job_messages_of_another_content_type_are_poison() -> None:
     body = jobs_pb2.SubmitJobMessage(job_id=7).SerializeToString()
     assert parse(body, "application/x-protobuf").job_id == 7 and parse(body, None).job_id == 7

@@ -169,6 +169,8 @@ def to_request(body: dict[str, Any], raw_values: list[str] | None) -> upscaling_
                                                                                 "{\"west\": 1e999}"]), max_size=3))
 @example(changes=NUL_TITLE, raw_values=None)
 @example(changes=NAN_PARAMETER, raw_values=None)
+@example(changes=[], raw_values=['{"type": "Polygon", "\\udfff": 1}'])  # a surrogate key
+@example(changes=[("parameters", {"\udfff": "\x00"})], raw_values=None)  # once: the client waited until its deadline
 @example(changes=[], raw_values=['{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]], '
                                  '"x": "\\u0000"}'])
 def test_grpc_create_task_hostile_requests(fuzz_stack: FuzzStack, stub: Any, changes: list[tuple[str, Any]],
