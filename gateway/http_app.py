@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from gateway.auth_http import AuthMiddleware, caller
+from gateway.auth_http import OPEN_PATHS, AuthMiddleware, caller
 from gateway.deps import Dependencies
 from gateway.http_errors import error_responses, install_error_handlers
 from gateway.http_tasks import create_router
@@ -93,4 +93,29 @@ def create_app(deps: Dependencies) -> FastAPI:
 
     app.include_router(create_router(deps.task_service))
     app.include_router(create_ws_router(deps.task_service, deps.events_hub, deps.watches))
+    if deps.authenticator.reads_token:
+        _declare_bearer_auth(app)
     return app
+
+
+def _declare_bearer_auth(app: FastAPI) -> None:
+    """Describe the configured authentication in the OpenAPI document: a bearer token on every operation but
+    the open paths (health, metrics, the description itself)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = {
+            "type": "http", "scheme": "bearer",
+            "description": "an API key (AUTH_MODE=token) or an OIDC access token (AUTH_MODE=oidc); WebSockets "
+                           "also accept it as the `token` query parameter"}
+        schema["security"] = [{"bearerAuth": []}]
+        for path, operations in schema.get("paths", {}).items():
+            if path in OPEN_PATHS:
+                for operation in operations.values():
+                    operation["security"] = []
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

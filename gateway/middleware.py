@@ -1,8 +1,10 @@
-"""ASGI middleware: correlation id per request (echoed as X-Correlation-ID) and a request body size limit."""
+"""ASGI middleware: correlation id per request (echoed as X-Correlation-ID), a request body size limit, and the
+500 answer of an unexpected error (inside the request's context, so it carries its request id)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -12,6 +14,7 @@ from gateway.http_errors import error_body
 from upscaling.limits import exceeded
 from upscaling.logs import correlation_id, new_correlation_id
 
+log = logging.getLogger(__name__)
 _VALID_CID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -73,14 +76,24 @@ class RequestContextMiddleware:
         except _BodyTooLarge:
             if not started:
                 await self._too_large(send)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await _send_json(send, 500, error_body("INTERNAL_ERROR",
+                                                   "internal error; quote the request_id when reporting it"))
 
     async def _too_large(self, send: Send) -> None:
-        body: dict[str, Any] = error_body(
+        await _send_json(send, 413, error_body(
             "PAYLOAD_TOO_LARGE", exceeded("HTTP_MAX_BODY_BYTES", self.max_body_bytes,
-                                          f"the request body is larger than {self.max_body_bytes} bytes"))
-        payload = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode()),
-                                (b"x-correlation-id", (correlation_id.get() or "").encode())]})
-        await send({"type": "http.response.body", "body": payload})
+                                          f"the request body is larger than {self.max_body_bytes} bytes")))
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    """Answer with a JSON body and the request's correlation id."""
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode()),
+                            (b"x-correlation-id", (correlation_id.get() or "").encode())]})
+    await send({"type": "http.response.body", "body": payload})

@@ -78,6 +78,16 @@ def test_http_accepts_valid_tokens_and_keeps_open_paths_open(gw: AuthGateway) ->
         assert requests.get(f"{gw.http}{path}", timeout=10).status_code == 200, path
 
 
+def test_openapi_declares_the_bearer_token_where_it_is_required(gw: AuthGateway) -> None:
+    spec = requests.get(f"{gw.http}/openapi.json", timeout=10).json()
+    scheme = spec["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert spec["security"] == [{"bearerAuth": []}]
+    assert spec["paths"]["/health"]["get"]["security"] == []
+    assert spec["paths"]["/metrics"]["get"]["security"] == []
+    assert "security" not in spec["paths"]["/upscale_tasks"]["post"]  # the document-wide requirement applies
+
+
 # ---- gRPC ------------------------------------------------------------------------------------------------------
 
 def test_grpc_rejects_missing_and_invalid_tokens_and_accepts_valid_ones(gw: AuthGateway) -> None:
@@ -271,6 +281,8 @@ async def test_mode_none_needs_no_token_and_owns_everything_as_anonymous(tasks_g
                                    task_id) == 0
     finally:
         await conn.close()
+    spec = (await asyncio.to_thread(requests.get, f"{gw.http}/openapi.json", timeout=10)).json()
+    assert "security" not in spec and "securitySchemes" not in spec.get("components", {})
 
 
 # ---- secrets ---------------------------------------------------------------------------------------------------
