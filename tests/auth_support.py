@@ -16,7 +16,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import grpc
 import jwt
 import pytest
@@ -26,9 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, wait_http_ok, with_database
-from tests.support import LocalOpenEO, admin_sql
+from tests.support import LocalOpenEO, admin_sql, drop_private_resources
 from tests.tasks_support import Gateway
-from upscaling import broker
 from upscaling.v1 import upscaling_pb2_grpc
 
 # API keys of the token-mode gateways (each at least 16 characters).
@@ -204,15 +202,7 @@ def auth_gateway(stack: Any, service_env: dict[str, str], infra: Any, tmp: Path,
         if tiler is not None:
             tiler.stop()
         backend.stop()
-
-        async def cleanup() -> None:
-            connection = await aio_pika.connect(infra.rabbitmq_url)
-            channel = await connection.channel()
-            await broker.delete(channel, broker.Topology(prefix=prefix))
-            await connection.close()
-            await admin_sql(infra.admin_database_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-
-        asyncio.run(cleanup())
+        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import aio_pika
 import asyncpg
 import grpc
 import pytest
@@ -20,8 +19,7 @@ from tests.infra import (
     wait_http_ok,
     with_database,
 )
-from tests.support import db_connect
-from upscaling import broker
+from tests.support import admin_sql, db_connect, drop_private_resources
 
 
 @dataclass(frozen=True)
@@ -43,25 +41,11 @@ def infra() -> Iterator[Infra]:
         db_name = unique_name("upscaling_test")
         prefix = unique_name("test")
 
-        async def create() -> None:
-            conn = await asyncpg.connect(admin_url)
-            await conn.execute(f'CREATE DATABASE "{db_name}"')
-            await conn.close()
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(admin_url)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-            await conn.close()
-            connection = await aio_pika.connect(mq_url)
-            channel = await connection.channel()
-            await broker.delete(channel, broker.Topology(prefix=prefix))
-            await connection.close()
-
-        asyncio.run(create())
+        asyncio.run(admin_sql(admin_url, f'CREATE DATABASE "{db_name}"'))
         try:
             yield Infra(admin_url, with_database(admin_url, db_name), mq_url, prefix)
         finally:
-            asyncio.run(drop())
+            asyncio.run(drop_private_resources(admin_url, db_name, mq_url, prefix))
 
 
 @pytest.fixture(scope="session")

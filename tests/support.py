@@ -13,11 +13,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aio_pika
 import asyncpg
 import openeo
 import requests
 
 from tests.infra import ROOT, unique_name, with_database
+from upscaling import broker
 from upscaling.migrations import migrate
 
 ADMIN_TOKEN = "test-admin-token"
@@ -130,6 +132,17 @@ async def admin_sql(admin_url: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def drop_private_resources(admin_url: str, db_name: str, rabbitmq_url: str, prefix: str) -> None:
+    """Delete a test run's broker names (`prefix`) and drop its database."""
+    connection = await aio_pika.connect(rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        await broker.delete(channel, broker.Topology(prefix=prefix))
+    finally:
+        await connection.close()
+    await admin_sql(admin_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,7 @@ import pytest_asyncio
 import requests
 
 from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, wait_http_ok, with_database
-from tests.support import LocalOpenEO, admin_sql, db_connect, tiles
+from tests.support import LocalOpenEO, admin_sql, db_connect, drop_private_resources, tiles
 from upscaling import broker, jobstore
 from upscaling.v1 import jobs_pb2
 
@@ -83,15 +83,7 @@ def tasks_gateway(stack: Any, service_env: dict[str, str], infra: Any,
     finally:
         proc.stop()
         backend.stop()
-
-        async def cleanup() -> None:
-            connection = await aio_pika.connect(infra.rabbitmq_url)
-            channel = await connection.channel()
-            await broker.delete(channel, broker.Topology(prefix=prefix))
-            await connection.close()
-            await admin_sql(infra.admin_database_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-
-        asyncio.run(cleanup())
+        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
 
 
 @pytest_asyncio.fixture

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aio_pika
 import asyncpg
 import grpc
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.infra import ROOT, ServiceProcess, free_port, unique_name, wait_grpc_serving, wait_http_ok, with_database
-from tests.support import LocalOpenEO, admin_sql, db_connect, tiles
+from tests.support import LocalOpenEO, admin_sql, db_connect, drop_private_resources, tiles
 from upscaling import broker
 from upscaling.migrations import migrate
 from upscaling.statuses import TERMINAL_TASK_STATUSES
@@ -194,15 +193,7 @@ def start_fuzz_stack(infra: Any, service_env: dict[str, str], logs: Path) -> Ite
         for proc in reversed(procs):
             proc.stop()
         backend.stop()
-
-        async def cleanup() -> None:
-            connection = await aio_pika.connect(infra.rabbitmq_url)
-            channel = await connection.channel()
-            await broker.delete(channel, broker.Topology(prefix=prefix))
-            await connection.close()
-            await admin_sql(infra.admin_database_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-
-        asyncio.run(cleanup())
+        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
 
 
 def log_tail(stack: FuzzStack, name: str, n: int = 3000) -> str:
