@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def _parse_bool(raw: str) -> bool:
@@ -126,11 +128,17 @@ ENV: dict[str, str] = {
 }
 
 
+def from_env(cls: type[T], names: dict[str, str]) -> T:
+    """An instance of the dataclass `cls` whose fields named in `names` are read from those environment variables
+    (parsed to the type of the field's default; the default when unset or empty)."""
+    defaults = cls()
+    return cls(**{f.name: _env(names[f.name], getattr(defaults, f.name))
+                  for f in fields(cls) if f.name in names})
+
+
 def load_settings() -> Settings:
     """Read every setting from the environment, falling back to the defaults above."""
-    defaults = Settings()
-    values = {f.name: _env(ENV[f.name], getattr(defaults, f.name)) for f in fields(Settings) if f.name in ENV}
-    settings = Settings(**values)
+    settings = from_env(Settings, ENV)
     if settings.max_tiles < 1:
         raise ValueError("MAX_TILES must be at least 1")
     if not -1 <= settings.metrics_port <= 65535:

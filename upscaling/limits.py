@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
-from upscaling.config import _env
+from upscaling.config import from_env
 from upscaling.errors import ResourceExhausted, TooManyRequests
 
 
@@ -42,8 +42,7 @@ ENV: dict[str, str] = {
 
 def load_limits() -> Limits:
     """Read the limits; ValueError naming the variable when one is wrong or negative."""
-    defaults = Limits()
-    limits = Limits(**{f.name: _env(ENV[f.name], getattr(defaults, f.name)) for f in fields(Limits)})
+    limits = from_env(Limits, ENV)
     for f in fields(Limits):
         if getattr(limits, f.name) < 0:
             raise ValueError(f"{ENV[f.name]} must not be negative")

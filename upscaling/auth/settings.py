@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 
-from upscaling.config import _env
+from upscaling.config import from_env
 
 MODES = ("none", "token", "oidc")
 
@@ -45,8 +45,7 @@ ENV: dict[str, str] = {
 
 def load_auth_settings() -> AuthSettings:
     """Read the authentication settings; ValueError naming the variable when one is wrong."""
-    defaults = AuthSettings()
-    settings = AuthSettings(**{f.name: _env(ENV[f.name], getattr(defaults, f.name)) for f in fields(AuthSettings)})
+    settings = from_env(AuthSettings, ENV)
     mode = settings.mode.strip().lower()
     if mode not in MODES:
         raise ValueError(f"AUTH_MODE must be one of {', '.join(MODES)}, got {settings.mode!r}")
@@ -54,4 +53,4 @@ def load_auth_settings() -> AuthSettings:
         raise ValueError("AUTH_MODE=token needs AUTH_TOKENS or AUTH_TOKENS_FILE")
     if mode == "oidc" and not (settings.oidc_issuer and settings.oidc_audience):
         raise ValueError("AUTH_MODE=oidc needs OIDC_ISSUER and OIDC_AUDIENCE")
-    return AuthSettings(**{**{f.name: getattr(settings, f.name) for f in fields(AuthSettings)}, "mode": mode})
+    return replace(settings, mode=mode)
