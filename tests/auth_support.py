@@ -287,3 +287,13 @@ async def ws_first(url: str, headers: dict[str, str] | None = None, limit_s: flo
     """The first message of a WebSocket (closed afterwards)."""
     async with websockets.connect(url, additional_headers=headers or {}) as ws:
         return json.loads(await asyncio.wait_for(ws.recv(), limit_s))
+
+
+@pytest.fixture(params=["token", "oidc"])
+def gw(request: pytest.FixtureRequest) -> AuthGateway:
+    """The gateway of each authenticating mode, with valid tokens of alice, bob and ops (admin)."""
+    if request.param == "token":
+        return request.getfixturevalue("token_gateway")
+    gateway = request.getfixturevalue("oidc_gateway")
+    gateway.tokens = oidc_tokens(request.getfixturevalue("oidc_issuer"))
+    return gateway

@@ -32,17 +32,8 @@ from upscaling.v1 import tiler_pb2, tiler_pb2_grpc, upscaling_pb2, upscaling_pb2
 token_gateway = auth_support.token_gateway
 oidc_gateway = auth_support.oidc_gateway
 oidc_issuer = auth_support.oidc_issuer
+gw = auth_support.gw
 tasks_gateway = tasks_support.tasks_gateway
-
-
-@pytest.fixture(params=["token", "oidc"])
-def gw(request: pytest.FixtureRequest) -> AuthGateway:
-    """The gateway of each authenticating mode, with valid tokens of alice, bob and ops (admin)."""
-    if request.param == "token":
-        return request.getfixturevalue("token_gateway")
-    gateway = request.getfixturevalue("oidc_gateway")
-    gateway.tokens = oidc_tokens(request.getfixturevalue("oidc_issuer"))
-    return gateway
 
 
 def assert_401(reply: requests.Response, needle: str = "") -> None:

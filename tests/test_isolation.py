@@ -18,7 +18,7 @@ import pytest_asyncio
 import websockets
 
 from tests import auth_support
-from tests.auth_support import AuthGateway, oidc_tokens, ws_messages_until_close
+from tests.auth_support import AuthGateway, ws_messages_until_close
 from tests.infra import unique_name, with_database
 from tests.support import admin_sql, db_connect
 from tests.tasks_support import change_job
@@ -29,17 +29,9 @@ from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 token_gateway = auth_support.token_gateway
 oidc_gateway = auth_support.oidc_gateway
 oidc_issuer = auth_support.oidc_issuer
+gw = auth_support.gw
 MISSING = 9_000_000_001
 RESULTS = {"stac_version": "1.0.0", "assets": {"openEO.tif": {"href": "http://example.org/a.tif"}}}
-
-
-@pytest.fixture(params=["token", "oidc"])
-def gw(request: pytest.FixtureRequest) -> AuthGateway:
-    if request.param == "token":
-        return request.getfixturevalue("token_gateway")
-    gateway = request.getfixturevalue("oidc_gateway")
-    gateway.tokens = oidc_tokens(request.getfixturevalue("oidc_issuer"))
-    return gateway
 
 
 @dataclass
