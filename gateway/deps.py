@@ -14,7 +14,7 @@ from gateway.events_hub import EventsHub
 from gateway.tasks import TaskService
 from gateway.tiler_client import TilerClient
 from upscaling import broker, db, metrics
-from upscaling.auth import Authenticator, AuthSettings, create_authenticator, load_auth_settings
+from upscaling.auth import Authenticator, AuthSettings, Principal, create_authenticator, load_auth_settings
 from upscaling.backends import load_backends
 from upscaling.config import Settings
 from upscaling.errors import Unavailable
@@ -25,6 +25,7 @@ from upscaling.startup import with_retry
 from upscaling.udp import UdpCache
 
 log = logging.getLogger(__name__)
+_GATEWAY = Principal("gateway", admin=True)  # the feeds read tasks for every watcher, each checked on its own
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Dependencies:
     cluster_state: metrics.ClusterState | None = None
     auth: AuthSettings = field(default_factory=load_auth_settings)
     limits: Limits = field(default_factory=load_limits)
+    run_relay: bool = True  # the outbox relay (one worker of a multi-worker gateway runs it)
 
     def __post_init__(self) -> None:
         self.authenticator: Authenticator = create_authenticator(self.auth)
@@ -65,6 +67,11 @@ class Dependencies:
             raise Unavailable("the gateway is still starting")
         return self.hub
 
+    async def _load_task(self, task_id: int) -> tuple[Any, list[Any]]:
+        """A task row and its job rows, whoever owns it (for the in-memory feed; watchers are checked first)."""
+        view = await self.task_service().get_task(task_id, _GATEWAY)
+        return view.task, view.jobs
+
     async def start(self) -> None:
         """Connect (waiting for each dependency), apply migrations if configured, declare the topology, start
         the events subscription and the outbox relay."""
@@ -80,12 +87,13 @@ class Dependencies:
         declared = await broker.declare(self.publish_channel, self.topology)
         self.tiler = TilerClient(s)
         self.udps = UdpCache(ttl_s=s.udp_cache_ttl_s, timeout_s=s.udp_fetch_timeout_s)
-        self.hub = EventsHub(self.amqp, self.topology)
-        await self.hub.start()
-        self.relay = OutboxRelay(self.pool, s.database_url, self.amqp, self.topology, poll_s=s.outbox_poll_s)
-        self.relay.start()
         self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values, declared.events_exchange,
                                  max_in_flight_per_user=self.limits.max_tasks_in_flight_per_user)
+        self.hub = EventsHub(self.amqp, self.topology, self.pool, self._load_task)
+        await self.hub.start()
+        if self.run_relay:
+            self.relay = OutboxRelay(self.pool, s.database_url, self.amqp, self.topology, poll_s=s.outbox_poll_s)
+            self.relay.start()
         self.cluster_state = metrics.ClusterState(self.pool, self.amqp, self.topology)
         log.info("authentication", extra={"auth_mode": self.auth.mode})
 

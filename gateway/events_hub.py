@@ -1,27 +1,31 @@
-"""Status events fanned out in memory: ONE exclusive auto-delete queue per gateway process, bound to `task.#`
-on the events exchange, feeding every watcher (gRPC WatchTask, WebSockets) of a task.
+"""Status events fanned out in memory: ONE exclusive auto-delete queue per gateway process (per worker, with
+GATEWAY_WORKERS > 1), bound to `task.#` on the events exchange, feeding one `TaskFeed` per watched task.
 
-Each watcher has a bounded buffer; a watcher that falls behind is not waited for: its buffer is dropped and
-it is told to resync from the database instead.
+Each event is parsed once per process and its broker bytes are what every gRPC watcher is sent; snapshots are
+built once per task version by the feed (see `gateway.task_feed`). A feed exists while its task has watchers
+(and `LINGER_S` after the last one left, so reconnecting watchers find it warm); then its memory is returned.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import aio_pika
+import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from gateway.task_feed import TaskFeed
 from upscaling import broker, event_wire, metrics
 from upscaling.v1 import upscaling_pb2
 
 log = logging.getLogger(__name__)
 
-RESYNC = object()  # returned by Subscription.get when events were dropped
+LINGER_S = 10.0
+Loader = Callable[[int], Awaitable[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]]
 
 
 def event_task_id(event: upscaling_pb2.WatchTaskResponse) -> int:
@@ -34,66 +38,28 @@ def event_task_id(event: upscaling_pb2.WatchTaskResponse) -> int:
     return event.snapshot.id
 
 
-class Subscription:
-    """One watcher's bounded buffer of events."""
-
-    def __init__(self, task_id: int | None, maxsize: int) -> None:
-        self.task_id = task_id
-        self.maxsize = maxsize
-        self._items: collections.deque[upscaling_pb2.WatchTaskResponse] = collections.deque()
-        self._ready = asyncio.Event()
-        self._overflow = False
-
-    def push(self, event: upscaling_pb2.WatchTaskResponse) -> None:
-        if self._overflow:
-            return
-        if len(self._items) >= self.maxsize:
-            self._items.clear()
-            self._overflow = True
-        else:
-            self._items.append(event)
-        self._ready.set()
-
-    def resync(self) -> None:
-        """Tell the watcher it may have missed events (e.g. after a broker reconnect)."""
-        self._items.clear()
-        self._overflow = True
-        self._ready.set()
-
-    def drain(self) -> None:
-        """Forget buffered events (the watcher re-reads the state anyway)."""
-        self._items.clear()
-        self._overflow = False
-
-    def pending(self) -> bool:
-        return bool(self._items) or self._overflow
-
-    async def get(self, wait_s: float | None = None) -> upscaling_pb2.WatchTaskResponse | object | None:
-        """The next event, RESYNC after an overflow, or None when `wait_s` passed first."""
-        if not self.pending():
-            self._ready.clear()
-            try:
-                await asyncio.wait_for(self._ready.wait(), wait_s)
-            except TimeoutError:
-                return None
-        if self._overflow:
-            self._overflow = False
-            return RESYNC
-        return self._items.popleft()
+async def _no_loader(task_id: int) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]:
+    raise RuntimeError("the events hub has no task loader")
 
 
 class EventsHub:
-    """The gateway's single events subscription and its in-memory fan-out."""
+    """The process's events subscription and its task feeds."""
 
-    def __init__(self, amqp: AbstractRobustConnection, topology: broker.Topology, buffer: int = 1000) -> None:
+    def __init__(self, amqp: AbstractRobustConnection | None, topology: broker.Topology | None,
+                 pool: asyncpg.Pool | None = None, load: Loader = _no_loader, linger_s: float = LINGER_S) -> None:
         self.amqp = amqp
         self.topology = topology
-        self.buffer = buffer
-        self._subs: dict[int | None, set[Subscription]] = collections.defaultdict(set)
+        self.pool = pool
+        self.load = load
+        self.linger_s = linger_s
+        self._feeds: dict[int, TaskFeed] = {}
+        self._expiry: dict[int, asyncio.TimerHandle] = {}
+        self._any = asyncio.Event()  # set on every event of any task (the /ws/jobs_status wake-up)
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self.received = 0
 
     async def start(self) -> None:
+        assert self.amqp is not None and self.topology is not None
         self._channel = await self.amqp.channel()
         exchange = await self._channel.declare_exchange(self.topology.events_exchange, aio_pika.ExchangeType.TOPIC,
                                                         durable=True)
@@ -104,66 +70,113 @@ class EventsHub:
         self.amqp.reconnect_callbacks.add(self._on_reconnect)
 
     async def stop(self) -> None:
-        self.amqp.reconnect_callbacks.discard(self._on_reconnect)
+        if self.amqp is not None:
+            self.amqp.reconnect_callbacks.discard(self._on_reconnect)
+        for handle in self._expiry.values():
+            handle.cancel()
+        for feed in self._feeds.values():
+            feed.close()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
     def _on_reconnect(self, *_: object) -> None:
-        for subs in self._subs.values():
-            for sub in subs:
-                sub.resync()
+        # events published while disconnected were lost for this queue: read them from the database
+        for feed in self._feeds.values():
+            feed.fill()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            events = event_wire.decode(message.body, message.type)
+            events = event_wire.decode_raw(message.body, message.type)
         except Exception:
             log.warning("unparseable status event dropped", extra={"routing_key": message.routing_key})
             return
         key = message.routing_key or ""
-        matching = [e for e in events if (task_id := event_task_id(e)) > 0
+        matching = [(body, e) for body, e in events if (task_id := event_task_id(e)) > 0
                     and (key == f"task.{task_id}" or key.startswith(f"task.{task_id}."))]
         if len(matching) < len(events):
             # garbage that happens to parse: an event's task id must be the one its routing key names
             log.warning("status event not matching its routing key dropped",
                         extra={"routing_key": key, "dropped": len(events) - len(matching)})
-            events = matching
-        self.received += len(events)
-        metrics.EVENTS_RECEIVED.inc(len(events))
+        self.received += len(matching)
+        metrics.EVENTS_RECEIVED.inc(len(matching))
+        self.dispatch(matching)
+
+    def dispatch(self, events: Sequence[tuple[bytes, upscaling_pb2.WatchTaskResponse]]) -> int:
+        """Hand events (serialized bytes and parsed event) to their tasks' feeds; returns the watchers reached."""
+        touched: dict[int, TaskFeed] = {}
+        for body, event in events:
+            feed = self._feeds.get(event_task_id(event))
+            if feed is not None:
+                feed.push(body, event)
+                touched[feed.task_id] = feed
         handed = 0
-        for event in events:
-            handed += self.dispatch(event)
+        for feed in touched.values():
+            before = feed.last
+            feed.flush()
+            handed += max(0, feed.last - before) * feed.watchers
+        if events:
+            tick, self._any = self._any, asyncio.Event()
+            tick.set()
         if handed:
             metrics.EVENTS_FANNED_OUT.inc(handed)
-
-    def dispatch(self, event: upscaling_pb2.WatchTaskResponse) -> int:
-        """Hand an event to every watcher of its task (and every watcher of all tasks); returns how many."""
-        task_id = event_task_id(event)
-        handed = 0
-        for key in (task_id, None):
-            subs = self._subs.get(key)
-            if subs:
-                for sub in tuple(subs):
-                    sub.push(event)
-                handed += len(subs)
         return handed
 
-    @contextmanager
-    def subscribe(self, task_id: int | None, kind: str = "grpc") -> Iterator[Subscription]:
-        """A subscription to one task's events (None: every task), removed on exit; `kind` (grpc, websocket)
-        labels the watchers gauge."""
-        sub = Subscription(task_id, self.buffer)
-        self._subs[task_id].add(sub)
+    def feed_of(self, task_id: int) -> TaskFeed | None:
+        """The feed of a task while it has watchers (or lingers)."""
+        return self._feeds.get(task_id)
+
+    @asynccontextmanager
+    async def watch(self, task_id: int, kind: str = "grpc") -> AsyncIterator[TaskFeed]:
+        """The loaded feed of a task for one watcher (`kind`: grpc, websocket, labels the watchers gauge)."""
+        feed = self._feeds.get(task_id)
+        if feed is None:
+            feed = self._feeds[task_id] = TaskFeed(task_id, self.load, self.pool)
+        handle = self._expiry.pop(task_id, None)
+        if handle is not None:
+            handle.cancel()
+        feed.watchers += 1
         watchers = metrics.WATCHERS.labels(kind)
         watchers.inc()
         try:
-            yield sub
+            await feed.ready()
+            yield feed
         finally:
             watchers.dec()
-            subs = self._subs.get(task_id)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self._subs[task_id]
+            feed.watchers -= 1
+            if feed.watchers == 0 and self._feeds.get(task_id) is feed:
+                if self.linger_s > 0 and feed.state is not None:
+                    self._expiry[task_id] = asyncio.get_running_loop().call_later(self.linger_s, self._expire,
+                                                                                  task_id, feed)
+                else:
+                    self._expire(task_id, feed)
+
+    def _expire(self, task_id: int, feed: TaskFeed) -> None:
+        self._expiry.pop(task_id, None)
+        if feed.watchers == 0 and self._feeds.get(task_id) is feed:
+            del self._feeds[task_id]
+            feed.close()
+
+    @asynccontextmanager
+    async def watch_all(self, kind: str = "websocket") -> AsyncIterator[Callable[[float], Awaitable[None]]]:
+        """A watcher of every task's events (wakes /ws/jobs_status): yields `wait(timeout_s)`, which returns at
+        the next event of any task or after the timeout."""
+        watchers = metrics.WATCHERS.labels(kind)
+        watchers.inc()
+
+        async def wait(timeout_s: float) -> None:
+            tick = self._any
+            try:
+                await asyncio.wait_for(tick.wait(), timeout_s)
+            except TimeoutError:
+                pass
+
+        try:
+            yield wait
+        finally:
+            watchers.dec()
 
     def watcher_count(self) -> int:
-        return sum(len(s) for s in self._subs.values())
+        return sum(f.watchers for f in self._feeds.values())
+
+    def feed_count(self) -> int:
+        return len(self._feeds)

@@ -6,9 +6,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import grpc
 
+from gateway import workers
 from gateway.events_hub import EventsHub
 from gateway.task_views import task_proto, task_results
 from gateway.tasks import TaskService, TaskSpec
@@ -21,6 +21,24 @@ from upscaling.udp import describe
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
 FULL_NAME = upscaling_pb2.DESCRIPTOR.services_by_name["UpscalingService"].full_name
+
+
+def add_to_server(servicer: UpscalingServicer, server: grpc.aio.Server) -> None:
+    """Register the servicer as the generated code does, except that WatchTask's messages are sent as the bytes
+    the servicer yields (serialized once per process, not once per watcher)."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    class _Collect:
+        def add_generic_rpc_handlers(self, _: object) -> None:
+            pass
+
+        def add_registered_method_handlers(self, _: str, found: dict[str, grpc.RpcMethodHandler]) -> None:
+            handlers.update(found)
+
+    upscaling_pb2_grpc.add_UpscalingServiceServicer_to_server(servicer, _Collect())
+    handlers["WatchTask"] = handlers["WatchTask"]._replace(response_serializer=None)  # type: ignore[attr-defined]
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(FULL_NAME, handlers),))
+    server.add_registered_method_handlers(FULL_NAME, handlers)
 
 
 def _loads(text: str, what: str, default: Any = None) -> Any:
@@ -43,11 +61,9 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
     """The public task API over gRPC (errors raised as `upscaling.errors` and mapped by the interceptor). The caller
     comes from the AuthInterceptor; every task operation is scoped to it."""
 
-    def __init__(self, tasks: TaskService, hub: EventsHub, pool: asyncpg.Pool,
-                 watches: SubscriptionCounter | None = None) -> None:
+    def __init__(self, tasks: TaskService, hub: EventsHub, watches: SubscriptionCounter | None = None) -> None:
         self.tasks = tasks
         self.hub = hub
-        self.pool = pool
         self.watches = watches or SubscriptionCounter(0)
 
     async def _task(self, task_id: int) -> upscaling_pb2.Task:
@@ -95,12 +111,14 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
         return upscaling_pb2.RetryFailedJobsResponse(task=await self._task(request.task_id), retried=retried)
 
     async def WatchTask(self, request: upscaling_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
-                        ) -> AsyncIterator[upscaling_pb2.WatchTaskResponse]:
+                        ) -> AsyncIterator[bytes]:
+        """Serialized `WatchTaskResponse`s (registered with a pass-through serializer by `add_to_server`)."""
         who = caller_or_fail()
         with self.watches.hold(who.user_id):
-            async for item in watch_task(self.tasks, self.hub, self.pool, request.task_id, who,
-                                         request.after_sequence):
-                yield item
+            await context.send_initial_metadata(((workers.WORKER_HEADER, str(workers.current())),))
+            async for body in watch_task(self.tasks, self.hub, request.task_id, who, request.after_sequence,
+                                         task_level=request.task_level_only):
+                yield body
 
     async def GetJobResults(self, request: upscaling_pb2.GetJobResultsRequest, context: grpc.aio.ServicerContext
                             ) -> upscaling_pb2.GetJobResultsResponse:

@@ -1,72 +1,86 @@
-"""Watching a task: a snapshot or a replay from `task_events`, then live events from the hub, each sequence
-exactly once and in order (gaps are filled from the database)."""
+"""The gRPC WatchTask stream of one task, as serialized `WatchTaskResponse` messages (sent as they are: the
+servicer's response serializer passes bytes through).
+
+Full watch: a snapshot (or, with `after_sequence`, the events after it), then every event exactly once and in
+order, from the task's feed (the same bytes for every watcher of the process); a watcher behind the feed's kept
+events reads them from the database from its last sequence. Task-level watch: a snapshot without jobs, then a
+`TaskStatusEvent` (status and counts, numbered with the latest sequence it covers) whenever they changed; a
+watcher that falls behind gets the latest one. Both end after the task's terminal state was sent.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import asyncpg
-
 from gateway.events_hub import EventsHub
-from gateway.task_views import task_proto
+from gateway.task_feed import TaskFeed, is_terminal_event
 from gateway.tasks import TaskService
-from upscaling import jobstore
 from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument
-from upscaling.statuses import TERMINAL_TASK_STATUSES, task_status_from_proto
-from upscaling.v1 import upscaling_pb2
 
-# Without any live event for this long, the watcher checks the database (a lost publish cannot stall it).
+__all__ = ["CATCH_UP_S", "is_terminal_event", "watch_task"]
+
+# Without any live event for this long, the feed checks the database (a lost publish cannot stall a watcher).
 CATCH_UP_S = 30.0
 
 
-def is_terminal_event(event: upscaling_pb2.WatchTaskResponse) -> bool:
-    """Whether an event is a task event with a terminal status (an unknown status value is not)."""
-    if event.WhichOneof("update") != "task_event":
-        return False
-    try:
-        return task_status_from_proto(event.task_event.status) in TERMINAL_TASK_STATUSES
-    except ValueError:
-        return False
-
-
-async def watch_task(tasks: TaskService, hub: EventsHub, pool: asyncpg.Pool, task_id: int, caller: Principal,
-                     after_sequence: int = 0, catch_up_s: float = CATCH_UP_S
-                     ) -> AsyncIterator[upscaling_pb2.WatchTaskResponse]:
+async def watch_task(tasks: TaskService, hub: EventsHub, task_id: int, caller: Principal, after_sequence: int = 0,
+                     task_level: bool = False, catch_up_s: float = CATCH_UP_S) -> AsyncIterator[bytes]:
     """The WatchTask stream of one of the caller's tasks (NotFound for another user's, checked before anything is
-    sent); ends after the event that makes the task terminal."""
+    sent)."""
     if after_sequence < 0:
         raise InvalidArgument("after_sequence must not be negative")
-    with hub.subscribe(task_id) as sub:
-        if after_sequence == 0:
-            view = await tasks.get_task(task_id, caller)
-            last = view.task["last_sequence"]
-            yield upscaling_pb2.WatchTaskResponse(snapshot=task_proto(view.task, view.jobs), sequence=last)
-            if view.task["status"] in TERMINAL_TASK_STATUSES:
+    await tasks.task_exists(task_id, caller)
+    async with hub.watch(task_id, "grpc") as feed:
+        stream = _task_level(feed, after_sequence, catch_up_s) if task_level else _full(feed, after_sequence,
+                                                                                           catch_up_s)
+        async for body in stream:
+            yield body
+
+
+async def _full(feed: TaskFeed, after_sequence: int, catch_up_s: float) -> AsyncIterator[bytes]:
+    if after_sequence == 0:
+        last = feed.last
+        yield feed.snapshot_bytes()
+        if feed.terminal:
+            return
+    else:
+        last = after_sequence
+    while not feed.closed:
+        entries = feed.entries_after(last)
+        if entries is None:
+            entries = await feed.stored_after(last)
+        for entry in entries:
+            yield entry.body
+            last = entry.sequence
+            if entry.terminal and last >= feed.last:
                 return
+        if not entries:
+            if feed.terminal and last >= feed.last:
+                return
+            await feed.wait(last, catch_up_s)
+
+
+async def _task_level(feed: TaskFeed, after_sequence: int, catch_up_s: float) -> AsyncIterator[bytes]:
+    sent: tuple[object, ...] | None = None
+    if after_sequence == 0:
+        last = feed.last
+        yield feed.task_snapshot_bytes()
+        if feed.terminal:
+            return
+        sent = feed.summary_key()
+    else:
+        last = after_sequence
+    while not feed.closed:
+        if feed.last > last:
+            last = feed.last
+            key = feed.summary_key()
+            if key != sent:
+                yield feed.summary_bytes()
+                sent = key
+            if feed.terminal:
+                return
+        elif feed.terminal:
+            return
         else:
-            task = await tasks.task_exists(task_id, caller)
-            last = after_sequence
-            if task["status"] in TERMINAL_TASK_STATUSES and last >= task["last_sequence"]:
-                return
-        item: object = None  # nothing live yet: start by reading what is stored after `last`
-        while True:
-            if not isinstance(item, upscaling_pb2.WatchTaskResponse):
-                # start, a gap, dropped events (RESYNC) or a quiet period: read what was missed from the database
-                replay = await jobstore.events_after(pool, task_id, last)
-                for i, event in enumerate(replay):
-                    yield event
-                    last = event.sequence
-                    if is_terminal_event(event) and i == len(replay) - 1:
-                        return
-            item = await sub.get(wait_s=catch_up_s)
-            if isinstance(item, upscaling_pb2.WatchTaskResponse):
-                if item.sequence <= last:
-                    continue
-                if item.sequence == last + 1:
-                    yield item
-                    last = item.sequence
-                    if is_terminal_event(item):
-                        return
-                    continue
-                item = None  # a gap: replay from the database
+            await feed.wait(last, catch_up_s)

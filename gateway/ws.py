@@ -1,9 +1,13 @@
 """WebSockets with the APEx envelope `{"type","data","message","task_id"}`, fed by status events.
 
-`/ws/upscale_tasks/{id}?interval=N`: `init`, then a `status` snapshot (the `GET /upscale_tasks/{id}` body) at
-once, then a fresh snapshot whenever events of the task arrive: the first change after a quiet period at once,
-further ones batched so that at most one snapshot goes out per `interval` seconds (interval only throttles);
-the snapshot of a terminal task is sent at once and the socket is then closed normally.
+`/ws/upscale_tasks/{id}?interval=N&delta=false`: `init`, then a `status` snapshot (the `GET /upscale_tasks/{id}`
+body plus its `sequence`) at once, then a fresh snapshot whenever events of the task arrive: the first change
+after a quiet period at once, further ones batched so that at most one snapshot goes out per `interval` seconds
+(interval only throttles); the snapshot of a terminal task is sent at once and the socket is then closed
+normally. Snapshots come from the task's in-memory feed, one JSON text per task version shared by every socket.
+With `delta=true`, every message after the first snapshot carries only what changed since the previous one:
+`{id, status, updated, job_counts, progress, sequence, delta: true, since, jobs: [{id, status, progress,
+message}]}`.
 `/ws/jobs_status?interval=N&filter=...`: the same envelope, data = the `/jobs_status` body, refreshed on
 events (and every interval for standalone jobs, which have no events), sent when it changed.
 """
@@ -21,17 +25,15 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from gateway import task_views as views
+from gateway import workers
 from gateway.auth_http import caller
 from gateway.events_hub import EventsHub
 from gateway.http_tasks import jobs_status_body, parse_filters
 from gateway.tasks import TaskService
-from gateway.watch import is_terminal_event
+from gateway.watch import CATCH_UP_S
 from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument, ResourceExhausted, ServiceError, Unauthenticated
 from upscaling.limits import SubscriptionCounter
-from upscaling.statuses import TERMINAL_TASK_STATUSES
-from upscaling.v1 import upscaling_pb2
 
 log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 10.0
@@ -42,6 +44,14 @@ def envelope(kind: str, data: Any = None, message: str | None = None, task_id: i
              ) -> dict[str, Any]:
     """An APEx WebSocket message (every key present)."""
     return {"type": kind, "data": data, "message": message, "task_id": task_id}
+
+
+def _flag(raw: str | None, name: str) -> bool:
+    if raw is None or raw.lower() in ("", "false", "0", "no"):
+        return False
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    raise InvalidArgument(f"{name} must be true or false, got {raw[:40]!r}")
 
 
 def _interval(raw: str | None) -> float:
@@ -98,13 +108,15 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
     router = APIRouter()
 
     @router.websocket("/ws/upscale_tasks/{task_id}")
-    async def watch_task(websocket: WebSocket, task_id: str, interval: str | None = None) -> None:
-        await websocket.accept()
+    async def watch_task(websocket: WebSocket, task_id: str, interval: str | None = None,
+                         delta: str | None = None) -> None:
+        await websocket.accept(headers=[(workers.WORKER_HEADER.encode(), str(workers.current()).encode())])
         tid = int(task_id) if task_id.isascii() and task_id.isdigit() and len(task_id) < 19 else None
         with contextlib.ExitStack() as held:
             try:
                 who = caller(websocket)
                 period = _interval(interval)
+                as_delta = _flag(delta, "delta")
                 if tid is None:
                     raise ServiceError(f"upscale task {task_id} not found", error_code="TASK_NOT_FOUND")
                 tasks, hub = get_tasks(), get_hub()
@@ -113,33 +125,32 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
             except ServiceError as exc:
                 await _fail(websocket, exc, tid)
                 return
-            await _watch_task(websocket, tasks, hub, tid, who, period)
+            await _watch_task(websocket, hub, tid, period, as_delta)
 
-    async def _watch_task(websocket: WebSocket, tasks: TaskService, hub: EventsHub, tid: int, who: Principal,
-                          period: float) -> None:
+    async def _watch_task(websocket: WebSocket, hub: EventsHub, tid: int, period: float, as_delta: bool) -> None:
         await websocket.send_json(envelope("init", None, f"watching upscale task {tid}", tid))
-        with hub.subscribe(tid, "websocket") as sub:
-
-            async def snapshot() -> bool:
-                view = await tasks.get_task(tid, who)
-                await websocket.send_json(envelope("status", views.task_body(view.task, view.jobs),
-                                                   f"upscale task {tid} is {view.task['status']}", tid))
-                return view.task["status"] in TERMINAL_TASK_STATUSES
+        async with hub.watch(tid, "websocket") as feed:
 
             async def send_loop() -> None:
-                if await snapshot():
+                # Every socket of the task sends the same text for the same version (built once by the feed); a
+                # socket that was slow to send simply sends the latest version next: nothing queues up.
+                sent = feed.last
+                await websocket.send_text(feed.snapshot_text())
+                if feed.terminal:
                     return
                 last_sent = -math.inf  # the first change after the initial snapshot goes out at once
-                while True:
-                    item = await sub.get()
-                    terminal = isinstance(item, upscaling_pb2.WatchTaskResponse) and is_terminal_event(item)
-                    while not terminal:
+                while not feed.closed:
+                    await feed.wait(sent, CATCH_UP_S)
+                    while not feed.terminal:  # throttle to one message per interval; a terminal state goes at once
                         wait = last_sent + period - time.monotonic()
                         if wait <= 0:
                             break
-                        item = await sub.get(wait_s=wait)
-                        terminal = isinstance(item, upscaling_pb2.WatchTaskResponse) and is_terminal_event(item)
-                    if await snapshot():
+                        await feed.wait(feed.last, wait, check_db=False)
+                    if feed.last <= sent:
+                        continue
+                    since, sent = sent, feed.last
+                    await websocket.send_text(feed.delta_text(since) if as_delta else feed.snapshot_text())
+                    if feed.terminal:
                         return
                     last_sent = time.monotonic()
 
@@ -165,7 +176,7 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
                                  who: Principal, period: float) -> None:
         await websocket.send_json(envelope("init", None, "watching jobs status"))
         # Events of every task only wake this loop up; what is sent is the caller's own /jobs_status body.
-        with hub.subscribe(None, "websocket") as sub:
+        async with hub.watch_all("websocket") as wait_event:
 
             async def send_loop() -> None:
                 previous: Any = None
@@ -175,9 +186,8 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
                         await websocket.send_json(envelope("status", body, "jobs status"))
                         previous = body
                     sent_at = time.monotonic()
-                    await sub.get(wait_s=period)
+                    await wait_event(period)
                     await asyncio.sleep(max(0.0, sent_at + period - time.monotonic()))
-                    sub.drain()
 
             await _run_until_client_leaves(websocket, send_loop())
 

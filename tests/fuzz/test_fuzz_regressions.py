@@ -11,8 +11,8 @@ import time
 import pytest
 
 from gateway.events_hub import EventsHub
+from gateway.task_feed import is_terminal_event
 from gateway.tasks import check_storable, decode_page_token
-from gateway.watch import is_terminal_event
 from gateway.ws import _interval
 from services.dispatcher.consumer import parse
 from upscaling import grids
@@ -90,11 +90,16 @@ async def test_events_not_matching_their_routing_key_are_dropped() -> None:
         def __init__(self, body: bytes, routing_key: str) -> None:
             self.body, self.routing_key, self.type = body, routing_key, None
 
-    hub = EventsHub(None, None)  # type: ignore[arg-type]  # only the dispatching part is used
-    event = upscaling_pb2.WatchTaskResponse(sequence=1, task_event=jobs_pb2.TaskStatusEvent(task_id=12))
-    with hub.subscribe(12) as sub:
+    task = {"id": 12, "last_sequence": 0, "status": "created"}
+
+    async def load(task_id: int) -> tuple[dict[str, object], list[dict[str, object]]]:
+        return task, []
+
+    hub = EventsHub(None, None, load=load)  # only the dispatching part is used
+    event = upscaling_pb2.WatchTaskResponse(sequence=1, task_event=jobs_pb2.TaskStatusEvent(task_id=12, status=2))
+    async with hub.watch(12) as feed:
         for key in ("task.1", "task.123", "task.x", ""):
             await hub._on_message(Message(event.SerializeToString(), key))  # type: ignore[arg-type]
-        assert not sub.pending()
+        assert feed.last == 0
         await hub._on_message(Message(event.SerializeToString(), "task.12"))  # type: ignore[arg-type]
-        assert sub.pending()
+        assert feed.last == 1 and feed.state is not None and feed.state.status == "queued"

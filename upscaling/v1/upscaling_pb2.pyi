@@ -163,12 +163,14 @@ class RetryFailedJobsResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., retried: _Optional[int] = ...) -> None: ...
 
 class WatchTaskRequest(_message.Message):
-    __slots__ = ("task_id", "after_sequence")
+    __slots__ = ("task_id", "after_sequence", "task_level_only")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TASK_LEVEL_ONLY_FIELD_NUMBER: _ClassVar[int]
     task_id: int
     after_sequence: int
-    def __init__(self, task_id: _Optional[int] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+    task_level_only: bool
+    def __init__(self, task_id: _Optional[int] = ..., after_sequence: _Optional[int] = ..., task_level_only: _Optional[bool] = ...) -> None: ...
 
 class WatchTaskResponse(_message.Message):
     __slots__ = ("snapshot", "job_event", "task_event", "sequence")

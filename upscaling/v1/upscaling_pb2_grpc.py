@@ -117,7 +117,8 @@ class UpscalingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchTask(self, request, context):
-        """First a full snapshot, then one event per change; resume with after_sequence.
+        """First a full snapshot, then one event per change, each sequence exactly once and in order; resume with
+        after_sequence. With task_level_only, the task's status and counts only (see WatchTaskRequest).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

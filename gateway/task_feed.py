@@ -1,0 +1,373 @@
+"""One task's live state in a gateway process, shared by all of its watchers (gRPC streams and WebSockets).
+
+A `TaskFeed` is loaded from PostgreSQL once (the task row and its jobs, at a known sequence), then kept current
+by applying the task's status events in sequence order: out-of-order or missing events are filled from
+`task_events` with one query for the whole process, never one per watcher. It keeps the recent events as the
+bytes that came from the broker, and builds each view of the current state once per version:
+
+- the gRPC snapshot (`WatchTaskResponse` bytes) and the task-level summary (a `TaskStatusEvent` with the counts);
+- the WebSocket `status` text (the APEx envelope as JSON) and `?delta=true` texts.
+
+Watchers hold only a cursor (the last sequence they sent): a watcher that falls behind the kept events reads
+from the database from its cursor (gRPC) or skips to the latest snapshot (WebSocket), so nothing per watcher
+grows with the events and a slow watcher costs the others nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from gateway import task_views as views
+from upscaling.statuses import (
+    TERMINAL_TASK_STATUSES,
+    job_status_from_proto,
+    task_status_from_proto,
+    task_status_to_proto,
+)
+from upscaling.v1 import jobs_pb2, upscaling_pb2
+
+log = logging.getLogger(__name__)
+
+LOG_SIZE = 4096  # recent events kept per task; a watcher further behind reads from the database
+FILL_BATCH = 5000  # events read from the database per query when filling a gap
+Loader = Callable[[int], Awaitable[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]]
+
+
+def is_terminal_event(event: upscaling_pb2.WatchTaskResponse) -> bool:
+    """Whether an event is a task event with a terminal status (an unknown status value is not)."""
+    if event.WhichOneof("update") != "task_event":
+        return False
+    try:
+        return task_status_from_proto(event.task_event.status) in TERMINAL_TASK_STATUSES
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One event as sent to gRPC watchers: its sequence, serialized bytes, and whether it ends the task."""
+
+    sequence: int
+    body: bytes
+    terminal: bool
+
+
+def entry_of(body: bytes, event: upscaling_pb2.WatchTaskResponse) -> Entry:
+    return Entry(event.sequence, body, is_terminal_event(event))
+
+
+def _time(stamp: Any) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+class TaskState:
+    """A task row and its job rows (as dicts, the columns `task_views` reads), updated by applying events."""
+
+    def __init__(self, task: Mapping[str, Any], jobs: Sequence[Mapping[str, Any]]) -> None:
+        self.task = dict(task)
+        self.jobs = [dict(j) for j in jobs]
+        self._index = {j["id"]: i for i, j in enumerate(self.jobs)}
+        self.changed_at: dict[int, int] = {}  # job id -> sequence of its last change
+        self.sequence: int = self.task["last_sequence"]
+
+    @property
+    def status(self) -> str:
+        return self.task["status"]
+
+    @property
+    def terminal(self) -> bool:
+        return self.task["status"] in TERMINAL_TASK_STATUSES
+
+    def apply(self, event: upscaling_pb2.WatchTaskResponse) -> None:
+        """Apply the event with the next sequence (fields with unknown enum values are left as they were)."""
+        kind = event.WhichOneof("update")
+        if kind == "job_event":
+            ev = event.job_event
+            i = self._index.get(ev.job_id)
+            if i is not None:
+                job = self.jobs[i]
+                try:
+                    job["status"] = job_status_from_proto(ev.status)
+                except ValueError:
+                    pass
+                job["backend_job_id"] = ev.backend_job_id or None
+                # the event carries 0 / "" for a progress or message that is not set
+                job["progress"] = ev.progress if ev.progress or job["progress"] is not None else None
+                job["message"] = ev.message or None
+                job["updated"] = _time(ev.time)
+                self.changed_at[ev.job_id] = event.sequence
+            self.task["updated"] = _time(ev.time)
+        elif kind == "task_event":
+            ev = event.task_event
+            try:
+                self.task["status"] = task_status_from_proto(ev.status)
+            except ValueError:
+                pass
+            self.task["updated"] = _time(ev.time)
+        self.sequence = event.sequence
+        self.task["last_sequence"] = event.sequence
+
+
+class TaskFeed:
+    """The live state and recent events of one task in this process (see the module docstring)."""
+
+    def __init__(self, task_id: int, load: Loader, pool: asyncpg.Pool | None, log_size: int = LOG_SIZE) -> None:
+        self.task_id = task_id
+        self._load_rows = load
+        self.pool = pool
+        self.log_size = log_size
+        self.state: TaskState | None = None
+        self.watchers = 0
+        self._log: list[Entry] = []
+        self._pending: dict[int, tuple[bytes, upscaling_pb2.WatchTaskResponse]] = {}
+        self._tick = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._filling: asyncio.Task[None] | None = None
+        self._checked_at = time.monotonic()
+        self._version = -1  # the sequence the cached views below were built for
+        self._cache: dict[Any, Any] = {}
+        self.closed = False
+
+    # ---- state ----------------------------------------------------------------------------------------------
+
+    @property
+    def last(self) -> int:
+        """The last sequence applied (-1 before the state is loaded)."""
+        return self.state.sequence if self.state is not None else -1
+
+    @property
+    def terminal(self) -> bool:
+        return self.state is not None and self.state.terminal
+
+    async def ready(self) -> None:
+        """Load the state from the database unless loaded (one load per feed, whatever the number of waiters)."""
+        if self.state is not None:
+            return
+        async with self._lock:
+            if self.state is None:
+                task, jobs = await self._load_rows(self.task_id)
+                self.state = TaskState(task, jobs)
+                self._drain_pending()
+                self._notify()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._filling is not None:
+            self._filling.cancel()
+        self._log.clear()
+        self._pending.clear()
+        self._cache.clear()
+        self._notify()
+
+    # ---- events in --------------------------------------------------------------------------------------------
+
+    def push(self, body: bytes, event: upscaling_pb2.WatchTaskResponse) -> None:
+        """An event from the broker: applied now when it is the next one, else kept until the gap is filled
+        (call `flush` after a message's events)."""
+        seq = event.sequence
+        if self.state is not None and seq <= self.state.sequence:
+            return
+        self._pending[seq] = (body, event)
+
+    def flush(self) -> None:
+        """Apply what became contiguous, ask the database for what is missing, wake the watchers."""
+        if self.state is None:
+            return
+        self._drain_pending()
+        self._notify()
+
+    def _drain_pending(self, fill: bool = True) -> None:
+        """Apply the pending events that follow the last applied one; with `fill`, a gap is read from the
+        database."""
+        assert self.state is not None
+        pending = self._pending
+        if not pending:
+            return
+        for seq in [s for s in pending if s <= self.state.sequence]:
+            del pending[seq]
+        while (nxt := pending.pop(self.state.sequence + 1, None)) is not None:
+            self._apply(*nxt)
+        if pending and fill:
+            self.fill()  # a gap: the missing events are stored, read them
+
+    def _apply(self, body: bytes, event: upscaling_pb2.WatchTaskResponse) -> None:
+        assert self.state is not None
+        self.state.apply(event)
+        self._log.append(entry_of(body, event))
+        if len(self._log) >= 2 * self.log_size:
+            del self._log[:len(self._log) - self.log_size]
+
+    def _notify(self) -> None:
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    def fill(self) -> None:
+        """Read the events after the last applied one from the database (one reader at a time)."""
+        if self.pool is None or self.state is None or self.closed:
+            return
+        if self._filling is None or self._filling.done():
+            self._filling = asyncio.get_running_loop().create_task(self._fill())
+
+    async def _fill(self) -> None:
+        assert self.pool is not None and self.state is not None
+        try:
+            while True:
+                before = set(self._pending)
+                rows = await self.pool.fetch(
+                    "SELECT payload FROM task_events WHERE task_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+                    self.task_id, self.state.sequence, FILL_BATCH)
+                for row in rows:
+                    body = bytes(row["payload"])
+                    event = upscaling_pb2.WatchTaskResponse.FromString(body)
+                    if event.sequence == self.state.sequence + 1:
+                        self._apply(body, event)
+                if len(rows) < FILL_BATCH:
+                    # every event published before this read is stored: pending ones still ahead are not real
+                    for seq in before:
+                        self._pending.pop(seq, None)
+                    self._drain_pending(fill=False)
+                    self._notify()
+                    return
+                self._notify()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("reading missed status events failed; retrying", exc_info=True,
+                        extra={"task_id": self.task_id})
+            await asyncio.sleep(1.0)
+            self._filling = None
+            self.fill()
+
+    # ---- watchers ---------------------------------------------------------------------------------------------
+
+    async def wait(self, beyond: int, wait_s: float | None = None, check_db: bool = True) -> None:
+        """Until a sequence above `beyond` is applied (or the feed closes), at most `wait_s` seconds. With
+        `check_db`, a wait that timed out makes the feed look for events whose publication was lost (at most
+        once per `wait_s`, whatever the number of watchers)."""
+        while self.last <= beyond and not self.closed:
+            tick = self._tick
+            try:
+                await asyncio.wait_for(tick.wait(), wait_s)
+            except TimeoutError:
+                now = time.monotonic()
+                if check_db and wait_s is not None and now - self._checked_at >= wait_s:
+                    self._checked_at = now
+                    self.fill()
+                return
+
+    def entries_after(self, sequence: int) -> list[Entry] | None:
+        """The kept events after `sequence`, in order; None when some of them are no longer kept."""
+        if sequence >= self.last:
+            return []
+        first = self._log[0].sequence if self._log else self.last + 1
+        if sequence < first - 1:
+            return None
+        return self._log[sequence - first + 1:]
+
+    async def stored_after(self, sequence: int, limit: int = 1000) -> list[Entry]:
+        """Events after `sequence` read from the database (for a watcher behind the kept ones)."""
+        assert self.pool is not None
+        rows = await self.pool.fetch(
+            "SELECT payload FROM task_events WHERE task_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+            self.task_id, sequence, limit)
+        out = []
+        for row in rows:
+            body = bytes(row["payload"])
+            out.append(entry_of(body, upscaling_pb2.WatchTaskResponse.FromString(body)))
+        return out
+
+    # ---- views, built once per version --------------------------------------------------------------------------
+
+    def _cached(self, key: Any, build: Callable[[], Any]) -> Any:
+        if self._version != self.last:
+            self._cache.clear()
+            self._version = self.last
+        value = self._cache.get(key)
+        if value is None:
+            value = self._cache[key] = build()
+        return value
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per status (every status present)."""
+        assert self.state is not None
+        return self._cached("counts", lambda: views.job_counts(self.state.jobs))  # type: ignore[union-attr]
+
+    def snapshot_bytes(self) -> bytes:
+        """The serialized `WatchTaskResponse` snapshot (the task with its jobs) at the current sequence."""
+        def build() -> bytes:
+            s = self.state
+            assert s is not None
+            return upscaling_pb2.WatchTaskResponse(snapshot=views.task_proto(s.task, s.jobs),
+                                                   sequence=s.sequence).SerializeToString()
+        return self._cached("snapshot", build)
+
+    def task_snapshot_bytes(self) -> bytes:
+        """The snapshot of a task-level watch: the task with its counts, no jobs."""
+        def build() -> bytes:
+            s = self.state
+            assert s is not None
+            return upscaling_pb2.WatchTaskResponse(snapshot=views.task_proto(s.task, counts=self.counts()),
+                                                   sequence=s.sequence).SerializeToString()
+        return self._cached("task_snapshot", build)
+
+    def summary_key(self) -> tuple[Any, ...]:
+        """What a task-level watcher sees: the status and the counts."""
+        assert self.state is not None
+        return self.state.status, tuple(self.counts().values())
+
+    def summary_bytes(self) -> bytes:
+        """A `TaskStatusEvent` with the current status and counts, numbered with the current sequence."""
+        def build() -> bytes:
+            s = self.state
+            assert s is not None
+            event = jobs_pb2.TaskStatusEvent(task_id=self.task_id, status=task_status_to_proto(s.status),
+                                             job_counts={k: v for k, v in self.counts().items() if v},
+                                             sequence=s.sequence)
+            event.time.FromDatetime(s.task["updated"])
+            return upscaling_pb2.WatchTaskResponse(task_event=event, sequence=s.sequence).SerializeToString()
+        return self._cached("summary", build)
+
+    def _message(self) -> str:
+        assert self.state is not None
+        return f"upscale task {self.task_id} is {self.state.status}"
+
+    def snapshot_text(self) -> str:
+        """The WebSocket `status` message: the APEx envelope with the task body (and its `sequence`)."""
+        def build() -> str:
+            s = self.state
+            assert s is not None
+            body = views.task_body(s.task, s.jobs)
+            body["sequence"] = s.sequence
+            return _dumps({"type": "status", "data": body, "message": self._message(), "task_id": self.task_id})
+        return self._cached("text", build)
+
+    def delta_text(self, since: int) -> str:
+        """The `?delta=true` message after sequence `since`: task status, counts, progress and the jobs changed
+        since then (id, status, progress, message)."""
+        def build() -> str:
+            s = self.state
+            assert s is not None
+            changed = [{"id": j["id"], "status": j["status"], "progress": j["progress"], "message": j["message"]}
+                       for j in s.jobs if s.changed_at.get(j["id"], -1) > since]
+            body = {"id": self.task_id, "status": s.status, "updated": _iso(s.task["updated"]),
+                    "job_counts": self.counts(), "progress": views.task_progress(s.jobs), "sequence": s.sequence,
+                    "delta": True, "since": since, "jobs": changed}
+            return _dumps({"type": "status", "data": body, "message": self._message(), "task_id": self.task_id})
+        return self._cached(("delta", since), build)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,150 @@
+"""The gateway's process model: `GATEWAY_WORKERS` worker processes (default: the CPUs this process may use), each
+a whole gateway (HTTP/WebSocket, gRPC, its own events queue and task feeds) listening on the same ports with
+SO_REUSEPORT, so the kernel spreads connections over the workers.
+
+The supervisor imports everything, freezes the garbage collector's view of those objects (so the workers share
+their pages) and forks the workers; it restarts a worker that dies, forwards SIGTERM/SIGINT to all and exits
+with 0 once they stopped gracefully. One worker runs in the process itself, without a supervisor.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+log = logging.getLogger("gateway")
+
+WORKER_HEADER = "x-gateway-worker"  # gRPC initial metadata / WebSocket handshake header: the serving worker
+_current = 0
+
+
+def current() -> int:
+    """This process's worker index (0 with a single worker)."""
+    return _current
+
+
+def worker_count() -> int:
+    """GATEWAY_WORKERS, or the number of CPUs this process may run on; ValueError when not a positive integer."""
+    raw = os.environ.get("GATEWAY_WORKERS", "").strip()
+    if not raw:
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"GATEWAY_WORKERS must be a positive integer, got {raw!r}")
+    return count
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port with SO_REUSEPORT (every worker binds its own; the kernel balances)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the supervisor dies (never leave orphans holding the ports)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _child(index: int, run_worker: Callable[[int], None]) -> None:
+    global _current
+    _current = index
+    code = 0
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        _die_with_parent()
+        run_worker(index)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run(count: int, run_worker: Callable[[int], None]) -> int:
+    """Run `count` workers (`run_worker(index)` each) until SIGTERM/SIGINT; returns the exit code."""
+    if count == 1:
+        run_worker(0)
+        return 0
+    gc.collect()
+    gc.freeze()  # objects created so far are never touched by the collector: their pages stay shared
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            _child(index, run_worker)
+        children[pid] = index
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(count):
+        spawn(index)
+    log.info("gateway workers started", extra={"workers": count, "pids": sorted(children)})
+    exit_code = 0
+    recent: collections.deque[float] = collections.deque()
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            exit_code = exit_code or (code if code > 0 else 0)
+            continue
+        now = time.monotonic()
+        recent.append(now)
+        while recent and recent[0] < now - 60:
+            recent.popleft()
+        if len(recent) > 3 * count:
+            log.error("gateway workers keep failing; stopping", extra={"worker": index, "exit_code": code})
+            exit_code = 1
+            stop(signal.SIGTERM, None)
+            continue
+        log.error("gateway worker exited; restarting it", extra={"worker": index, "exit_code": code})
+        time.sleep(1.0)
+        if not stopping:
+            spawn(index)
+    return exit_code
