@@ -1,82 +1,40 @@
-"""`python -m gateway`: HTTP/WebSocket bridge (uvicorn) and public gRPC API, in GATEWAY_WORKERS worker processes
+"""`python -m gateway`: the HTTP/WebSocket bridge and the public gRPC API, in GATEWAY_WORKERS worker processes
 sharing the ports (see `gateway.workers`)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import os
+import shutil
 import sys
-from collections.abc import Iterator
-
-import uvicorn
+import tempfile
 
 from gateway import workers
-from gateway.auth_grpc import AuthInterceptor
-from gateway.deps import Dependencies
-from gateway.grpc_api import PublicTilerServicer
-from gateway.grpc_upscaling import FULL_NAME, UpscalingServicer, add_to_server
-from gateway.http_app import create_app
-from gateway.ws_protocol import WebSocketProtocol
-from upscaling import event_loop, metrics
-from upscaling.config import Settings, load_settings
-from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
-from upscaling.logs import configure_logging
-from upscaling.v1 import tiler_pb2, tiler_pb2_grpc
-
-log = logging.getLogger("gateway")
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the gateway stops HTTP and gRPC together."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def main(settings: Settings, worker: int = 0, ws_deflate: bool = False) -> None:
-    """One gateway worker until SIGTERM/SIGINT."""
-    stop = shutdown_event()
-    deps = Dependencies(settings, run_relay=worker == 0)
-    await deps.start()
-    assert deps.tiler is not None and deps.pool is not None and deps.cluster_state is not None
-    metrics.register("gateway", deps.cluster_state)
-    grpc_server = GrpcServer(
-        settings,
-        [ServiceBinding(PublicTilerServicer(deps.tiler), tiler_pb2_grpc.add_TilerServiceServicer_to_server,
-                        tiler_pb2.DESCRIPTOR.services_by_name["TilerService"].full_name),
-         ServiceBinding(UpscalingServicer(deps.task_service(), deps.events_hub(), deps.watches), add_to_server,
-                        FULL_NAME)],
-        settings.gateway_host,
-        settings.gateway_grpc_port,
-        interceptors=[AuthInterceptor(deps.authenticator, deps.rate)],
-    )
-    await grpc_server.start()
-    sock = workers.reuseport_socket(settings.gateway_host, settings.gateway_http_port)
-    http = _Server(uvicorn.Config(create_app(deps), log_config=None, access_log=False, ws=WebSocketProtocol,
-                                  ws_per_message_deflate=ws_deflate))
-    http_task = asyncio.create_task(http.serve(sockets=[sock]))
-    log.info("gateway worker serving", extra={"worker": worker, "pid": os.getpid()})
-    stop_task = asyncio.create_task(stop.wait())
-    await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-    log.info("shutting down")
-    http.should_exit = True
-    await http_task
-    await grpc_server.stop()
-    await deps.stop()
-    stop_task.cancel()
-    if not stop.is_set():
-        raise SystemExit("HTTP server stopped on its own (is the port taken?)")
 
 
 def cli() -> None:
+    count = workers.worker_count()
+    metrics_dir = None
+    if count > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Before prometheus_client is imported: the workers' metrics are shared through files, /metrics sums them.
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from prometheus_client import multiprocess
+
+    from gateway.server import main
+    from upscaling import event_loop
+    from upscaling.config import load_settings
+    from upscaling.logs import configure_logging
+
     settings = load_settings()
     configure_logging("gateway", settings.log_level, settings.log_format)
-    count = workers.worker_count()
     ws_deflate = os.environ.get("GATEWAY_WS_DEFLATE", "false").strip().lower() in ("1", "true", "yes")
-    sys.exit(workers.run(count, lambda index: event_loop.run(main(settings, index, ws_deflate))))
+    try:
+        code = workers.run(count, lambda index: event_loop.run(main(settings, index, ws_deflate)),
+                           on_exit=multiprocess.mark_process_dead if count > 1 else None)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

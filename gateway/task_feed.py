@@ -38,6 +38,7 @@ from upscaling.v1 import jobs_pb2, upscaling_pb2
 log = logging.getLogger(__name__)
 
 LOG_SIZE = 4096  # recent events kept per task; a watcher further behind reads from the database
+LOG_BYTES = 4 * 1024 * 1024  # ... and at most about this many bytes of them
 FILL_BATCH = 5000  # events read from the database per query when filling a gap
 Loader = Callable[[int], Awaitable[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]]
 
@@ -128,6 +129,7 @@ class TaskFeed:
         self.state: TaskState | None = None
         self.watchers = 0
         self._log: list[Entry] = []
+        self._log_bytes = 0
         self._pending: dict[int, tuple[bytes, upscaling_pb2.WatchTaskResponse]] = {}
         self._tick = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -164,6 +166,7 @@ class TaskFeed:
         if self._filling is not None:
             self._filling.cancel()
         self._log.clear()
+        self._log_bytes = 0
         self._pending.clear()
         self._cache.clear()
         self._notify()
@@ -203,8 +206,20 @@ class TaskFeed:
         assert self.state is not None
         self.state.apply(event)
         self._log.append(entry_of(body, event))
-        if len(self._log) >= 2 * self.log_size:
-            del self._log[:len(self._log) - self.log_size]
+        self._log_bytes += len(body)
+        if len(self._log) >= 2 * self.log_size or self._log_bytes > LOG_BYTES:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Forget the oldest kept events: down to `log_size` events and half of LOG_BYTES (trimming in steps)."""
+        keep, size = 0, 0
+        for entry in reversed(self._log):
+            if keep >= self.log_size or size + len(entry.body) > LOG_BYTES // 2:
+                break
+            keep += 1
+            size += len(entry.body)
+        del self._log[:len(self._log) - max(keep, 1)]
+        self._log_bytes = sum(len(e.body) for e in self._log)
 
     def _notify(self) -> None:
         tick, self._tick = self._tick, asyncio.Event()

@@ -40,9 +40,9 @@ async def watch_task(tasks: TaskService, hub: EventsHub, task_id: int, caller: P
 
 async def _full(feed: TaskFeed, after_sequence: int, catch_up_s: float) -> AsyncIterator[bytes]:
     if after_sequence == 0:
-        last = feed.last
+        last, terminal = feed.last, feed.terminal  # (the feed may move on while the snapshot is sent)
         yield feed.snapshot_bytes()
-        if feed.terminal:
+        if terminal:
             return
     else:
         last = after_sequence
@@ -64,21 +64,19 @@ async def _full(feed: TaskFeed, after_sequence: int, catch_up_s: float) -> Async
 async def _task_level(feed: TaskFeed, after_sequence: int, catch_up_s: float) -> AsyncIterator[bytes]:
     sent: tuple[object, ...] | None = None
     if after_sequence == 0:
-        last = feed.last
+        last, terminal, sent = feed.last, feed.terminal, feed.summary_key()
         yield feed.task_snapshot_bytes()
-        if feed.terminal:
+        if terminal:
             return
-        sent = feed.summary_key()
     else:
         last = after_sequence
     while not feed.closed:
         if feed.last > last:
-            last = feed.last
-            key = feed.summary_key()
+            last, terminal, key = feed.last, feed.terminal, feed.summary_key()
             if key != sent:
-                yield feed.summary_bytes()
                 sent = key
-            if feed.terminal:
+                yield feed.summary_bytes()
+            if terminal:
                 return
         elif feed.terminal:
             return

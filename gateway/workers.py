@@ -92,8 +92,9 @@ def _child(index: int, run_worker: Callable[[int], None]) -> None:
         os._exit(code)
 
 
-def run(count: int, run_worker: Callable[[int], None]) -> int:
-    """Run `count` workers (`run_worker(index)` each) until SIGTERM/SIGINT; returns the exit code."""
+def run(count: int, run_worker: Callable[[int], None], on_exit: Callable[[int], None] | None = None) -> int:
+    """Run `count` workers (`run_worker(index)` each) until SIGTERM/SIGINT; returns the exit code. `on_exit(pid)`
+    is called for every worker that ended."""
     if count == 1:
         run_worker(0)
         return 0
@@ -130,6 +131,9 @@ def run(count: int, run_worker: Callable[[int], None]) -> int:
         index = children.pop(pid, None)
         if index is None:
             continue
+        if on_exit is not None:
+            with contextlib.suppress(Exception):
+                on_exit(pid)
         code = os.waitstatus_to_exitcode(status)
         if stopping:
             exit_code = exit_code or (code if code > 0 else 0)

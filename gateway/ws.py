@@ -134,9 +134,9 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
             async def send_loop() -> None:
                 # Every socket of the task sends the same text for the same version (built once by the feed); a
                 # socket that was slow to send simply sends the latest version next: nothing queues up.
-                sent = feed.last
+                sent, terminal = feed.last, feed.terminal  # (the feed may move on while a text is sent)
                 await websocket.send_text(feed.snapshot_text())
-                if feed.terminal:
+                if terminal:
                     return
                 last_sent = -math.inf  # the first change after the initial snapshot goes out at once
                 while not feed.closed:
@@ -148,9 +148,9 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
                         await feed.wait(feed.last, wait, check_db=False)
                     if feed.last <= sent:
                         continue
-                    since, sent = sent, feed.last
+                    since, sent, terminal = sent, feed.last, feed.terminal
                     await websocket.send_text(feed.delta_text(since) if as_delta else feed.snapshot_text())
-                    if feed.terminal:
+                    if terminal:
                         return
                     last_sent = time.monotonic()
 

@@ -4,6 +4,7 @@ pointing at the local openEO backend), event publishing like the monitor's and j
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -57,23 +58,23 @@ def create(gw: Gateway, n: int = 2, **changes: Any) -> int:
     return reply.json()["id"]
 
 
-@pytest.fixture(scope="session")
-def tasks_gateway(stack: Any, service_env: dict[str, str], infra: Any,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """A gateway with its own broker prefix (no dispatcher consumes its queue) and the local openEO backend."""
+@contextlib.contextmanager
+def gateway_process(stack: Any, service_env: dict[str, str], infra: Any, log_dir: Path, name: str = "tasks",
+                    **extra_env: str) -> Iterator[Gateway]:
+    """A gateway with its own broker prefix and database (no dispatcher consumes its queue) and its own local
+    openEO backend; `extra_env` adds or overrides variables (e.g. GATEWAY_WORKERS)."""
     backend = LocalOpenEO()
-    prefix = unique_name("tasks")
+    prefix = unique_name(name)
     # A database of its own: the outbox is per database, and the stack's gateway relays every row it sees.
-    db_name = unique_name("tasks_test")
+    db_name = unique_name(f"{name}_test")
     asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
     database_url = with_database(infra.admin_database_url, db_name)
     http_port, grpc_port = free_port(), free_port()
     env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": database_url, "TILER_ADDRESS": stack.tiler_address,
            "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
            "OPENEO_BACKENDS": backend.backends_env(), "MAX_DIMENSION_VALUES": str(MAX_VALUES), "OUTBOX_POLL_S": "0.5",
-           "UDP_FETCH_TIMEOUT_S": "5"}
-    log_path = Path(tmp_path_factory.mktemp("tasks")) / "gateway.log"
-    proc = ServiceProcess("tasks-gateway", "gateway", env, log_path)
+           "UDP_FETCH_TIMEOUT_S": "5", **extra_env}
+    proc = ServiceProcess(f"{name}-gateway", "gateway", env, log_dir / "gateway.log")
     proc.start()
     try:
         wait_http_ok(f"http://127.0.0.1:{http_port}/health", proc)
@@ -86,6 +87,14 @@ def tasks_gateway(stack: Any, service_env: dict[str, str], infra: Any,
         asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
 
 
+@pytest.fixture(scope="session")
+def tasks_gateway(stack: Any, service_env: dict[str, str], infra: Any,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway with its own broker prefix (no dispatcher consumes its queue) and the local openEO backend."""
+    with gateway_process(stack, service_env, infra, Path(tmp_path_factory.mktemp("tasks"))) as gateway:
+        yield gateway
+
+
 @pytest_asyncio.fixture
 async def tdb(tasks_gateway: Gateway) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the run's database (migrated by the gateway)."""
@@ -94,15 +103,23 @@ async def tdb(tasks_gateway: Gateway) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
+@contextlib.asynccontextmanager
+async def events_exchange_of(gateway: Gateway) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
+    """A gateway's events exchange, on a channel with publisher confirms (to simulate the monitor)."""
+    connection = await aio_pika.connect(gateway.rabbitmq_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        yield await channel.declare_exchange(broker.Topology(gateway.prefix).events_exchange,
+                                             aio_pika.ExchangeType.TOPIC, durable=True)
+    finally:
+        await connection.close()
+
+
 @pytest_asyncio.fixture
 async def events_exchange(tasks_gateway: Gateway) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
     """The gateway's events exchange, on a channel with publisher confirms (to simulate the monitor)."""
-    connection = await aio_pika.connect(tasks_gateway.rabbitmq_url)
-    channel = await connection.channel(publisher_confirms=True)
-    exchange = await channel.declare_exchange(broker.Topology(tasks_gateway.prefix).events_exchange,
-                                              aio_pika.ExchangeType.TOPIC, durable=True)
-    yield exchange
-    await connection.close()
+    async with events_exchange_of(tasks_gateway) as exchange:
+        yield exchange
 
 
 async def change_job(conn: asyncpg.Connection, exchange: aio_pika.abc.AbstractExchange, job_id: int,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -17,7 +18,17 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -74,7 +85,7 @@ EVENTS_RECEIVED = Counter("upscaling_events_received", "Status events the gatewa
 EVENTS_FANNED_OUT = Counter("upscaling_events_fanned_out",
                             "Status events handed to watchers (one per event and watcher)", registry=None)
 WATCHERS = Gauge("upscaling_watchers", "Watchers connected (grpc: WatchTask streams, websocket: WebSockets)",
-                 ["kind"], registry=None)
+                 ["kind"], registry=None, multiprocess_mode="livesum")
 OUTBOX_PUBLISHED = Counter("upscaling_outbox_published", "Job messages the outbox relay published (confirmed)",
                            registry=None)
 # --- tiler ---------------------------------------------------------------------------------------------------
@@ -244,10 +255,32 @@ def _by_status(name: str, doc: str, statuses: Iterable[str], counts: dict[str, i
     return family
 
 
+def multiprocess() -> bool:
+    """Whether this process is one of several sharing their metrics (PROMETHEUS_MULTIPROC_DIR, set by a
+    multi-worker gateway before anything was imported)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def _multiprocess_registry(state: ClusterState | None) -> CollectorRegistry:
+    """Counters, histograms and gauges summed over every worker, the shared state, and the process series of the
+    worker answering."""
+    from prometheus_client import multiprocess as mp
+
+    registry = CollectorRegistry()
+    mp.MultiProcessCollector(registry)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    if state is not None:
+        registry.register(state)
+    return registry
+
+
 async def render(state: ClusterState | None = None) -> bytes:
     """The exposition text of this process's registry (the shared state read first)."""
     if state is not None:
         await state.refresh()
+    if multiprocess():
+        return generate_latest(_multiprocess_registry(state))
     return generate_latest(REGISTRY)
 
 
