@@ -8,6 +8,7 @@ ErrorMappingInterceptor (outside this one) turns them into UNAUTHENTICATED / RES
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -59,6 +60,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary, handler.request_deserializer, handler.response_serializer)
+
+        if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
+            inner_writer = handler.unary_stream  # writes with context.write: wrapped once, not per message
+
+            async def unary_writer(request: Any, context: grpc.aio.ServicerContext) -> None:
+                token = current_principal.set(await self._principal(context))
+                try:
+                    await inner_writer(request, context)
+                finally:
+                    current_principal.reset(token)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_writer, handler.request_deserializer, handler.response_serializer)
 
         if handler.unary_stream:
             inner_stream = handler.unary_stream

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -110,15 +109,15 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
         retried = await self.tasks.retry_failed(request.task_id, caller_or_fail())
         return upscaling_pb2.RetryFailedJobsResponse(task=await self._task(request.task_id), retried=retried)
 
-    async def WatchTask(self, request: upscaling_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
-                        ) -> AsyncIterator[bytes]:
-        """Serialized `WatchTaskResponse`s (registered with a pass-through serializer by `add_to_server`)."""
+    async def WatchTask(self, request: upscaling_pb2.WatchTaskRequest,  # type: ignore[override]
+                        context: grpc.aio.ServicerContext) -> None:
+        """Writes serialized `WatchTaskResponse`s (registered with a pass-through serializer by `add_to_server`); a
+        coroutine handler rather than a generator, so no wrapper touches each message."""
         who = caller_or_fail()
         with self.watches.hold(who.user_id):
             await context.send_initial_metadata(((workers.WORKER_HEADER, str(workers.current())),))
-            async for body in watch_task(self.tasks, self.hub, request.task_id, who, request.after_sequence,
-                                         task_level=request.task_level_only):
-                yield body
+            await watch_task(self.tasks, self.hub, request.task_id, who, context.write, request.after_sequence,
+                             task_level=request.task_level_only)
 
     async def GetJobResults(self, request: upscaling_pb2.GetJobResultsRequest, context: grpc.aio.ServicerContext
                             ) -> upscaling_pb2.GetJobResultsResponse:

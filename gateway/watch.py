@@ -1,5 +1,5 @@
-"""The gRPC WatchTask stream of one task, as serialized `WatchTaskResponse` messages (sent as they are: the
-servicer's response serializer passes bytes through).
+"""The gRPC WatchTask stream of one task: serialized `WatchTaskResponse` messages handed to `send` (the call's
+`context.write`, whose serializer passes bytes through; no generator per message between the feed and gRPC).
 
 Full watch: a snapshot (or, with `after_sequence`, the events after it), then every event exactly once and in
 order, from the task's feed (the same bytes for every watcher of the process); a watcher behind the feed's kept
@@ -10,7 +10,7 @@ watcher that falls behind gets the latest one. Both end after the task's termina
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 
 from gateway.events_hub import EventsHub
 from gateway.task_feed import TaskFeed, is_terminal_event
@@ -24,24 +24,27 @@ __all__ = ["CATCH_UP_S", "is_terminal_event", "watch_task"]
 CATCH_UP_S = 30.0
 
 
-async def watch_task(tasks: TaskService, hub: EventsHub, task_id: int, caller: Principal, after_sequence: int = 0,
-                     task_level: bool = False, catch_up_s: float = CATCH_UP_S) -> AsyncIterator[bytes]:
-    """The WatchTask stream of one of the caller's tasks (NotFound for another user's, checked before anything is
-    sent)."""
+Send = Callable[[bytes], Awaitable[None]]
+
+
+async def watch_task(tasks: TaskService, hub: EventsHub, task_id: int, caller: Principal, send: Send,
+                     after_sequence: int = 0, task_level: bool = False, catch_up_s: float = CATCH_UP_S) -> None:
+    """Stream one of the caller's tasks to `send` until its terminal state was sent (NotFound for another user's
+    task, raised before anything is sent)."""
     if after_sequence < 0:
         raise InvalidArgument("after_sequence must not be negative")
     await tasks.task_exists(task_id, caller)
     async with hub.watch(task_id, "grpc") as feed:
-        stream = _task_level(feed, after_sequence, catch_up_s) if task_level else _full(feed, after_sequence,
-                                                                                           catch_up_s)
-        async for body in stream:
-            yield body
+        if task_level:
+            await _task_level(feed, send, after_sequence, catch_up_s)
+        else:
+            await _full(feed, send, after_sequence, catch_up_s)
 
 
-async def _full(feed: TaskFeed, after_sequence: int, catch_up_s: float) -> AsyncIterator[bytes]:
+async def _full(feed: TaskFeed, send: Send, after_sequence: int, catch_up_s: float) -> None:
     if after_sequence == 0:
         last, terminal = feed.last, feed.terminal  # (the feed may move on while the snapshot is sent)
-        yield feed.snapshot_bytes()
+        await send(feed.snapshot_bytes())
         if terminal:
             return
     else:
@@ -51,7 +54,7 @@ async def _full(feed: TaskFeed, after_sequence: int, catch_up_s: float) -> Async
         if entries is None:
             entries = await feed.stored_after(last)
         for entry in entries:
-            yield entry.body
+            await send(entry.body)
             last = entry.sequence
             if entry.terminal and last >= feed.last:
                 return
@@ -61,11 +64,11 @@ async def _full(feed: TaskFeed, after_sequence: int, catch_up_s: float) -> Async
             await feed.wait(last, catch_up_s)
 
 
-async def _task_level(feed: TaskFeed, after_sequence: int, catch_up_s: float) -> AsyncIterator[bytes]:
+async def _task_level(feed: TaskFeed, send: Send, after_sequence: int, catch_up_s: float) -> None:
     sent: tuple[object, ...] | None = None
     if after_sequence == 0:
         last, terminal, sent = feed.last, feed.terminal, feed.summary_key()
-        yield feed.task_snapshot_bytes()
+        await send(feed.task_snapshot_bytes())
         if terminal:
             return
     else:
@@ -75,7 +78,7 @@ async def _task_level(feed: TaskFeed, after_sequence: int, catch_up_s: float) ->
             last, terminal, key = feed.last, feed.terminal, feed.summary_key()
             if key != sent:
                 sent = key
-                yield feed.summary_bytes()
+                await send(feed.summary_bytes())
             if terminal:
                 return
         elif feed.terminal:

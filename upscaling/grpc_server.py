@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import signal
@@ -95,6 +96,24 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                     correlation_id.reset(token)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, None, handler.response_serializer)
+
+        if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
+            # a coroutine writing its messages with context.write: wrapped once, not per message
+            inner_writer = handler.unary_stream
+
+            async def unary_writer(raw: bytes, context: grpc.aio.ServicerContext) -> None:
+                request = await parse(raw, context)
+                token = correlation_id.set(cid)
+                try:
+                    await inner_writer(request, context)
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    await _abort_for(context, exc, method)
+                finally:
+                    correlation_id.reset(token)
+
+            return grpc.unary_stream_rpc_method_handler(unary_writer, None, handler.response_serializer)
 
         if handler.unary_stream:
             inner_stream = handler.unary_stream

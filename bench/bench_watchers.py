@@ -1,0 +1,468 @@
+"""Watchers benchmark: 1,000 gRPC WatchTask streams + 1,000 WebSockets on one task whose jobs change status
+continuously, against the gateway with GATEWAY_WORKERS workers and, as the baseline of the same run, with one.
+
+Starts, on free loopback ports against the machine's PostgreSQL (a fresh database) and RabbitMQ (private names):
+the local openEO backend, the gateway, a monitor, and (once every watcher is connected) a dispatcher limited to
+`--starts` job starts per second, so a task of `--jobs` jobs keeps changing for about jobs / starts seconds.
+The watchers live in separate client processes (half of each kind per process, each watcher on a TCP connection
+of its own); they report their own CPU. WebSockets use `?interval=15` as the seed notebook (and a second run
+with `interval=1`).
+
+Printed per run: delay p50/p99/max per kind: gRPC, event time -> receipt of every event; WebSocket, how late
+each snapshot arrived against when the gateway was due to send it (the first change after the previous snapshot,
+but not before `interval` after it: the throttle is by design), and the terminal snapshot (sent at once) from
+its event's time; streams lost (ended without the terminal
+state: cancelled, errors, abnormal closes), sequences missed or duplicated (gRPC: each stream must receive
+every sequence exactly once and in order; WebSocket: snapshot sequences strictly increasing up to the last),
+gateway PSS summed over all its processes (idle, peak, after the watchers closed), gateway CPU per delivered
+message, and the load generator's CPU.
+
+    .venv/bin/python bench/bench_watchers.py [--grpc 1000] [--ws 1000] [--jobs 260] [--starts 4]
+        [--workers N (default: CPUs)] [--intervals 15,1] [--baseline-intervals 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.bench_pipeline import admin, cpu_seconds, create_task, start_local_openeo  # noqa: E402
+from tests.infra import (  # noqa: E402
+    DEFAULT_DATABASE_URL,
+    DEFAULT_RABBITMQ_URL,
+    ServiceProcess,
+    free_port,
+    wait_grpc_serving,
+    with_database,
+)
+
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 1 << 26)]
+TERMINAL = ("finished", "failed", "canceled")
+LINGER_S = 10.0  # the gateway keeps a task's feed this long after its last watcher (gateway.events_hub)
+
+
+# ---- client processes ------------------------------------------------------------------------------------------
+
+def client_main(args: argparse.Namespace) -> int:
+    """One load-generator process: `--count` watchers of one kind; writes its results to `--out`."""
+    from upscaling import event_loop
+
+    results: dict[str, Any] = {}
+    event_loop.run(_client(args, results))
+    Path(args.out + ".delays").write_bytes(results.pop("delays").tobytes())
+    Path(args.out).write_text(json.dumps(results))
+    return 0
+
+
+async def _client(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    ready = 0
+    delays = array.array("d")  # gRPC: receipt - event time, seconds
+    ws_receipts: list[list[tuple[int, float]]] = []  # WebSocket: (snapshot sequence, receipt time) per socket
+    counts = {"lost": 0, "missed": 0, "duplicated": 0, "messages": 0, "errors": []}
+    connected = asyncio.Event()
+
+    def one_ready() -> None:
+        nonlocal ready
+        ready += 1
+        if ready == args.count:
+            connected.set()
+
+    async def grpc_watcher() -> None:
+        import grpc
+
+        from upscaling.v1 import upscaling_pb2, upscaling_pb2_grpc
+
+        async with grpc.aio.insecure_channel(args.address, options=OWN_CONNECTION) as channel:
+            stub = upscaling_pb2_grpc.UpscalingServiceStub(channel)
+            expected, first, terminal = -1, True, False
+            try:
+                async for item in stub.WatchTask(upscaling_pb2.WatchTaskRequest(task_id=args.task), timeout=3600):
+                    now = time.time()
+                    counts["messages"] += 1
+                    if first:
+                        first = False
+                        expected = item.sequence + 1
+                        one_ready()
+                        continue
+                    kind = item.WhichOneof("update")
+                    stamp = item.job_event.time if kind == "job_event" else item.task_event.time
+                    delays.append(now - stamp.seconds - stamp.nanos / 1e9)
+                    if item.sequence < expected:
+                        counts["duplicated"] += 1
+                    else:
+                        counts["missed"] += item.sequence - expected
+                        expected = item.sequence + 1
+                    terminal = kind == "task_event" and item.task_event.status in (4, 5, 6)
+            except grpc.aio.AioRpcError as exc:
+                counts["errors"].append(exc.code().name)
+            if not terminal:
+                counts["lost"] += 1
+                if first:
+                    one_ready()
+
+    async def ws_watcher() -> None:
+        import websockets
+
+        receipts: list[tuple[int, float]] = []
+        ws_receipts.append(receipts)
+        terminal = first = False
+        try:
+            async with websockets.connect(f"ws://{args.address}/ws/upscale_tasks/{args.task}?interval={args.interval}",
+                                          max_size=None, compression=None, open_timeout=120) as ws:
+                async for text in ws:
+                    now = time.time()
+                    counts["messages"] += 1
+                    if not isinstance(text, str) or not text.startswith('{"type":"status"'):
+                        continue
+                    # no full parse: the task status is the body's 4th key, its sequence its last one
+                    at = text.rfind('"sequence":')
+                    sequence = int(text[at + 11:text.index("}", at)])
+                    status = text[text.index('"status":"') + 10:][:8]
+                    receipts.append((sequence, now))
+                    terminal = status.startswith(TERMINAL)
+                    if not first:
+                        first = True
+                        one_ready()
+        except Exception as exc:  # every way a socket ends early counts as lost
+            counts["errors"].append(type(exc).__name__)
+        if not terminal:
+            counts["lost"] += 1
+            if not first:
+                one_ready()
+
+    watcher = grpc_watcher if args.client == "grpc" else ws_watcher
+    tasks = []
+    for _ in range(args.count):
+        tasks.append(asyncio.ensure_future(watcher()))
+        await asyncio.sleep(0.002)
+    await connected.wait()
+    print("ready", flush=True)
+    cpu0 = time.process_time()
+    await asyncio.gather(*tasks)
+    counts["cpu_s"] = time.process_time() - cpu0
+    counts["errors"] = sorted(set(counts["errors"]))
+    results.update(counts)
+    results["delays"] = delays
+    if args.client == "ws":
+        results["receipts"] = ws_receipts
+
+
+# ---- the run -----------------------------------------------------------------------------------------------------
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of a process (shared pages counted once over the processes sharing them)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def gateway_pids(gateway: ServiceProcess) -> list[int]:
+    assert gateway.process is not None
+    pid = gateway.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(p) for p in children.read_text().split()] if children.exists() else []
+    return [pid, *kids]
+
+
+@dataclass
+class Run:
+    workers: int
+    interval: float
+    grpc: dict[str, Any] = field(default_factory=dict)
+    ws: dict[str, Any] = field(default_factory=dict)
+    pss_idle: int = 0
+    pss_peak: int = 0
+    pss_after: int = 0
+    gateway_cpu_s: float = 0.0
+    change_s: float = 0.0
+    events: int = 0
+
+
+def percentiles(values: list[float] | array.array) -> tuple[float, float, float]:
+    data = sorted(values)
+    if not data:
+        return (float("nan"),) * 3  # type: ignore[return-value]
+    return (data[len(data) // 2], data[min(len(data) - 1, int(len(data) * 0.99))], data[-1])
+
+
+class Stack:
+    """The local backend, monitor and gateway of the benchmark (the gateway restarted per worker count)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.admin_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+        self.db_name = f"upscaling_bench_{uuid.uuid4().hex[:8]}"
+        asyncio.run(_exec(self.admin_url, f'CREATE DATABASE "{self.db_name}"'))
+        self.db_url = with_database(self.admin_url, self.db_name)
+        self.logs = Path(tempfile.mkdtemp(prefix="bench-watchers-"))
+        self.backend, self.openeo_url = start_local_openeo()
+        admin(self.openeo_url, "PUT", "config", {"queue_seconds": 1.0, "run_seconds": 2.0,
+                                                 "job_error_fraction": 0.1})
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.env = {
+            **os.environ, "DATABASE_URL": self.db_url,
+            "RABBITMQ_URL": os.environ.get("RABBITMQ_URL", DEFAULT_RABBITMQ_URL),
+            "BROKER_PREFIX": f"bench_{uuid.uuid4().hex[:8]}", "LOG_LEVEL": "WARNING", "MAX_WATCHES_PER_USER": "0",
+            "GATEWAY_HOST": "127.0.0.1", "GATEWAY_HTTP_PORT": str(self.http_port),
+            "GATEWAY_GRPC_PORT": str(self.grpc_port), "TILER_ADDRESS": f"127.0.0.1:{free_port()}",
+            "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
+            "MONITOR_INTERVAL_MIN_S": "0.5", "MONITOR_INTERVAL_MAX_S": "2", "METRICS_PORT": "0",
+            "OPENEO_BACKENDS": json.dumps([{"endpoint": f"{self.openeo_url}/openeo/1.2", "auth": {
+                "method": "basic", "username": "demo", "password": "demo"}, "starts_per_second": args.starts}])}
+        self.monitor = ServiceProcess("monitor", "services.monitor", {**self.env, "MIGRATE_ON_START": "false"},
+                                      self.logs / "monitor.log")
+        self.gateway: ServiceProcess | None = None
+
+    def start_gateway(self, workers: int) -> ServiceProcess:
+        if self.gateway is not None:
+            self.gateway.stop()
+        self.gateway = ServiceProcess("gateway", "gateway", {**self.env, "GATEWAY_WORKERS": str(workers)},
+                                      self.logs / f"gateway-{workers}.log")
+        self.gateway.start()
+        wait_grpc_serving(f"127.0.0.1:{self.grpc_port}", self.gateway)
+        if not self.monitor.process:
+            self.monitor.start()
+        time.sleep(3)  # every worker up (they bind the ports at slightly different times)
+        return self.gateway
+
+    def close(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+        self.monitor.stop()
+        self.backend.terminate()
+        self.backend.wait(timeout=10)
+        asyncio.run(_exec(self.admin_url, f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+
+    def run(self, workers: int, interval: float) -> Run:
+        import grpc
+
+        from upscaling.v1 import upscaling_pb2_grpc
+
+        args = self.args
+        result = Run(workers, interval)
+        gateway = self.start_gateway(workers)
+        admin(self.openeo_url, "POST", "reset", {"jobs": True, "counters": False})
+        with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}", options=[
+                ("grpc.max_send_message_length", 1 << 28)]) as channel:
+            task_id = create_task(upscaling_pb2_grpc.UpscalingServiceStub(channel), self.openeo_url, args.jobs,
+                                  f"bench watchers {workers}w {interval}s")
+        time.sleep(2)
+        result.pss_idle = sum(pss_bytes(p) for p in gateway_pids(gateway))
+        print(f"  {workers} worker(s), interval={interval:g}: task {task_id} ({args.jobs} jobs); gateway PSS idle "
+              f"{result.pss_idle / 2**20:.0f} MB; connecting {args.grpc} gRPC + {args.ws} WebSocket watchers ...",
+              flush=True)
+        out = self.logs / f"run-{workers}-{interval:g}"
+        clients = []
+        per_process = {"grpc": _split(args.grpc, args.client_processes),
+                       "ws": _split(args.ws, args.client_processes)}
+        for kind, address in (("grpc", f"127.0.0.1:{self.grpc_port}"), ("ws", f"127.0.0.1:{self.http_port}")):
+            for i, count in enumerate(per_process[kind]):
+                if count:
+                    clients.append((kind, f"{out}-{kind}-{i}.json", subprocess.Popen(
+                        [sys.executable, __file__, "--client", kind, "--count", str(count), "--task", str(task_id),
+                         "--address", address, "--interval", f"{interval:g}", "--out", f"{out}-{kind}-{i}.json"],
+                        cwd=REPO, stdout=subprocess.PIPE, text=True, env=self.env)))
+        for _, _, process in clients:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.strip() == "ready", f"a client process did not get ready: {line!r}"
+        peak = sum(pss_bytes(p) for p in gateway_pids(gateway))
+        print(f"  every watcher connected (gateway PSS {peak / 2**20:.0f} MB); dispatching ...", flush=True)
+        pids = gateway_pids(gateway)
+        cpu0 = sum(cpu_seconds(p) for p in pids)
+        dispatcher = ServiceProcess("dispatcher", "services.dispatcher", {**self.env, "MIGRATE_ON_START": "false"},
+                                    self.logs / f"dispatcher-{workers}-{interval:g}.log")
+        dispatcher.start()
+        t0 = time.monotonic()
+        try:
+            while any(p.poll() is None for _, _, p in clients):
+                peak = max(peak, sum(pss_bytes(p) for p in pids))
+                time.sleep(0.5)
+                if time.monotonic() - t0 > 1800:
+                    raise TimeoutError("the task did not end within 30 minutes")
+        finally:
+            dispatcher.stop()
+        result.change_s = time.monotonic() - t0
+        result.gateway_cpu_s = sum(cpu_seconds(p) for p in pids) - cpu0
+        result.pss_peak = peak
+        time.sleep(LINGER_S + 5)
+        result.pss_after = sum(pss_bytes(p) for p in gateway_pids(gateway))
+        times = asyncio.run(_event_times(self.db_url, task_id))
+        result.events = len(times)
+        for kind, path, _ in clients:
+            part = json.loads(Path(path).read_text())
+            into = result.grpc if kind == "grpc" else result.ws
+            for key in ("lost", "missed", "duplicated", "messages", "cpu_s"):
+                into[key] = into.get(key, 0) + part[key]
+            into.setdefault("errors", set()).update(part["errors"])
+            if kind == "grpc":
+                delays = array.array("d")
+                delays.frombytes(Path(path + ".delays").read_bytes())
+                into.setdefault("delays", array.array("d")).extend(delays)
+            else:
+                last = max(times)
+                for receipts in part["receipts"]:
+                    seqs = [s for s, _ in receipts]
+                    into["duplicated"] += len(seqs) - len(set(seqs)) + sum(b < a for a, b in itertools.pairwise(seqs))
+                    into["missed"] += 0 if seqs and seqs[-1] == last else 1
+                    into.setdefault("delays", []).extend(ws_delays(receipts, times, interval))
+                    if seqs and seqs[-1] == last:
+                        into.setdefault("terminal", []).append(receipts[-1][1] - times[last])
+        return result
+
+
+def ws_delays(receipts: list[tuple[int, float]], times: dict[int, float], interval: float) -> list[float]:
+    """How late each snapshot after the first arrived against when the gateway was due to send it: the first
+    change after the initial snapshot at once, later ones at the first change after the previous snapshot but
+    not before `interval` after it (the throttle) — 0 when the snapshot was exactly on time."""
+    out = []
+    for k in range(1, len(receipts)):
+        (prev_seq, prev_at), (_, at) = receipts[k - 1], receipts[k]
+        first_change = times.get(prev_seq + 1)
+        if first_change is None:
+            continue
+        due = first_change if k == 1 else max(first_change, prev_at + interval)
+        out.append(max(0.0, at - due))
+    return out
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+async def _event_times(db_url: str, task_id: int) -> dict[int, float]:
+    """Sequence -> event time of every stored event of the task."""
+    import asyncpg
+
+    from upscaling.v1 import upscaling_pb2
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = await conn.fetch("SELECT sequence, payload FROM task_events WHERE task_id = $1", task_id)
+    finally:
+        await conn.close()
+    out = {}
+    for row in rows:
+        event = upscaling_pb2.WatchTaskResponse.FromString(row["payload"])
+        kind = event.WhichOneof("update")
+        stamp = event.job_event.time if kind == "job_event" else event.task_event.time
+        out[row["sequence"]] = stamp.seconds + stamp.nanos / 1e9
+    return out
+
+
+async def _exec(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def report(runs: list[Run], args: argparse.Namespace) -> bool:
+    def ms(value: float) -> str:
+        return f"{value * 1000:.0f}"
+
+    print(f"\n{args.grpc} gRPC + {args.ws} WebSocket watchers, one task of {args.jobs} jobs "
+          f"({args.starts} starts/s; queue 1 s, run 2 s, 10 % fail); clients in {2 * args.client_processes} processes")
+    print("| gateway workers | WS interval | changing | events | kind | delay p50 / p99 / max (ms) | lost | "
+          "missed / duplicated | messages | client CPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        for kind, data, delays in (("gRPC", r.grpc, r.grpc.get("delays", [])),
+                                   ("WebSocket", r.ws, r.ws.get("delays", [])),
+                                   ("WebSocket terminal", r.ws, r.ws.get("terminal", []))):
+            p50, p99, top = percentiles(delays)
+            print(f"| {r.workers} | {r.interval:g} s | {r.change_s:.0f} s | {r.events} | {kind} | {ms(p50)} / "
+                  f"{ms(p99)} / {ms(top)} | {data.get('lost', 0)}"
+                  f"{' (' + ', '.join(sorted(data['errors'])) + ')' if data.get('errors') else ''} | "
+                  f"{data.get('missed', 0)} / {data.get('duplicated', 0)} | {data.get('messages', 0)} | "
+                  f"{data.get('cpu_s', 0):.1f} s |")
+    print("\n| gateway workers | WS interval | PSS idle / peak / after close (MB) | gateway CPU | CPU per message |")
+    print("|---|---|---|---|---|")
+    for r in runs:
+        messages = r.grpc.get("messages", 0) + r.ws.get("messages", 0)
+        per_message = 1e6 * r.gateway_cpu_s / max(1, messages)
+        print(f"| {r.workers} | {r.interval:g} s | {r.pss_idle / 2**20:.0f} / {r.pss_peak / 2**20:.0f} / "
+              f"{r.pss_after / 2**20:.0f} | {r.gateway_cpu_s:.1f} s | {per_message:.0f} us |")
+    ok = True
+    base = {r.interval: r for r in runs if r.workers == 1}
+    for r in runs:
+        if r.workers == 1 and args.workers != 1:
+            continue
+        p99s = [percentiles(d)[1] for d in (r.grpc.get("delays", []), r.ws.get("delays", []),
+                                              r.ws.get("terminal", []))]
+        good = (all(p < 0.2 for p in p99s) and not r.grpc.get("lost") and not r.ws.get("lost")
+                and not r.grpc.get("missed") and not r.grpc.get("duplicated") and not r.ws.get("duplicated")
+                and r.pss_peak < 300 * 2**20 and r.pss_after <= 1.1 * r.pss_idle)
+        ok = ok and good
+        if r.interval in base:
+            b = base[r.interval]
+            ratio = [percentiles(b_.get("delays", []))[1] / max(1e-9, percentiles(r_.get("delays", []))[1])
+                     for b_, r_ in ((b.grpc, r.grpc), (b.ws, r.ws))]
+            print(f"\n{r.workers} workers vs 1 (interval {r.interval:g} s): p99 gRPC {ratio[0]:.1f}x lower, "
+                  f"WebSocket {ratio[1]:.1f}x lower")
+    print(f"\nTargets (p99 < 200 ms both kinds, 0 lost, 0 missed/duplicated, PSS < 300 MB, after close within 10 % "
+          f"of idle; {args.workers} workers): {'met' if ok else 'NOT met'}")
+    print(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())} (2 shared cores)")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grpc", type=int, default=1000)
+    parser.add_argument("--ws", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=260)
+    parser.add_argument("--starts", type=float, default=4.0, help="job starts per second (the dispatcher's limit)")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--intervals", default="15,1", help="WebSocket intervals with --workers workers")
+    parser.add_argument("--baseline-intervals", default="15", help="WebSocket intervals with one worker")
+    parser.add_argument("--client-processes", type=int, default=2, help="client processes per kind")
+    # client mode (internal)
+    parser.add_argument("--client", choices=("grpc", "ws"))
+    parser.add_argument("--count", type=int)
+    parser.add_argument("--task", type=int)
+    parser.add_argument("--address")
+    parser.add_argument("--interval", default="15")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.client:
+        return client_main(args)
+
+    stack = Stack(args)
+    runs = []
+    try:
+        plan = [(args.workers, float(i)) for i in args.intervals.split(",") if i]
+        if args.workers != 1:
+            plan += [(1, float(i)) for i in args.baseline_intervals.split(",") if i]
+        print(f"Watchers benchmark: {len(plan)} runs {plan} (workers, WebSocket interval)", flush=True)
+        for workers, interval in plan:
+            runs.append(stack.run(workers, interval))
+    finally:
+        stack.close()
+    report(runs, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Unit tests of the pure parts of streaming: batch splitting and a task feed's ordering, gap filling, kept events
+and views built once per version (the database is a list of stored events)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from gateway.task_feed import TaskFeed
+from upscaling import event_wire
+from upscaling.statuses import job_status_to_proto, task_status_to_proto
+from upscaling.v1 import jobs_pb2, upscaling_pb2
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def job_event(seq: int, job_id: int, status: str, progress: float = 0.0) -> upscaling_pb2.WatchTaskResponse:
+    event = jobs_pb2.JobStatusEvent(job_id=job_id, task_id=7, status=job_status_to_proto(status), progress=progress,
+                                    sequence=seq)
+    event.time.FromDatetime(NOW)
+    return upscaling_pb2.WatchTaskResponse(job_event=event, sequence=seq)
+
+
+def task_event(seq: int, status: str) -> upscaling_pb2.WatchTaskResponse:
+    event = jobs_pb2.TaskStatusEvent(task_id=7, status=task_status_to_proto(status), sequence=seq)
+    event.time.FromDatetime(NOW)
+    return upscaling_pb2.WatchTaskResponse(task_event=event, sequence=seq)
+
+
+def rows() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    task = {"id": 7, "title": "t", "label": "openeo", "status": "created", "service": {"endpoint": "e"},
+            "parameters": {}, "format": "gtiff", "dimension_name": "spatial_extent", "max_attempts": 1,
+            "created": NOW, "updated": NOW, "last_sequence": 0}
+    jobs = [{"id": i, "task_id": 7, "seq": i, "title": f"j{i}", "label": "openeo", "status": "created",
+             "service": {"endpoint": "e"}, "parameters": {"spatial_extent": i}, "format": "gtiff",
+             "backend_job_id": None, "progress": None, "message": None, "created": NOW, "updated": NOW}
+            for i in (1, 2)]
+    return task, jobs
+
+
+class StoredEvents:
+    """`pool.fetch` over a list of stored events (the task_events query of the feed)."""
+
+    def __init__(self) -> None:
+        self.events: list[upscaling_pb2.WatchTaskResponse] = []
+        self.queries = 0
+
+    async def fetch(self, _sql: str, _task_id: int, after: int, limit: int) -> list[dict[str, bytes]]:
+        self.queries += 1
+        return [{"payload": e.SerializeToString()} for e in self.events if e.sequence > after][:limit]
+
+
+async def loaded_feed(db: StoredEvents, log_size: int = 100) -> TaskFeed:
+    async def load(task_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return rows()
+
+    feed = TaskFeed(7, load, db, log_size=log_size)  # type: ignore[arg-type]
+    await feed.ready()
+    return feed
+
+
+def test_a_batch_is_split_into_the_bytes_of_its_events() -> None:
+    bodies = [job_event(i, 1, "queued").SerializeToString() for i in range(1, 300)]
+    assert event_wire.split_batch(event_wire.batch_body(bodies)) == bodies
+    batch = upscaling_pb2.WatchTaskResponseBatch(events=[job_event(1, 1, "queued")]).SerializeToString()
+    assert [e.sequence for _, e in event_wire.decode_raw(batch, event_wire.BATCH_TYPE)] == [1]
+    with pytest.raises(ValueError):
+        event_wire.split_batch(b"\x0a\x05abc")
+
+
+async def test_events_are_applied_in_sequence_order_and_gaps_filled_once_from_the_database() -> None:
+    db = StoredEvents()
+    db.events = [job_event(1, 1, "queued"), job_event(2, 1, "running", 10.0), task_event(3, "running"),
+                 job_event(4, 2, "queued")]
+    feed = await loaded_feed(db)
+    for event in (db.events[2], db.events[1]):  # 3 before 2, and 1 never arrives: a gap
+        feed.push(event.SerializeToString(), event)
+    feed.flush()
+    assert feed.last == 0
+    await feed._filling  # type: ignore[misc]
+    assert feed.last == 4 and db.queries == 1
+    assert [e.sequence for e in feed.entries_after(0) or []] == [1, 2, 3, 4]
+    assert feed.state is not None and feed.state.status == "running"
+    assert [j["status"] for j in feed.state.jobs] == ["running", "queued"]
+    assert feed.state.jobs[0]["progress"] == 10.0 and feed.state.jobs[1]["progress"] is None
+    # an event far ahead that the database does not know is garbage: dropped after the fill
+    ghost = job_event(99, 1, "failed")
+    feed.push(ghost.SerializeToString(), ghost)
+    feed.flush()
+    await feed._filling  # type: ignore[misc]
+    assert feed.last == 4 and not feed._pending
+
+
+async def test_views_are_built_once_per_version_and_deltas_carry_only_changed_jobs() -> None:
+    feed = await loaded_feed(StoredEvents())
+    text = feed.snapshot_text()
+    assert feed.snapshot_text() is text and feed.snapshot_bytes() is feed.snapshot_bytes()
+    event = job_event(1, 2, "running", 30.0)
+    feed.push(event.SerializeToString(), event)
+    feed.flush()
+    assert feed.snapshot_text() is not text
+    body = json.loads(feed.snapshot_text())["data"]
+    assert body["sequence"] == 1 and body["job_counts"]["running"] == 1 and len(body["jobs"]) == 2
+    delta = json.loads(feed.delta_text(0))["data"]
+    assert delta["delta"] is True and delta["jobs"] == [{"id": 2, "status": "running", "progress": 30.0,
+                                                         "message": None}]
+    assert json.loads(feed.delta_text(1))["data"]["jobs"] == []
+    snapshot = upscaling_pb2.WatchTaskResponse.FromString(feed.task_snapshot_bytes())
+    assert not snapshot.snapshot.jobs and dict(snapshot.snapshot.job_counts) == {"created": 1, "running": 1}
+
+
+async def test_a_watcher_behind_the_kept_events_is_told_to_read_the_database() -> None:
+    feed = await loaded_feed(StoredEvents(), log_size=10)
+    for seq in range(1, 40):
+        event = job_event(seq, 1, "running", float(seq))
+        feed.push(event.SerializeToString(), event)
+    feed.flush()
+    assert feed.last == 39
+    assert feed.entries_after(0) is None  # trimmed: the watcher resyncs from the database
+    assert [e.sequence for e in feed.entries_after(36) or []] == [37, 38, 39]
+    assert feed.entries_after(39) == []
