@@ -18,6 +18,7 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from gateway import workers
 from gateway.task_feed import TaskFeed
 from upscaling import broker, event_wire, metrics
 from upscaling.v1 import upscaling_pb2
@@ -56,6 +57,7 @@ class EventsHub:
         self._expiry: dict[int, asyncio.TimerHandle] = {}
         self._any = asyncio.Event()  # set on every event of any task (the /ws/jobs_status wake-up)
         self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._releasing = False
         self.received = 0
 
     async def start(self) -> None:
@@ -155,6 +157,14 @@ class EventsHub:
         if feed.watchers == 0 and self._feeds.get(task_id) is feed:
             del self._feeds[task_id]
             feed.close()
+            if self.linger_s > 0 and not self._releasing:
+                # once the watchers of a task are gone, return their memory (at most once per linger period)
+                self._releasing = True
+                asyncio.get_running_loop().call_later(1.0, self._release)
+
+    def _release(self) -> None:
+        self._releasing = False
+        workers.release_memory()
 
     @asynccontextmanager
     async def watch_all(self, kind: str = "websocket") -> AsyncIterator[Callable[[float], Awaitable[None]]]:

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 LOG_SIZE = 4096  # recent events kept per task; a watcher further behind reads from the database
 LOG_BYTES = 4 * 1024 * 1024  # ... and at most about this many bytes of them
+# Without any event for this long while watched, the feed checks the database (a lost publish cannot stall it).
+CATCH_UP_S = 30.0
 FILL_BATCH = 5000  # events read from the database per query when filling a gap
 Loader = Callable[[int], Awaitable[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]]
 
@@ -121,7 +123,8 @@ class TaskState:
 class TaskFeed:
     """The live state and recent events of one task in this process (see the module docstring)."""
 
-    def __init__(self, task_id: int, load: Loader, pool: asyncpg.Pool | None, log_size: int = LOG_SIZE) -> None:
+    def __init__(self, task_id: int, load: Loader, pool: asyncpg.Pool | None, log_size: int = LOG_SIZE,
+                 catch_up_s: float = CATCH_UP_S) -> None:
         self.task_id = task_id
         self._load_rows = load
         self.pool = pool
@@ -134,7 +137,9 @@ class TaskFeed:
         self._tick = asyncio.Event()
         self._lock = asyncio.Lock()
         self._filling: asyncio.Task[None] | None = None
-        self._checked_at = time.monotonic()
+        self.catch_up_s = catch_up_s
+        self._event_at = time.monotonic()  # when the last event was applied (or the state loaded)
+        self._watchdog: asyncio.Task[None] | None = None
         self._version = -1  # the sequence the cached views below were built for
         self._cache: dict[Any, Any] = {}
         self.closed = False
@@ -158,13 +163,25 @@ class TaskFeed:
             if self.state is None:
                 task, jobs = await self._load_rows(self.task_id)
                 self.state = TaskState(task, jobs)
+                self._event_at = time.monotonic()
                 self._drain_pending()
                 self._notify()
+                if self.pool is not None and self.catch_up_s > 0:
+                    self._watchdog = asyncio.get_running_loop().create_task(self._watch_quiet())
+
+    async def _watch_quiet(self) -> None:
+        """One timer per feed, not one per watcher: after CATCH_UP_S without events, look in the database."""
+        while not self.closed:
+            await asyncio.sleep(max(1.0, self._event_at + self.catch_up_s - time.monotonic()))
+            if time.monotonic() - self._event_at >= self.catch_up_s and self.watchers and not self.terminal:
+                self._event_at = time.monotonic()
+                self.fill()
 
     def close(self) -> None:
         self.closed = True
-        if self._filling is not None:
-            self._filling.cancel()
+        for task in (self._filling, self._watchdog):
+            if task is not None:
+                task.cancel()
         self._log.clear()
         self._log_bytes = 0
         self._pending.clear()
@@ -205,6 +222,7 @@ class TaskFeed:
     def _apply(self, body: bytes, event: upscaling_pb2.WatchTaskResponse) -> None:
         assert self.state is not None
         self.state.apply(event)
+        self._event_at = time.monotonic()
         self._log.append(entry_of(body, event))
         self._log_bytes += len(body)
         if len(self._log) >= 2 * self.log_size or self._log_bytes > LOG_BYTES:
@@ -264,19 +282,16 @@ class TaskFeed:
 
     # ---- watchers ---------------------------------------------------------------------------------------------
 
-    async def wait(self, beyond: int, wait_s: float | None = None, check_db: bool = True) -> None:
-        """Until a sequence above `beyond` is applied (or the feed closes), at most `wait_s` seconds. With
-        `check_db`, a wait that timed out makes the feed look for events whose publication was lost (at most
-        once per `wait_s`, whatever the number of watchers)."""
+    async def wait(self, beyond: int, wait_s: float | None = None) -> None:
+        """Until a sequence above `beyond` is applied or the feed closes (at most `wait_s` seconds if given)."""
         while self.last <= beyond and not self.closed:
             tick = self._tick
+            if wait_s is None:
+                await tick.wait()
+                continue
             try:
                 await asyncio.wait_for(tick.wait(), wait_s)
             except TimeoutError:
-                now = time.monotonic()
-                if check_db and wait_s is not None and now - self._checked_at >= wait_s:
-                    self._checked_at = now
-                    self.fill()
                 return
 
     def entries_after(self, sequence: int) -> list[Entry] | None:

@@ -18,17 +18,14 @@ from gateway.tasks import TaskService
 from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument
 
-__all__ = ["CATCH_UP_S", "is_terminal_event", "watch_task"]
-
-# Without any live event for this long, the feed checks the database (a lost publish cannot stall a watcher).
-CATCH_UP_S = 30.0
+__all__ = ["is_terminal_event", "watch_task"]
 
 
 Send = Callable[[bytes], Awaitable[None]]
 
 
 async def watch_task(tasks: TaskService, hub: EventsHub, task_id: int, caller: Principal, send: Send,
-                     after_sequence: int = 0, task_level: bool = False, catch_up_s: float = CATCH_UP_S) -> None:
+                     after_sequence: int = 0, task_level: bool = False) -> None:
     """Stream one of the caller's tasks to `send` until its terminal state was sent (NotFound for another user's
     task, raised before anything is sent)."""
     if after_sequence < 0:
@@ -36,12 +33,12 @@ async def watch_task(tasks: TaskService, hub: EventsHub, task_id: int, caller: P
     await tasks.task_exists(task_id, caller)
     async with hub.watch(task_id, "grpc") as feed:
         if task_level:
-            await _task_level(feed, send, after_sequence, catch_up_s)
+            await _task_level(feed, send, after_sequence)
         else:
-            await _full(feed, send, after_sequence, catch_up_s)
+            await _full(feed, send, after_sequence)
 
 
-async def _full(feed: TaskFeed, send: Send, after_sequence: int, catch_up_s: float) -> None:
+async def _full(feed: TaskFeed, send: Send, after_sequence: int) -> None:
     if after_sequence == 0:
         last, terminal = feed.last, feed.terminal  # (the feed may move on while the snapshot is sent)
         await send(feed.snapshot_bytes())
@@ -61,10 +58,10 @@ async def _full(feed: TaskFeed, send: Send, after_sequence: int, catch_up_s: flo
         if not entries:
             if feed.terminal and last >= feed.last:
                 return
-            await feed.wait(last, catch_up_s)
+            await feed.wait(last)
 
 
-async def _task_level(feed: TaskFeed, send: Send, after_sequence: int, catch_up_s: float) -> None:
+async def _task_level(feed: TaskFeed, send: Send, after_sequence: int) -> None:
     sent: tuple[object, ...] | None = None
     if after_sequence == 0:
         last, terminal, sent = feed.last, feed.terminal, feed.summary_key()
@@ -84,4 +81,4 @@ async def _task_level(feed: TaskFeed, send: Send, after_sequence: int, catch_up_
         elif feed.terminal:
             return
         else:
-            await feed.wait(last, catch_up_s)
+            await feed.wait(last)

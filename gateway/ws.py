@@ -30,7 +30,6 @@ from gateway.auth_http import caller
 from gateway.events_hub import EventsHub
 from gateway.http_tasks import jobs_status_body, parse_filters
 from gateway.tasks import TaskService
-from gateway.watch import CATCH_UP_S
 from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument, ResourceExhausted, ServiceError, Unauthenticated
 from upscaling.limits import SubscriptionCounter
@@ -140,12 +139,12 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
                     return
                 last_sent = -math.inf  # the first change after the initial snapshot goes out at once
                 while not feed.closed:
-                    await feed.wait(sent, CATCH_UP_S)
+                    await feed.wait(sent)
                     while not feed.terminal:  # throttle to one message per interval; a terminal state goes at once
                         wait = last_sent + period - time.monotonic()
                         if wait <= 0:
                             break
-                        await feed.wait(feed.last, wait, check_db=False)
+                        await feed.wait(feed.last, wait)
                     if feed.last <= sent:
                         continue
                     since, sent, terminal = sent, feed.last, feed.terminal
