@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_tiler.py
 	$(BIN)/python bench/bench_local_openeo.py
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_watchers.py
 
 ## Build the image with podman, bring docker-compose.yml up, run the notebook + gRPC flows, scale, tear down.
 compose-test: $(STAMP)

@@ -215,7 +215,7 @@ class Stack:
         self.db_url = with_database(self.admin_url, self.db_name)
         self.logs = Path(tempfile.mkdtemp(prefix="bench-watchers-"))
         self.backend, self.openeo_url = start_local_openeo()
-        admin(self.openeo_url, "PUT", "config", {"queue_seconds": 1.0, "run_seconds": 2.0,
+        admin(self.openeo_url, "PUT", "config", {"queue_seconds": args.queue_s, "run_seconds": args.run_s,
                                                  "job_error_fraction": 0.1})
         self.http_port, self.grpc_port = free_port(), free_port()
         self.env = {
@@ -384,8 +384,9 @@ def report(runs: list[Run], args: argparse.Namespace) -> bool:
         return f"{value * 1000:.0f}"
 
     print(f"\n{args.grpc} gRPC + {args.ws} WebSocket watchers, one task of {args.jobs} jobs "
-          f"({args.starts} starts/s; queue 1 s, run 2 s, 10 % fail); clients in {2 * args.client_processes} processes")
-    print("| gateway workers | WS interval | changing | events | kind | delay p50 / p99 / max (ms) | lost | "
+          f"({args.starts:g} starts/s; queued {args.queue_s:g} s, running {args.run_s:g} s, 10 % fail); "
+          f"clients in {2 * args.client_processes} processes")
+    print("| gateway workers | WS interval | jobs changing | events | kind | delay p50 / p99 / max (ms) | lost | "
           "missed / duplicated | messages | client CPU |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
@@ -433,7 +434,9 @@ def main() -> int:
     parser.add_argument("--grpc", type=int, default=1000)
     parser.add_argument("--ws", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=260)
-    parser.add_argument("--starts", type=float, default=4.0, help="job starts per second (the dispatcher's limit)")
+    parser.add_argument("--starts", type=float, default=3.0, help="job starts per second (the dispatcher's limit)")
+    parser.add_argument("--queue-s", type=float, default=1.0, help="seconds a started job stays queued")
+    parser.add_argument("--run-s", type=float, default=1.5, help="seconds a job runs")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--intervals", default="15,1", help="WebSocket intervals with --workers workers")
     parser.add_argument("--baseline-intervals", default="15", help="WebSocket intervals with one worker")
