@@ -14,7 +14,8 @@ but not before `interval` after it: the throttle is by design), and the terminal
 its event's time; streams lost (ended without the terminal
 state: cancelled, errors, abnormal closes), sequences missed or duplicated (gRPC: each stream must receive
 every sequence exactly once and in order; WebSocket: snapshot sequences strictly increasing up to the last),
-gateway PSS summed over all its processes (idle, peak, after the watchers closed), gateway CPU per delivered
+gateway PSS summed over all its processes (fresh: just started; idle: after a warm-up of 20 + 20 watchers on a
+short task and before the run's watchers connect; peak; after the watchers closed), gateway CPU per delivered
 message, and the load generator's CPU.
 
     .venv/bin/python bench/bench_watchers.py [--grpc 1000] [--ws 1000] [--jobs 260] [--starts 4]
@@ -189,6 +190,7 @@ class Run:
     interval: float
     grpc: dict[str, Any] = field(default_factory=dict)
     ws: dict[str, Any] = field(default_factory=dict)
+    pss_fresh: int = 0
     pss_idle: int = 0
     pss_peak: int = 0
     pss_after: int = 0
@@ -225,24 +227,73 @@ class Stack:
             "GATEWAY_HOST": "127.0.0.1", "GATEWAY_HTTP_PORT": str(self.http_port),
             "GATEWAY_GRPC_PORT": str(self.grpc_port), "TILER_ADDRESS": f"127.0.0.1:{free_port()}",
             "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
-            "MONITOR_INTERVAL_MIN_S": "0.5", "MONITOR_INTERVAL_MAX_S": "2", "METRICS_PORT": "0",
+            "MONITOR_INTERVAL_MIN_S": "0.5", "MONITOR_INTERVAL_MAX_S": "2", "METRICS_PORT": "0", "DB_POOL_MAX": "5",
             "OPENEO_BACKENDS": json.dumps([{"endpoint": f"{self.openeo_url}/openeo/1.2", "auth": {
                 "method": "basic", "username": "demo", "password": "demo"}, "starts_per_second": args.starts}])}
         self.monitor = ServiceProcess("monitor", "services.monitor", {**self.env, "MIGRATE_ON_START": "false"},
                                       self.logs / "monitor.log")
         self.gateway: ServiceProcess | None = None
+        self.workers = 0
+        self.pss_fresh = 0
 
     def start_gateway(self, workers: int) -> ServiceProcess:
+        """A fresh gateway of `workers` workers, warmed up by a few watchers of a short task (so that its idle
+        memory is that of a gateway that has served watchers before, not of one that never did)."""
         if self.gateway is not None:
             self.gateway.stop()
         self.gateway = ServiceProcess("gateway", "gateway", {**self.env, "GATEWAY_WORKERS": str(workers)},
                                       self.logs / f"gateway-{workers}.log")
         self.gateway.start()
+        self.workers = workers
         wait_grpc_serving(f"127.0.0.1:{self.grpc_port}", self.gateway)
         if not self.monitor.process:
             self.monitor.start()
         time.sleep(3)  # every worker up (they bind the ports at slightly different times)
+        self.pss_fresh = sum(pss_bytes(p) for p in gateway_pids(self.gateway))
+        task_id = self.create_task(5, "bench warm-up")
+        clients = self.spawn_clients(task_id, 20, 20, 1.0, self.logs / f"warm-up-{workers}")
+        self.stub().CancelTask(self.pb().CancelTaskRequest(task_id=task_id), timeout=60)
+        for _, _, process in clients:
+            process.wait(timeout=120)
+        time.sleep(LINGER_S + 5)
         return self.gateway
+
+    def stub(self) -> Any:
+        import grpc
+
+        from upscaling.v1 import upscaling_pb2_grpc
+
+        channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}",
+                                        options=[("grpc.max_send_message_length", 1 << 28)])
+        return upscaling_pb2_grpc.UpscalingServiceStub(channel)
+
+    @staticmethod
+    def pb() -> Any:
+        from upscaling.v1 import upscaling_pb2
+
+        return upscaling_pb2
+
+    def create_task(self, jobs: int, title: str) -> int:
+        return create_task(self.stub(), self.openeo_url, jobs, title)
+
+    def spawn_clients(self, task_id: int, n_grpc: int, n_ws: int, interval: float, out: Path
+                      ) -> list[tuple[str, str, subprocess.Popen[str]]]:
+        """Client processes (`--client-processes` per kind) watching a task; returned once all are connected."""
+        clients = []
+        for kind, total, address in (("grpc", n_grpc, f"127.0.0.1:{self.grpc_port}"),
+                                     ("ws", n_ws, f"127.0.0.1:{self.http_port}")):
+            for i, count in enumerate(_split(total, self.args.client_processes)):
+                if count:
+                    path = f"{out}-{kind}-{i}.json"
+                    clients.append((kind, path, subprocess.Popen(
+                        [sys.executable, __file__, "--client", kind, "--count", str(count), "--task", str(task_id),
+                         "--address", address, "--interval", f"{interval:g}", "--out", path],
+                        cwd=REPO, stdout=subprocess.PIPE, text=True, env=self.env)))
+        for _, _, process in clients:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.strip() == "ready", f"a client process did not get ready: {line!r}"
+        return clients
 
     def close(self) -> None:
         if self.gateway is not None:
@@ -253,38 +304,22 @@ class Stack:
         asyncio.run(_exec(self.admin_url, f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
 
     def run(self, workers: int, interval: float) -> Run:
-        import grpc
-
-        from upscaling.v1 import upscaling_pb2_grpc
-
         args = self.args
         result = Run(workers, interval)
-        gateway = self.start_gateway(workers)
+        if self.gateway is None or self.workers != workers:
+            self.start_gateway(workers)
+        gateway = self.gateway
+        assert gateway is not None
+        result.pss_fresh = self.pss_fresh
         admin(self.openeo_url, "POST", "reset", {"jobs": True, "counters": False})
-        with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}", options=[
-                ("grpc.max_send_message_length", 1 << 28)]) as channel:
-            task_id = create_task(upscaling_pb2_grpc.UpscalingServiceStub(channel), self.openeo_url, args.jobs,
-                                  f"bench watchers {workers}w {interval}s")
+        task_id = self.create_task(args.jobs, f"bench watchers {workers}w {interval}s")
         time.sleep(2)
         result.pss_idle = sum(pss_bytes(p) for p in gateway_pids(gateway))
         print(f"  {workers} worker(s), interval={interval:g}: task {task_id} ({args.jobs} jobs); gateway PSS idle "
               f"{result.pss_idle / 2**20:.0f} MB; connecting {args.grpc} gRPC + {args.ws} WebSocket watchers ...",
               flush=True)
-        out = self.logs / f"run-{workers}-{interval:g}"
-        clients = []
-        per_process = {"grpc": _split(args.grpc, args.client_processes),
-                       "ws": _split(args.ws, args.client_processes)}
-        for kind, address in (("grpc", f"127.0.0.1:{self.grpc_port}"), ("ws", f"127.0.0.1:{self.http_port}")):
-            for i, count in enumerate(per_process[kind]):
-                if count:
-                    clients.append((kind, f"{out}-{kind}-{i}.json", subprocess.Popen(
-                        [sys.executable, __file__, "--client", kind, "--count", str(count), "--task", str(task_id),
-                         "--address", address, "--interval", f"{interval:g}", "--out", f"{out}-{kind}-{i}.json"],
-                        cwd=REPO, stdout=subprocess.PIPE, text=True, env=self.env)))
-        for _, _, process in clients:
-            assert process.stdout is not None
-            line = process.stdout.readline()
-            assert line.strip() == "ready", f"a client process did not get ready: {line!r}"
+        clients = self.spawn_clients(task_id, args.grpc, args.ws, interval,
+                                     self.logs / f"run-{workers}-{interval:g}")
         peak = sum(pss_bytes(p) for p in gateway_pids(gateway))
         print(f"  every watcher connected (gateway PSS {peak / 2**20:.0f} MB); dispatching ...", flush=True)
         pids = gateway_pids(gateway)
@@ -394,17 +429,20 @@ def report(runs: list[Run], args: argparse.Namespace) -> bool:
                                    ("WebSocket", r.ws, r.ws.get("delays", [])),
                                    ("WebSocket terminal", r.ws, r.ws.get("terminal", []))):
             p50, p99, top = percentiles(delays)
-            print(f"| {r.workers} | {r.interval:g} s | {r.change_s:.0f} s | {r.events} | {kind} | {ms(p50)} / "
+            print(f"| {r.workers} | {r.interval:g} s | {r.change_s:.0f} s | {r.events} ({r.events / r.change_s:.0f}/s) "
+                  f"| {kind} | {ms(p50)} / "
                   f"{ms(p99)} / {ms(top)} | {data.get('lost', 0)}"
                   f"{' (' + ', '.join(sorted(data['errors'])) + ')' if data.get('errors') else ''} | "
                   f"{data.get('missed', 0)} / {data.get('duplicated', 0)} | {data.get('messages', 0)} | "
                   f"{data.get('cpu_s', 0):.1f} s |")
-    print("\n| gateway workers | WS interval | PSS idle / peak / after close (MB) | gateway CPU | CPU per message |")
+    print("\n| gateway workers | WS interval | PSS fresh / idle / peak / after close (MB) | gateway CPU | "
+          "CPU per message |")
     print("|---|---|---|---|---|")
     for r in runs:
         messages = r.grpc.get("messages", 0) + r.ws.get("messages", 0)
         per_message = 1e6 * r.gateway_cpu_s / max(1, messages)
-        print(f"| {r.workers} | {r.interval:g} s | {r.pss_idle / 2**20:.0f} / {r.pss_peak / 2**20:.0f} / "
+        print(f"| {r.workers} | {r.interval:g} s | {r.pss_fresh / 2**20:.0f} / {r.pss_idle / 2**20:.0f} / "
+              f"{r.pss_peak / 2**20:.0f} / "
               f"{r.pss_after / 2**20:.0f} | {r.gateway_cpu_s:.1f} s | {per_message:.0f} us |")
     ok = True
     base = {r.interval: r for r in runs if r.workers == 1}
