@@ -62,6 +62,9 @@ def service_env(infra: Infra) -> dict[str, str]:
         "GATEWAY_HOST": "127.0.0.1",
         "TILER_HOST": "127.0.0.1",
         "METRICS_PORT": "0",  # no metrics endpoints unless a test asks for one (on a free port)
+        # one gateway process per test gateway (fewer database connections on a shared machine); the multi-worker
+        # gateway is tested on purpose (tests/test_watch_scale.py, the seed notebook)
+        "GATEWAY_WORKERS": "1",
     }
 
 

@@ -46,6 +46,7 @@ def launched(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
                                         "auth": {"method": "basic", "username": "demo", "password": "demo"},
                                         "max_running_jobs": 8}]),
         "MONITOR_INTERVAL_MIN_S": "0.2",
+        "GATEWAY_WORKERS": "2",  # the notebook against several gateway workers sharing the ports
     }
     log_path = tmp_path_factory.mktemp("launcher") / "launcher.log"
     with log_path.open("wb") as log:
