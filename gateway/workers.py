@@ -1,6 +1,6 @@
-"""The gateway's process model: `GATEWAY_WORKERS` worker processes (default: the CPUs this process may use), each
-a whole gateway (HTTP/WebSocket, gRPC, its own events queue and task feeds) listening on the same ports with
-SO_REUSEPORT, so the kernel spreads connections over the workers.
+"""The gateway's process model: `GATEWAY_WORKERS` worker processes (default: the CPUs this process may use, capped
+by a container's CPU quota), each a whole gateway (HTTP/WebSocket, gRPC, its own events queue and task feeds)
+listening on the same ports with SO_REUSEPORT, so the kernel spreads connections over the workers.
 
 The supervisor imports everything, freezes the garbage collector's view of those objects (so the workers share
 their pages) and forks the workers; it restarts a worker that dies, forwards SIGTERM/SIGINT to all and exits
@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import math
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger("gateway")
 
@@ -33,11 +35,21 @@ def current() -> int:
     return _current
 
 
+def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's CPU limit)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    return max(1, cpus)
+
+
 def worker_count() -> int:
-    """GATEWAY_WORKERS, or the number of CPUs this process may run on; ValueError when not a positive integer."""
+    """GATEWAY_WORKERS, or the CPUs available; ValueError when not a positive integer."""
     raw = os.environ.get("GATEWAY_WORKERS", "").strip()
     if not raw:
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        return available_cpus()
     try:
         count = int(raw)
     except ValueError:

@@ -122,3 +122,20 @@ async def test_a_watcher_behind_the_kept_events_is_told_to_read_the_database() -
     assert feed.entries_after(0) is None  # trimmed: the watcher resyncs from the database
     assert [e.sequence for e in feed.entries_after(36) or []] == [37, 38, 39]
     assert feed.entries_after(39) == []
+
+
+def test_workers_default_to_the_cpus_available_within_a_container_quota(tmp_path: Any, monkeypatch: Any) -> None:
+    from gateway import workers
+
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")
+    cpus = workers.available_cpus(cpu_max)
+    assert cpus >= 1
+    cpu_max.write_text("150000 100000\n")
+    assert workers.available_cpus(cpu_max) == min(cpus, 2)
+    monkeypatch.setenv("GATEWAY_WORKERS", "3")
+    assert workers.worker_count() == 3
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv("GATEWAY_WORKERS", bad)
+        with pytest.raises(ValueError, match="GATEWAY_WORKERS"):
+            workers.worker_count()

@@ -19,6 +19,7 @@ import pytest_asyncio
 import websockets
 
 from gateway.workers import WORKER_HEADER
+from tests.infra import wait_grpc_serving, wait_http_ok
 from tests.support import db_connect
 from tests.tasks_support import Gateway, create, events_exchange_of, gateway_process
 from upscaling import jobstore
@@ -336,3 +337,32 @@ async def test_task_level_watch_sends_counts_not_jobs(workers_gateway: Gateway, 
     await again.started()
     await asyncio.wait_for(again.read_all(), 30)
     assert [dict(i.task_event.job_counts) for i in again.items] == [{"finished": 3}]
+
+
+def test_a_worker_that_dies_is_replaced_and_the_gateway_stops_cleanly(
+        stack: Any, service_env: dict[str, str], infra: Any, tmp_path: Any) -> None:
+    with gateway_process(stack, service_env, infra, tmp_path, name="restart", GATEWAY_WORKERS="2") as gw:
+        assert gw.process.process is not None
+        supervisor = psutil.Process(gw.process.process.pid)
+
+        def workers(count: int, limit_s: float = 60) -> list[psutil.Process]:
+            deadline = time.monotonic() + limit_s
+            while len(children := supervisor.children()) != count:
+                assert time.monotonic() < deadline, f"{len(children)} workers, expected {count}"
+                time.sleep(0.2)
+            return children
+
+        victim = workers(2)[0]
+        victim.kill()
+        deadline = time.monotonic() + 60
+        while victim.pid in {p.pid for p in workers(2)}:
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.2)
+        wait_http_ok(f"{gw.http}/health", gw.process)
+        wait_grpc_serving(gw.grpc, gw.process)
+        for _ in range(20):  # new connections land on both workers: all answered
+            with grpc.insecure_channel(gw.grpc, options=OWN_CONNECTION) as channel:
+                stub = upscaling_pb2_grpc.UpscalingServiceStub(channel)
+                reply = stub.ListTasks(upscaling_pb2.ListTasksRequest(page_size=1), timeout=30)
+                assert list(reply.tasks) == []
+        assert gw.process.stop() == 0
