@@ -42,15 +42,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_pipeline import admin, cpu_seconds, create_task, start_local_openeo  # noqa: E402
-from tests.infra import (  # noqa: E402
-    DEFAULT_DATABASE_URL,
-    DEFAULT_RABBITMQ_URL,
-    ServiceProcess,
-    free_port,
-    wait_grpc_serving,
-    with_database,
-)
+from bench.bench_pipeline import _exec, admin, cpu_seconds, create_task, start_local_openeo  # noqa: E402
+from tests import infra  # noqa: E402
+from tests.infra import ServiceProcess, free_port  # noqa: E402
 
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 1 << 26)]
 TERMINAL = ("finished", "failed", "canceled")
@@ -211,10 +205,10 @@ class Stack:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.admin_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+        self.admin_url = os.environ.get("DATABASE_URL", infra.DEFAULT_DATABASE_URL)
         self.db_name = f"upscaling_bench_{uuid.uuid4().hex[:8]}"
         asyncio.run(_exec(self.admin_url, f'CREATE DATABASE "{self.db_name}"'))
-        self.db_url = with_database(self.admin_url, self.db_name)
+        self.db_url = infra.with_database(self.admin_url, self.db_name)
         self.logs = Path(tempfile.mkdtemp(prefix="bench-watchers-"))
         self.backend, self.openeo_url = start_local_openeo()
         admin(self.openeo_url, "PUT", "config", {"queue_seconds": args.queue_s, "run_seconds": args.run_s,
@@ -222,7 +216,7 @@ class Stack:
         self.http_port, self.grpc_port = free_port(), free_port()
         self.env = {
             **os.environ, "DATABASE_URL": self.db_url,
-            "RABBITMQ_URL": os.environ.get("RABBITMQ_URL", DEFAULT_RABBITMQ_URL),
+            "RABBITMQ_URL": os.environ.get("RABBITMQ_URL", infra.DEFAULT_RABBITMQ_URL),
             "BROKER_PREFIX": f"bench_{uuid.uuid4().hex[:8]}", "LOG_LEVEL": "WARNING", "MAX_WATCHES_PER_USER": "0",
             "GATEWAY_HOST": "127.0.0.1", "GATEWAY_HTTP_PORT": str(self.http_port),
             "GATEWAY_GRPC_PORT": str(self.grpc_port), "TILER_ADDRESS": f"127.0.0.1:{free_port()}",
@@ -245,7 +239,7 @@ class Stack:
                                       self.logs / f"gateway-{workers}.log")
         self.gateway.start()
         self.workers = workers
-        wait_grpc_serving(f"127.0.0.1:{self.grpc_port}", self.gateway)
+        infra.wait_grpc_serving(f"127.0.0.1:{self.grpc_port}", self.gateway)
         if not self.monitor.process:
             self.monitor.start()
         time.sleep(3)  # every worker up (they bind the ports at slightly different times)
@@ -402,16 +396,6 @@ async def _event_times(db_url: str, task_id: int) -> dict[int, float]:
         stamp = event.job_event.time if kind == "job_event" else event.task_event.time
         out[row["sequence"]] = stamp.seconds + stamp.nanos / 1e9
     return out
-
-
-async def _exec(url: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def report(runs: list[Run], args: argparse.Namespace) -> bool:

@@ -48,31 +48,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not handler_call_details.method.startswith(self.prefix):
             return handler
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
+        writer = handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream)
+        if handler.unary_unary or writer:
+            # unary calls, and streams written by a coroutine with context.write (wrapped once, not per message)
+            inner = handler.unary_unary or handler.unary_stream
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 token = current_principal.set(await self._principal(context))
                 try:
                     return await inner(request, context)
                 finally:
                     current_principal.reset(token)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer)
-
-        if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
-            inner_writer = handler.unary_stream  # writes with context.write: wrapped once, not per message
-
-            async def unary_writer(request: Any, context: grpc.aio.ServicerContext) -> None:
-                token = current_principal.set(await self._principal(context))
-                try:
-                    await inner_writer(request, context)
-                finally:
-                    current_principal.reset(token)
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_writer, handler.request_deserializer, handler.response_serializer)
+            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.unary_stream_rpc_method_handler
+            return make(call, handler.request_deserializer, handler.response_serializer)
 
         if handler.unary_stream:
             inner_stream = handler.unary_stream

@@ -80,10 +80,12 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                                     f"the request is not a valid {method.rsplit('/', 1)[-1]} request message",
                                     trailing_metadata=((ERROR_CODE_KEY, "VALIDATION_ERROR"),))
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
+        writer = handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream)
+        if handler.unary_unary or writer:
+            # unary calls, and streams written by a coroutine with context.write (wrapped once, not per message)
+            inner = handler.unary_unary or handler.unary_stream
 
-            async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
                 request = await parse(raw, context)
                 token = correlation_id.set(cid)
                 try:
@@ -95,25 +97,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     correlation_id.reset(token)
 
-            return grpc.unary_unary_rpc_method_handler(unary_unary, None, handler.response_serializer)
-
-        if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
-            # a coroutine writing its messages with context.write: wrapped once, not per message
-            inner_writer = handler.unary_stream
-
-            async def unary_writer(raw: bytes, context: grpc.aio.ServicerContext) -> None:
-                request = await parse(raw, context)
-                token = correlation_id.set(cid)
-                try:
-                    await inner_writer(request, context)
-                except (grpc.aio.AbortError, asyncio.CancelledError):
-                    raise
-                except Exception as exc:
-                    await _abort_for(context, exc, method)
-                finally:
-                    correlation_id.reset(token)
-
-            return grpc.unary_stream_rpc_method_handler(unary_writer, None, handler.response_serializer)
+            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.unary_stream_rpc_method_handler
+            return make(call, None, handler.response_serializer)
 
         if handler.unary_stream:
             inner_stream = handler.unary_stream
