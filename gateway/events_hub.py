@@ -158,7 +158,7 @@ class EventsHub:
             del self._feeds[task_id]
             feed.close()
             if self.linger_s > 0 and not self._releasing:
-                # once the watchers of a task are gone, return their memory (at most once per linger period)
+                # the watchers of a task are gone: return their memory (once for the feeds expiring together)
                 self._releasing = True
                 asyncio.get_running_loop().call_later(1.0, self._release)
 

@@ -1,4 +1,4 @@
-"""Unit tests of the pure parts of streaming: batch splitting and a task feed's ordering, gap filling, kept events
+"""Unit tests of the pure parts of streaming: batch splitting, a task feed's ordering, gap filling, kept events
 and views built once per version (the database is a list of stored events)."""
 
 from __future__ import annotations
