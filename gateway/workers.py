@@ -26,6 +26,7 @@ from pathlib import Path
 
 log = logging.getLogger("gateway")
 
+WORKERS_ENV = "GATEWAY_WORKERS"
 WORKER_HEADER = "x-gateway-worker"  # gRPC initial metadata / WebSocket handshake header: the serving worker
 _current = 0
 
@@ -47,7 +48,7 @@ def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
 
 def worker_count() -> int:
     """GATEWAY_WORKERS, or the CPUs available; ValueError when not a positive integer."""
-    raw = os.environ.get("GATEWAY_WORKERS", "").strip()
+    raw = os.environ.get(WORKERS_ENV, "").strip()
     if not raw:
         return available_cpus()
     try:
@@ -55,7 +56,7 @@ def worker_count() -> int:
     except ValueError:
         count = 0
     if count < 1:
-        raise ValueError(f"GATEWAY_WORKERS must be a positive integer, got {raw!r}")
+        raise ValueError(f"{WORKERS_ENV} must be a positive integer, got {raw!r}")
     return count
 
 

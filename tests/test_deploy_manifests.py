@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from gateway.workers import WORKERS_ENV
 from upscaling.backends import load_backends
 from upscaling.broker import Topology
 from upscaling.config import ENV
@@ -30,7 +31,7 @@ CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthe
 # Secrets an overlay leaves to be managed outside the manifests.
 EXTERNAL_SECRETS = {"production": {"upscaling-connections", "upscaling-backend-credentials"}}
 # Settings the services read besides upscaling.config.ENV.
-OTHER_ENV = {"OPENEO_BACKENDS", "OPENEO_BACKENDS_FILE", "METRICS_PORT", "HOME", "UPSCALING_SHARED_DIR"}
+OTHER_ENV = {"OPENEO_BACKENDS", "OPENEO_BACKENDS_FILE", "METRICS_PORT", "HOME", "UPSCALING_SHARED_DIR", WORKERS_ENV}
 APP_SERVICES = {"tiler", "dispatcher", "monitor", "gateway", "migrate", "local-openeo"}
 
 _STR = {"type": "string", "minLength": 1}
