@@ -5,8 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/upscaling/v1/*.proto)
+WEB_STAMP := gateway/web/node_modules/.installed
+NODE_EXAMPLE_STAMP := examples/node/node_modules/.installed
 
-.PHONY: venv protos protos-check lint migrate run test fuzz bench compose-test k8s-validate clean
+.PHONY: venv web node-example protos protos-check api-docs api-docs-check lint migrate run test fuzz bench \
+	compose-test k8s-validate clean
 
 venv: $(STAMP)
 
@@ -15,6 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+## The map page's front-end libraries (Leaflet) from npm, exactly as package-lock.json pins them.
+web: $(WEB_STAMP)
+
+$(WEB_STAMP): gateway/web/package.json gateway/web/package-lock.json
+	npm ci --prefix gateway/web --no-audit --no-fund
+	touch $@
+
+## The Node.js gRPC client example's packages (@grpc/grpc-js, @grpc/proto-loader).
+node-example: $(NODE_EXAMPLE_STAMP)
+
+$(NODE_EXAMPLE_STAMP): examples/node/package.json examples/node/package-lock.json
+	npm ci --prefix examples/node --no-audit --no-fund
+	touch $@
 
 ## Regenerate the Python code of the protos (grpc_tools.protoc, plus .pyi stubs).
 protos: $(STAMP)
@@ -26,7 +43,15 @@ protos-check: protos
 	git diff --exit-code -- upscaling/v1
 	test -z "$$(git status --porcelain -- upscaling/v1)"
 
-lint: $(STAMP)
+## Regenerate the API reference of the protos (docs/api/upscaling.md) from their comments.
+api-docs: $(STAMP)
+	$(BIN)/python scripts/proto_docs.py protos docs/api/upscaling.md
+
+## Fail when docs/api/upscaling.md is not what `make api-docs` writes from the current protos.
+api-docs-check: $(STAMP)
+	$(BIN)/python scripts/proto_docs.py protos docs/api/upscaling.md --check
+
+lint: $(STAMP) api-docs-check
 	$(BIN)/ruff check .
 	$(BIN)/buf lint
 
@@ -34,12 +59,12 @@ migrate: $(STAMP)
 	$(BIN)/python -m upscaling.migrations
 
 ## Start every service as local processes (gateway, tiler, local openEO backend); Ctrl-C stops them all.
-run: $(STAMP)
+run: $(STAMP) $(WEB_STAMP)
 	$(BIN)/python -m upscaling.launcher $(RUN_ARGS)
 
 test: $(STAMP)
 	scripts/ensure-test-tools.sh
-	$(MAKE) --no-print-directory lint protos-check
+	$(MAKE) --no-print-directory web node-example lint protos-check
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 ## Longer fuzzing than `make test` runs: FUZZ_EXAMPLES random examples per fuzz test (hypothesis profile "fuzz").
@@ -63,4 +88,4 @@ k8s-validate: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -q tests/test_deploy_manifests.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache gateway/web/node_modules examples/node/node_modules test-artifacts
