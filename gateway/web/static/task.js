@@ -13,6 +13,7 @@ const connection = document.getElementById("connection");
 const PREVIEW_CONCURRENCY = 4;
 const PREVIEW_RETRIES = 15;
 const CANVAS_ABOVE = 2000; // more tiles than this are drawn on a canvas instead of one SVG path each
+const MAX_PREVIEWS_IN_VIEW = 400; // results are loaded for the finished tiles in view, when not more than this
 
 let map = null;
 let tileGroup = null;
@@ -65,6 +66,7 @@ function createMap(jobCount) {
   L.control.layers(null, { Tiles: tileGroup, "Results (first band)": resultGroup }, { collapsed: false }).addTo(map);
   L.control.scale().addTo(map);
   map.setView([0, 0], 2);
+  map.on("moveend", requestVisiblePreviews);
 }
 
 function markElements(layer, jobId, status) {
@@ -83,7 +85,7 @@ function addTile(job, geometry) {
   layer.bindPopup(() => popupContent(job.id), { minWidth: 240 });
   layer.addTo(tileGroup);
   markElements(layer, job.id, job.status);
-  tiles.set(job.id, { layer, status: job.status, hasResult: false });
+  tiles.set(job.id, { layer, bounds: layer.getBounds(), status: job.status, hasResult: false });
 }
 
 function updateTile(job) {
@@ -123,10 +125,26 @@ function wantsPreviews() {
   return !task.format || task.format === "gtiff";
 }
 
-function requestPreview(jobId) {
-  if (previewsRequested.has(jobId) || !tiles.has(jobId)) return;
-  previewsRequested.add(jobId);
-  previewQueue.push({ jobId, attempt: 0 });
+/** Load the results of the finished tiles in view (once each); with too many in view, ask to zoom in. */
+function requestVisiblePreviews() {
+  if (!task || !wantsPreviews() || !fitted) return;
+  const view = map.getBounds();
+  const wanted = [];
+  for (const [jobId, tile] of tiles) {
+    if (tile.status === "finished" && !previewsRequested.has(jobId) && view.intersects(tile.bounds)) {
+      wanted.push(jobId);
+    }
+  }
+  const note = document.getElementById("preview-note");
+  if (wanted.length > MAX_PREVIEWS_IN_VIEW) {
+    note.textContent = `${wanted.length} results in view: zoom in to see them`;
+    return;
+  }
+  note.textContent = "";
+  for (const jobId of wanted) {
+    previewsRequested.add(jobId);
+    previewQueue.push({ jobId, attempt: 0 });
+  }
   pumpPreviews();
 }
 
@@ -204,13 +222,13 @@ function render(body) {
     } else {
       updateTile(job);
     }
-    if (job.status === "finished" && wantsPreviews()) requestPreview(job.id);
   }
   if (!fitted && tiles.size) {
     map.fitBounds(tileGroup.getBounds(), { padding: [24, 24] });
     fitted = true;
   }
   renderSummary(body);
+  requestVisiblePreviews();
 }
 
 // ---- live updates ----------------------------------------------------------------------------------------
