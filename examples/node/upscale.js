@@ -123,7 +123,8 @@ function describe(message) {
   if (message.update === "job_event") {
     const e = message.job_event;
     const backend = e.backend_job_id ? ` backend job ${e.backend_job_id}` : "";
-    return { line: `[${sequence}] job ${e.job_id} ${status(e.status)}${backend}`, terminal: false };
+    const progress = status(e.status) === "running" ? ` ${Math.round(e.progress)} %` : "";
+    return { line: `[${sequence}] job ${e.job_id} ${status(e.status)}${progress}${backend}`, terminal: false };
   }
   const e = message.task_event;
   return { line: `[${sequence}] task ${e.task_id} ${status(e.status)} (${counts(e.job_counts)})`,
@@ -154,7 +155,7 @@ async function main() {
     dimension: { name: "spatial_extent", values_json: tiled.tiles.map((t) => t.geometry_geojson) },
   }, metadata);
   const taskId = created.task.id;
-  console.log(`created task ${taskId}: ${created.task.jobs.length} jobs, ${status(created.task.status)}`);
+  console.log(`created task ${taskId}: ${tiled.tiles.length} jobs, ${status(created.task.status)}`);
 
   // 3. Follow it; drop the stream once on purpose, then resume after the last sequence seen. Any other broken
   //    stream (gateway restart, network) is resumed the same way.
