@@ -71,7 +71,7 @@ async def test_cache_renders_each_asset_once(monkeypatch: pytest.MonkeyPatch) ->
         return Preview(href.encode(), (0.0, 0.0, 1.0, 1.0))
 
     monkeypatch.setattr(preview, "render", fake_render)
-    cache = PreviewCache(max_entries=2)
+    cache = PreviewCache(max_bytes=2 * len(b"http://b/a.tif"))
     waiting = [asyncio.ensure_future(cache.get("http://b/a.tif")) for _ in range(5)]
     await asyncio.sleep(0.05)
     gate.set()

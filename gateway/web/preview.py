@@ -114,28 +114,37 @@ def render(href: str) -> Preview:
 
 
 class PreviewCache:
-    """Rendered previews by asset href (results of a finished job never change), least recently used evicted."""
+    """Rendered previews by asset href (results of a finished job never change), least recently used evicted
+    beyond `max_bytes`; at most `max_renders` rendered at once (each is a worker thread reading over HTTP)."""
 
-    def __init__(self, max_entries: int = 256) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024, max_renders: int = 2) -> None:
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._items: OrderedDict[str, Preview] = OrderedDict()
         self._pending: dict[str, asyncio.Future[Preview]] = {}
+        self._renders = asyncio.Semaphore(max_renders)
+
+    async def _render(self, href: str) -> Preview:
+        async with self._renders:
+            return await asyncio.to_thread(render, href)
 
     async def get(self, href: str) -> Preview:
-        """The preview of `href`, rendered once in a worker thread however many requests ask at once."""
+        """The preview of `href`, rendered once however many requests ask for it at the same time."""
         if href in self._items:
             self._items.move_to_end(href)
             return self._items[href]
         pending = self._pending.get(href)
-        if pending is None:
-            pending = asyncio.ensure_future(asyncio.to_thread(render, href))
-            self._pending[href] = pending
-            try:
-                preview = await asyncio.shield(pending)
-            finally:
-                self._pending.pop(href, None)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = asyncio.ensure_future(self._render(href))
+        self._pending[href] = pending
+        try:
+            preview = await asyncio.shield(pending)
+        finally:
+            self._pending.pop(href, None)
+        if href not in self._items:
             self._items[href] = preview
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
-            return preview
-        return await asyncio.shield(pending)
+            self._bytes += len(preview.png)
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                self._bytes -= len(self._items.popitem(last=False)[1].png)
+        return preview
