@@ -125,23 +125,23 @@ function wantsPreviews() {
   return !task.format || task.format === "gtiff";
 }
 
-/** Load the results of the finished tiles in view (once each); with too many in view, ask to zoom in. */
+/** Load the results of the finished tiles in view (once each), unless more than MAX_PREVIEWS_IN_VIEW are in
+ * view: then ask to zoom in (a zoomed-out view of a large task would load thousands of images). */
 function requestVisiblePreviews() {
   if (!task || !wantsPreviews() || !fitted) return;
   const view = map.getBounds();
-  const wanted = [];
+  const inView = [];
   for (const [jobId, tile] of tiles) {
-    if (tile.status === "finished" && !previewsRequested.has(jobId) && view.intersects(tile.bounds)) {
-      wanted.push(jobId);
-    }
+    if (tile.status === "finished" && view.intersects(tile.bounds)) inView.push(jobId);
   }
   const note = document.getElementById("preview-note");
-  if (wanted.length > MAX_PREVIEWS_IN_VIEW) {
-    note.textContent = `${wanted.length} results in view: zoom in to see them`;
+  if (inView.length > MAX_PREVIEWS_IN_VIEW) {
+    note.textContent = `${inView.length} results in view: zoom in to see them`;
     return;
   }
   note.textContent = "";
-  for (const jobId of wanted) {
+  for (const jobId of inView) {
+    if (previewsRequested.has(jobId)) continue;
     previewsRequested.add(jobId);
     previewQueue.push({ jobId, attempt: 0 });
   }
