@@ -23,6 +23,7 @@ token_gateway = auth_support.token_gateway
 __all__ = ["browser", "token_gateway"]
 
 COLOURS = {"created": "#3b6fd8", "queued": "#f08c00", "running": "#f5d000", "finished": "#2f9e44"}
+FAILED, CANCELED = "#e03131", "#868e96"
 LIMIT_MS = 180_000
 # Records every change of a tile's status and colour (SVG `fill`), with the value before it, from page start.
 RECORD_TILES = """
@@ -198,4 +199,42 @@ def test_page_in_token_mode_shows_nothing_without_a_token(token_gateway: AuthGat
     page.goto(f"{gw.http}/tasks/{mine}")
     page.wait_for_function("document.querySelectorAll('path.tile').length === 2", timeout=15_000)
     page.wait_for_selector("#connection.live", timeout=15_000)
+    page.close()
+
+
+def test_failed_tiles_turn_red_and_the_retry_button_reruns_them(slow_stack: FullStack, browser: Any) -> None:
+    slow_stack.backend.configure(job_error_fraction=1.0)
+    try:
+        task_id = slow_stack.create_task("fails first", slow_stack.tiles()[:2])
+        page = browser.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.goto(f"{slow_stack.http}/tasks/{task_id}")
+        page.wait_for_selector("#summary[data-status='failed']", timeout=LIMIT_MS)
+        page.wait_for_function(f"""(() => {{ const tiles = [...document.querySelectorAll('path.tile')];
+            return tiles.length === 2 && tiles.every((p) => p.getAttribute('fill') === '{FAILED}'); }})()""",
+                               timeout=30_000)
+        assert page.inner_text(".legend-row[data-status='failed'] .count") == "2"
+        assert page.is_hidden("#cancel") and page.is_visible("#retry")
+    finally:
+        slow_stack.backend.configure(job_error_fraction=0.0)
+    page.click("#retry")
+    page.wait_for_function("document.getElementById('progress-text').textContent === '100 %'", timeout=LIMIT_MS)
+    page.wait_for_selector("#summary[data-status='finished']", timeout=30_000)
+    assert set(tile_fills(page).values()) == {COLOURS["finished"]}
+    assert page.is_hidden("#retry")
+    page.close()
+
+
+def test_the_cancel_button_cancels_the_task(slow_stack: FullStack, browser: Any) -> None:
+    task_id = slow_stack.create_task("canceled from the page", slow_stack.tiles())
+    page = browser.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{slow_stack.http}/tasks/{task_id}")
+    page.wait_for_selector("#cancel:not([hidden])", timeout=30_000)
+    page.click("#cancel")
+    page.wait_for_selector("#summary[data-status='canceled']", timeout=LIMIT_MS)
+    assert slow_stack.task(task_id)["status"] == "canceled"
+    page.wait_for_function(f"""[...document.querySelectorAll('path.tile')].some(
+        (p) => p.getAttribute('fill') === '{CANCELED}')""", timeout=30_000)
+    assert page.is_hidden("#cancel")
     page.close()
