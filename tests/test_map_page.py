@@ -184,6 +184,10 @@ def test_page_in_token_mode_shows_nothing_without_a_token(token_gateway: AuthGat
     page.wait_for_selector(".token-form", timeout=15_000)
     assert page.locator("tr[data-task-id]").count() == 0
     assert "secret" not in page.content()
+    page.fill(".token-form input", "not-a-key-of-anyone")
+    page.click(".token-form button")
+    page.wait_for_selector(".token-form", timeout=15_000)  # refused: asked again, still nothing shown
+    assert page.locator("tr[data-task-id]").count() == 0
     page.fill(".token-form input", KEYS["alice"])
     page.click(".token-form button")
     page.locator(f"tr[data-task-id='{mine}']").wait_for(timeout=15_000)

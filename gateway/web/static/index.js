@@ -82,10 +82,15 @@ function connect(delay = 1000) {
       errorBox.hidden = false;
     }
   });
-  socket.addEventListener("close", () => {
+  socket.addEventListener("close", (event) => {
     socket = null;
-    connection.textContent = "reconnecting";
     connection.className = "connection";
+    if (event.code === 1008 && event.reason === "AUTHENTICATION_FAILED") {
+      connection.textContent = "";
+      askForToken(document.getElementById("auth"), "the token was refused", load);
+      return;
+    }
+    connection.textContent = "reconnecting";
     setTimeout(() => connect(Math.min(delay * 2, 15000)), delay);
   });
 }
