@@ -4,9 +4,11 @@ WatchTask through a deliberate disconnect (resumed with after_sequence), prints 
 from __future__ import annotations
 
 import json
+import queue
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 import requests
 
 from tests.full_stack import AOI, FullStack, full_stack
-from tests.infra import ROOT
+from tests.infra import ROOT, wait_grpc_serving
 
 EXAMPLE = ROOT / "examples" / "node"
 
@@ -79,3 +81,44 @@ def test_node_client_reports_server_errors(node_stack: FullStack) -> None:
     assert "gRPC error INVALID_ARGUMENT" in result.stderr and "7x7miles" in result.stderr, result.stderr
     usage = run_example(node_stack, "-p", "year")
     assert usage.returncode == 2 and "NAME=VALUE" in usage.stderr
+
+
+def test_node_client_resumes_after_the_gateway_restarts(node_stack: FullStack) -> None:
+    """A stream broken by the server (the gateway stops and comes back) is resumed after the last sequence."""
+    node = shutil.which("node")
+    assert node
+    process = subprocess.Popen(
+        [node, str(EXAMPLE / "upscale.js"), "--gateway", node_stack.grpc, "--endpoint", node_stack.backend.endpoint,
+         "--application", node_stack.backend.application, "--disconnect-after", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=EXAMPLE)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    out: list[str] = []
+    try:
+        while not any(re.match(r"\[\d+\] job \d+ running", ln) for ln in out):  # watching a running task
+            line = lines.get(timeout=120)
+            assert line is not None, "\n".join(out)
+            out.append(line)
+        gateway = node_stack.processes[0]
+        gateway.stop()
+        gateway.start()
+        wait_grpc_serving(node_stack.grpc, gateway)
+        while (line := lines.get(timeout=300)) is not None:
+            out.append(line)
+        assert process.wait(timeout=30) == 0, "\n".join(out)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = "\n".join(out)
+    broken = re.search(r"^stream broken \((\w+)\); resuming after sequence (\d+)$", text, re.M)
+    assert broken, text
+    events = [int(m) for m in re.findall(r"^\[(\d+)\] (?:job|task) ", text, re.M)]
+    assert events == list(range(events[0], events[-1] + 1)), "no event missed or repeated across the restart"
+    assert re.search(r'^summary \{.*"status":"finished"', text, re.M), text

@@ -19,7 +19,9 @@ const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 
 const PROTOS = path.resolve(__dirname, "..", "..", "protos");
-const RESUME_DELAYS_MS = [500, 1000, 2000, 5000];
+const RESUME_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 8000]; // then give up
+// A stream broken by the server side (gateway restart, network) is resumed; other errors are final.
+const RESUMABLE = new Set([grpc.status.UNAVAILABLE, grpc.status.INTERNAL, grpc.status.CANCELLED]);
 
 function options() {
   const { values } = parseArgs({
@@ -176,7 +178,7 @@ async function main() {
       });
       attempt = 0;
     } catch (error) {
-      if (![grpc.status.UNAVAILABLE, grpc.status.INTERNAL].includes(error.code) || attempt >= RESUME_DELAYS_MS.length) {
+      if (!RESUMABLE.has(error.code) || attempt >= RESUME_DELAYS_MS.length) {
         throw error;
       }
       after = error.lastSequence;
