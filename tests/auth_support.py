@@ -205,16 +205,23 @@ def auth_gateway(stack: Any, service_env: dict[str, str], infra: Any, tmp: Path,
         asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
 
 
+@contextlib.contextmanager
+def token_mode_gateway(stack: Any, service_env: dict[str, str], infra: Any, tmp: Path,
+                       env: dict[str, str] | None = None) -> Iterator[AuthGateway]:
+    """A gateway in AUTH_MODE=token with the keys of KEYS in a file (ops is an admin), `env` on top."""
+    keys_file = tmp / "keys.json"
+    keys_file.write_text(json.dumps({KEYS["alice"]: "alice", KEYS["bob"]: "bob",
+                                     KEYS["ops"]: {"user": "ops", "admin": True}}))
+    with auth_gateway(stack, service_env, infra, tmp,
+                      {"AUTH_MODE": "token", "AUTH_TOKENS_FILE": str(keys_file), **(env or {})}, tokens=KEYS) as gw:
+        yield gw
+
+
 @pytest.fixture(scope="session")
 def token_gateway(stack: Any, service_env: dict[str, str], infra: Any,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthGateway]:
     """AUTH_MODE=token with the keys of KEYS in a file (ops is an admin)."""
-    tmp = Path(tmp_path_factory.mktemp("token-gw"))
-    keys_file = tmp / "keys.json"
-    keys_file.write_text(json.dumps({KEYS["alice"]: "alice", KEYS["bob"]: "bob",
-                                     KEYS["ops"]: {"user": "ops", "admin": True}}))
-    with auth_gateway(stack, service_env, infra, tmp, {"AUTH_MODE": "token", "AUTH_TOKENS_FILE": str(keys_file)},
-                      tokens=KEYS) as gw:
+    with token_mode_gateway(stack, service_env, infra, Path(tmp_path_factory.mktemp("token-gw"))) as gw:
         yield gw
 
 

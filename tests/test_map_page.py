@@ -14,13 +14,11 @@ import pytest
 import rasterio
 import requests
 
-from tests import auth_support
-from tests.auth_support import KEYS, AuthGateway
+from tests.auth_support import KEYS, AuthGateway, token_mode_gateway
 from tests.browser import artifact, browser
 from tests.full_stack import FullStack, full_stack
 
-token_gateway = auth_support.token_gateway
-__all__ = ["browser", "token_gateway"]
+__all__ = ["browser"]
 
 COLOURS = {"created": "#3b6fd8", "queued": "#f08c00", "running": "#f5d000", "finished": "#2f9e44"}
 FAILED, CANCELED = "#e03131", "#868e96"
@@ -47,6 +45,15 @@ def slow_stack(infra: Any, service_env: dict[str, str], stack: Any,
     with full_stack(infra, service_env, stack.tiler_address, tmp_path_factory.mktemp("map-stack"),
                     queue_seconds=2, run_seconds=3, max_running_jobs=3, result_px=96) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def token_gateway(infra: Any, service_env: dict[str, str], stack: Any,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthGateway]:
+    """A gateway in AUTH_MODE=token for this module only (small pool: it is stopped after the module)."""
+    with token_mode_gateway(stack, service_env, infra, tmp_path_factory.mktemp("map-token-gw"),
+                            {"DB_POOL_MAX": "3"}) as gw:
+        yield gw
 
 
 def tile_fills(page: Any) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 
@@ -106,7 +108,8 @@ def render(href: str) -> Preview:
         raise Unavailable(f"the raster asset could not be read: {str(exc)[:300]}") from exc
     west, south, east, north = rasterio.transform.array_bounds(out_h, out_w, transform)
     bounds = transform_bounds(WEB_MERCATOR, "EPSG:4326", west, south, east, north)
-    with MemoryFile() as memory:
+    with MemoryFile() as memory, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a plain PNG: its bounds travel separately
         with memory.open(driver="PNG", width=out_w, height=out_h, count=4, dtype="uint8") as dst:
             dst.write(rgba)
         png = memory.read()
