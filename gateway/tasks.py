@@ -17,6 +17,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway.udp import Udp, UdpCache, coerce_value, validate_arguments
 from upscaling import jobstore, outbox
 from upscaling.auth import Principal
 from upscaling.backends import Backends
@@ -24,7 +25,6 @@ from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound, Reso
 from upscaling.limits import exceeded
 from upscaling.logs import correlation_id
 from upscaling.statuses import TASK_STATUSES, TERMINAL_JOB_STATUSES
-from upscaling.udp import Udp, UdpCache, coerce_value, validate_arguments
 from upscaling.v1 import common_pb2, jobs_pb2
 
 FORMATS = ("gtiff", "geojson", "netcdf", "json")

@@ -66,6 +66,9 @@ class Settings:
     max_dimension_values: int = 10_000
     udp_cache_ttl_s: float = 300.0
     udp_fetch_timeout_s: float = 15.0
+    udp_allowed_urls: str = ""
+    udp_allow_public: bool = True
+    udp_max_redirects: int = 3
     outbox_poll_s: float = 1.0
     dispatcher_prefetch: int = 256
     dispatcher_threads: int = 8
@@ -109,6 +112,9 @@ ENV: dict[str, str] = {
     "max_dimension_values": "MAX_DIMENSION_VALUES",
     "udp_cache_ttl_s": "UDP_CACHE_TTL_S",
     "udp_fetch_timeout_s": "UDP_FETCH_TIMEOUT_S",
+    "udp_allowed_urls": "UDP_ALLOWED_URLS",
+    "udp_allow_public": "UDP_ALLOW_PUBLIC",
+    "udp_max_redirects": "UDP_MAX_REDIRECTS",
     "outbox_poll_s": "OUTBOX_POLL_S",
     "dispatcher_prefetch": "DISPATCHER_PREFETCH",
     "dispatcher_threads": "DISPATCHER_THREADS",
