@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from gateway.audit_api import AuditServicer
 from gateway.auth_grpc import AuthInterceptor
 from gateway.deps import Dependencies
 from gateway.grpc_api import PublicTilerServicer
@@ -19,7 +20,7 @@ from upscaling import event_loop, metrics
 from upscaling.config import load_settings
 from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
 from upscaling.logs import configure_logging
-from upscaling.v1 import tiler_pb2, tiler_pb2_grpc, upscaling_pb2_grpc
+from upscaling.v1 import audit_pb2, audit_pb2_grpc, tiler_pb2, tiler_pb2_grpc, upscaling_pb2_grpc
 
 log = logging.getLogger("gateway")
 
@@ -45,7 +46,9 @@ async def main() -> None:
         [ServiceBinding(PublicTilerServicer(deps.tiler), tiler_pb2_grpc.add_TilerServiceServicer_to_server,
                         tiler_pb2.DESCRIPTOR.services_by_name["TilerService"].full_name),
          ServiceBinding(UpscalingServicer(deps.task_service(), deps.events_hub(), deps.pool, deps.watches),
-                        upscaling_pb2_grpc.add_UpscalingServiceServicer_to_server, FULL_NAME)],
+                        upscaling_pb2_grpc.add_UpscalingServiceServicer_to_server, FULL_NAME),
+         ServiceBinding(AuditServicer(deps.task_service), audit_pb2_grpc.add_AuditServiceServicer_to_server,
+                        audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name)],
         settings.gateway_host,
         settings.gateway_grpc_port,
         interceptors=[AuthInterceptor(deps.authenticator, deps.rate)],

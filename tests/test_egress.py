@@ -17,8 +17,7 @@ import requests
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from gateway.egress import GENERIC_REASON, CheckedResolver, EgressFetcher, EgressPolicy, FetchFailed, Refused, \
-    is_public
+from gateway.egress import GENERIC_REASON, CheckedResolver, EgressFetcher, EgressPolicy, FetchFailed, Refused, is_public
 from tests import tasks_support
 from tests.infra import free_port
 from tests.tasks_support import Gateway
@@ -37,7 +36,7 @@ class LoggingServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 owner.requests.append(self.path)
                 if redirect is not None:
                     self.send_response(302)
