@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/upscaling/v1/*.proto)
 
-.PHONY: venv protos protos-check lint migrate run test fuzz bench compose-test k8s-validate clean
+.PHONY: venv protos protos-check lint migrate run test fuzz bench compose-test k8s-validate dev-certs clean
 
 venv: $(STAMP)
 
@@ -61,6 +61,11 @@ compose-test: $(STAMP)
 ## Render every Kubernetes overlay (kubectl kustomize) and validate it offline; check the compose file.
 k8s-validate: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -q tests/test_deploy_manifests.py
+
+## A development CA and gateway/client certificates in ./certs (GATEWAY_TLS_CERT=certs/server.pem,
+## GATEWAY_TLS_KEY=certs/server-key.pem; clients trust certs/ca.pem). CERT_HOSTS: more names of the gateway.
+dev-certs: $(STAMP)
+	$(BIN)/python -m devtools.certs certs $(foreach h,$(CERT_HOSTS),--host $(h))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

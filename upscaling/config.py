@@ -58,6 +58,11 @@ class Settings:
     gateway_host: str = "0.0.0.0"
     gateway_http_port: int = 8000
     gateway_grpc_port: int = 50051
+    gateway_tls_cert: str = ""
+    gateway_tls_key: str = ""
+    gateway_tls_client_ca: str = ""
+    gateway_plaintext_http_port: int = 0
+    gateway_plaintext_grpc_port: int = 0
     http_max_body_bytes: int = 16 * 1024 * 1024
     grpc_max_message_bytes: int = 256 * 1024 * 1024
     grpc_grace_s: float = 10.0
@@ -104,6 +109,11 @@ ENV: dict[str, str] = {
     "gateway_host": "GATEWAY_HOST",
     "gateway_http_port": "GATEWAY_HTTP_PORT",
     "gateway_grpc_port": "GATEWAY_GRPC_PORT",
+    "gateway_tls_cert": "GATEWAY_TLS_CERT",
+    "gateway_tls_key": "GATEWAY_TLS_KEY",
+    "gateway_tls_client_ca": "GATEWAY_TLS_CLIENT_CA",
+    "gateway_plaintext_http_port": "GATEWAY_PLAINTEXT_HTTP_PORT",
+    "gateway_plaintext_grpc_port": "GATEWAY_PLAINTEXT_GRPC_PORT",
     "http_max_body_bytes": "HTTP_MAX_BODY_BYTES",
     "grpc_max_message_bytes": "GRPC_MAX_MESSAGE_BYTES",
     "grpc_grace_s": "GRPC_GRACE_S",
