@@ -9,7 +9,7 @@ WEB_STAMP := gateway/web/node_modules/.installed
 NODE_EXAMPLE_STAMP := examples/node/node_modules/.installed
 
 .PHONY: venv web node-example protos protos-check api-docs api-docs-check lint migrate run test fuzz bench \
-	compose-test k8s-validate clean
+	compose-test k8s-validate dev-certs clean
 
 venv: $(STAMP)
 
@@ -86,6 +86,11 @@ compose-test: $(STAMP)
 ## Render every Kubernetes overlay (kubectl kustomize) and validate it offline; check the compose file.
 k8s-validate: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -q tests/test_deploy_manifests.py
+
+## A development CA and gateway/client certificates in ./certs (GATEWAY_TLS_CERT=certs/server.pem,
+## GATEWAY_TLS_KEY=certs/server-key.pem; clients trust certs/ca.pem). CERT_HOSTS: more names of the gateway.
+dev-certs: $(STAMP)
+	$(BIN)/python -m devtools.certs certs $(foreach h,$(CERT_HOSTS),--host $(h))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache gateway/web/node_modules examples/node/node_modules test-artifacts

@@ -9,17 +9,19 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from gateway.audit_api import AuditServicer
 from gateway.auth_grpc import AuthInterceptor
 from gateway.deps import Dependencies
 from gateway.grpc_api import PublicTilerServicer
 from gateway.grpc_upscaling import FULL_NAME, UpscalingServicer
 from gateway.http_app import create_app
+from gateway.tls import GatewayTls
 from gateway.ws_protocol import WebSocketProtocol
 from upscaling import event_loop, metrics
 from upscaling.config import load_settings
 from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
 from upscaling.logs import configure_logging
-from upscaling.v1 import tiler_pb2, tiler_pb2_grpc, upscaling_pb2_grpc
+from upscaling.v1 import audit_pb2, audit_pb2_grpc, tiler_pb2, tiler_pb2_grpc, upscaling_pb2_grpc
 
 log = logging.getLogger("gateway")
 
@@ -36,6 +38,7 @@ async def main() -> None:
     settings = load_settings()
     configure_logging("gateway", settings.log_level, settings.log_format)
     stop = shutdown_event()
+    tls = GatewayTls.from_settings(settings)
     deps = Dependencies(settings)
     await deps.start()
     assert deps.tiler is not None and deps.pool is not None and deps.cluster_state is not None
@@ -45,20 +48,30 @@ async def main() -> None:
         [ServiceBinding(PublicTilerServicer(deps.tiler), tiler_pb2_grpc.add_TilerServiceServicer_to_server,
                         tiler_pb2.DESCRIPTOR.services_by_name["TilerService"].full_name),
          ServiceBinding(UpscalingServicer(deps.task_service(), deps.events_hub(), deps.pool, deps.watches),
-                        upscaling_pb2_grpc.add_UpscalingServiceServicer_to_server, FULL_NAME)],
+                        upscaling_pb2_grpc.add_UpscalingServiceServicer_to_server, FULL_NAME),
+         ServiceBinding(AuditServicer(deps.task_service), audit_pb2_grpc.add_AuditServiceServicer_to_server,
+                        audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name)],
         settings.gateway_host,
         settings.gateway_grpc_port,
         interceptors=[AuthInterceptor(deps.authenticator, deps.rate)],
+        credentials=tls.grpc_credentials() if tls else None,
     )
+    if tls and settings.gateway_plaintext_grpc_port:
+        grpc_server.add_port(settings.gateway_host, settings.gateway_plaintext_grpc_port)
     await grpc_server.start()
-    http = _Server(uvicorn.Config(create_app(deps), host=settings.gateway_host, port=settings.gateway_http_port,
-                                  log_config=None, access_log=False, ws=WebSocketProtocol))
-    http_task = asyncio.create_task(http.serve())
+    app = create_app(deps)
+    listeners = [(settings.gateway_http_port, tls.uvicorn_options() if tls else {})]
+    if tls and settings.gateway_plaintext_http_port:
+        listeners.append((settings.gateway_plaintext_http_port, {}))
+    servers = [_Server(uvicorn.Config(app, host=settings.gateway_host, port=port, log_config=None, access_log=False,
+                                      ws=WebSocketProtocol, **options)) for port, options in listeners]
+    http_tasks = {asyncio.create_task(server.serve()) for server in servers}
     stop_task = asyncio.create_task(stop.wait())
-    await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({*http_tasks, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
-    http.should_exit = True
-    await http_task
+    for server in servers:
+        server.should_exit = True
+    await asyncio.gather(*http_tasks)
     await grpc_server.stop()
     await deps.stop()
     stop_task.cancel()

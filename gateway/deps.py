@@ -10,9 +10,11 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from gateway.egress import EgressFetcher, policy_from_settings
 from gateway.events_hub import EventsHub
 from gateway.tasks import TaskService
 from gateway.tiler_client import TilerClient
+from gateway.udp import UdpCache
 from upscaling import broker, db, metrics
 from upscaling.auth import Authenticator, AuthSettings, create_authenticator, load_auth_settings
 from upscaling.backends import load_backends
@@ -22,7 +24,6 @@ from upscaling.limits import Limits, RateLimiter, SubscriptionCounter, load_limi
 from upscaling.migrations import apply_migrations
 from upscaling.outbox import OutboxRelay
 from upscaling.startup import with_retry
-from upscaling.udp import UdpCache
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class Dependencies:
         self.publish_channel = await broker.open_channel(self.amqp)
         declared = await broker.declare(self.publish_channel, self.topology)
         self.tiler = TilerClient(s)
-        self.udps = UdpCache(ttl_s=s.udp_cache_ttl_s, timeout_s=s.udp_fetch_timeout_s)
+        self.udps = UdpCache(EgressFetcher(policy_from_settings(s), s.udp_fetch_timeout_s), ttl_s=s.udp_cache_ttl_s)
         self.hub = EventsHub(self.amqp, self.topology)
         await self.hub.start()
         self.relay = OutboxRelay(self.pool, s.database_url, self.amqp, self.topology, poll_s=s.outbox_poll_s)
@@ -98,8 +99,6 @@ class Dependencies:
             await self.cluster_state.close()
         if self.hub:
             await self.hub.stop()
-        if self.udps:
-            await self.udps.close()
         if self.tiler:
             await self.tiler.close()
         if self.amqp:

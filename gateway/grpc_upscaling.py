@@ -12,12 +12,12 @@ import grpc
 from gateway.events_hub import EventsHub
 from gateway.task_views import task_proto, task_results
 from gateway.tasks import TaskService, TaskSpec
+from gateway.udp import describe
 from gateway.watch import watch_task
 from upscaling.auth import caller_or_fail
 from upscaling.errors import InvalidArgument
 from upscaling.limits import SubscriptionCounter
 from upscaling.statuses import task_status_from_proto
-from upscaling.udp import describe
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
 FULL_NAME = upscaling_pb2.DESCRIPTOR.services_by_name["UpscalingService"].full_name

@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from gateway.audit_api import create_audit_router
 from gateway.auth_http import OPEN_PATHS, AuthMiddleware, caller
 from gateway.deps import Dependencies
 from gateway.http_errors import error_responses, install_error_handlers
@@ -93,6 +94,7 @@ def create_app(deps: Dependencies) -> FastAPI:
         return JSONResponse(content, status_code=201, headers=headers)
 
     app.include_router(create_router(deps.task_service))
+    app.include_router(create_audit_router(deps.task_service))
     app.include_router(create_ws_router(deps.task_service, deps.events_hub, deps.watches))
     mount_page(app, deps.task_service)
     if deps.authenticator.reads_token:

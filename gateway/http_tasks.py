@@ -13,9 +13,9 @@ from gateway import task_views as views
 from gateway.auth_http import caller
 from gateway.http_errors import error_responses
 from gateway.tasks import JobSpec, TaskService, TaskSpec
+from gateway.udp import describe
 from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument
-from upscaling.udp import describe
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="upscale task id")]
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="unit job id")]

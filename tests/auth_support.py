@@ -189,6 +189,7 @@ def auth_gateway(stack: Any, service_env: dict[str, str], infra: Any, tmp: Path,
         full_env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": database_url,
                     "TILER_ADDRESS": tiler_address, "GATEWAY_HTTP_PORT": str(http_port),
                     "GATEWAY_GRPC_PORT": str(grpc_port), "OPENEO_BACKENDS": backend.backends_env(),
+                    "UDP_ALLOWED_URLS": backend.udp_catalogue,
                     "MAX_DIMENSION_VALUES": "50", "OUTBOX_POLL_S": "0.5", "UDP_FETCH_TIMEOUT_S": "5", **env}
         proc = ServiceProcess("auth-gateway", "gateway", full_env, tmp / "gateway.log")
         proc.start()

@@ -71,6 +71,7 @@ def tasks_gateway(stack: Any, service_env: dict[str, str], infra: Any,
     env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": database_url, "TILER_ADDRESS": stack.tiler_address,
            "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
            "OPENEO_BACKENDS": backend.backends_env(), "MAX_DIMENSION_VALUES": str(MAX_VALUES), "OUTBOX_POLL_S": "0.5",
+           "UDP_ALLOWED_URLS": backend.udp_catalogue,
            "UDP_FETCH_TIMEOUT_S": "5"}
     log_path = Path(tmp_path_factory.mktemp("tasks")) / "gateway.log"
     proc = ServiceProcess("tasks-gateway", "gateway", env, log_path)

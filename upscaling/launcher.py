@@ -111,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     configure_logging("launcher", settings.log_level, "text")
     asyncio.run(migrate(settings.database_url))
-    env = {**LOCAL_DEFAULTS, **os.environ, "MIGRATE_ON_START": "false"}
+    port = os.environ.get("LOCAL_OPENEO_PORT", "8081")
+    # The gateway fetches UDPs only at public addresses unless allowlisted: allow the built-in catalogue.
+    catalogue = f"http://127.0.0.1:{port}/udp/ http://localhost:{port}/udp/"
+    env = {**LOCAL_DEFAULTS, "UDP_ALLOWED_URLS": catalogue, **os.environ, "MIGRATE_ON_START": "false"}
     children = _children()
     stopping = False
 
