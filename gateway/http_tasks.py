@@ -125,17 +125,16 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
 
     @router.get("/upscale_tasks/{task_id}/results/items", summary="Every finished job's STAC Item (ItemCollection)",
                 responses=error_responses(404))
-    async def task_result_items(task_id: TaskId, who: Caller) -> JSONResponse:
+    async def task_result_items(task_id: TaskId, request: Request, who: Caller) -> JSONResponse:
         task, jobs = await get_tasks().task_results(task_id, who)
-        return JSONResponse(stac.item_collection(task, stac.task_items(task, jobs)),
+        return JSONResponse(stac.item_collection(task, stac.task_items(task, jobs, str(request.base_url))),
                             media_type="application/geo+json")
 
     @router.get("/upscale_tasks/{task_id}/results/items/{job_id}", summary="The STAC Item of one finished job",
                 responses=error_responses(404))
-    async def task_result_item(task_id: TaskId, job_id: JobId, who: Caller) -> JSONResponse:
+    async def task_result_item(task_id: TaskId, job_id: JobId, request: Request, who: Caller) -> JSONResponse:
         task, jobs = await get_tasks().task_results(task_id, who)
-        found = [job for job in jobs if job["id"] == job_id]
-        items = stac.task_items(task, found)
+        items = stac.task_items(task, [job for job in jobs if job["id"] == job_id], str(request.base_url))
         if not items:
             raise NotFound(f"task {task_id} has no finished job {job_id} with results", error_code="JOB_NOT_FOUND")
         return JSONResponse(items[0], media_type="application/geo+json")

@@ -58,8 +58,14 @@ def _assets(results: Mapping[str, Any]) -> dict[str, Any]:
     return {name: dict(asset) for name, asset in assets.items() if isinstance(asset, dict) and asset.get("href")}
 
 
-def job_item(task: Row, job: Row) -> dict[str, Any]:
-    """The STAC Item of one finished job: its footprint, time, assets and where it came from."""
+def results_url(base_url: str, task_id: int) -> str:
+    """`GET /upscale_tasks/{id}/results` under the HTTP API's root."""
+    return f"{base_url.rstrip('/')}/upscale_tasks/{task_id}/results"
+
+
+def job_item(task: Row, job: Row, base_url: str | None = None) -> dict[str, Any]:
+    """The STAC Item of one finished job: its footprint, time, assets and where it came from; with `base_url`
+    (the HTTP API's root) it links itself and its Collection."""
     results = job["results"] or {}
     dimension = task["dimension_name"]
     value = (job["parameters"] or {}).get(dimension)
@@ -77,16 +83,22 @@ def job_item(task: Row, job: Row) -> dict[str, Any]:
     })
     item: dict[str, Any] = {
         "type": "Feature", "stac_version": STAC_VERSION, "id": item_id(job["id"]), "geometry": geometry,
-        "properties": properties, "assets": _assets(results), "links": [], "collection": collection_id(task["id"]),
+        "properties": properties, "assets": _assets(results), "links": [],
     }
+    if base_url:
+        root = results_url(base_url, task["id"])
+        item["collection"] = collection_id(task["id"])
+        item["links"] = [{"rel": "self", "href": f"{root}/items/{job['id']}", "type": "application/geo+json"},
+                         *({"rel": rel, "href": root, "type": "application/json"}
+                           for rel in ("collection", "parent", "root"))]
     if geometry is not None:
         item["bbox"] = list(shape(geometry).bounds)
     return item
 
 
-def task_items(task: Row, jobs: Sequence[Row]) -> list[dict[str, Any]]:
+def task_items(task: Row, jobs: Sequence[Row], base_url: str | None = None) -> list[dict[str, Any]]:
     """One Item per finished job with results, in job order."""
-    return [job_item(task, job) for job in jobs if job["status"] == "finished" and job["results"]]
+    return [job_item(task, job, base_url) for job in jobs if job["status"] == "finished" and job["results"]]
 
 
 def collection_id(task_id: int) -> str:
@@ -110,7 +122,7 @@ def task_collection(task: Row, items: Sequence[dict[str, Any]], base_url: str | 
     interval = [min(starts), max(ends)] if items else [_iso(task["created"]), None]
     links: list[dict[str, Any]] = []
     if base_url:
-        root = f"{base_url.rstrip('/')}/upscale_tasks/{task['id']}/results"
+        root = results_url(base_url, task["id"])
         links = [{"rel": "self", "href": root, "type": "application/json"},
                  {"rel": "root", "href": root, "type": "application/json"},
                  {"rel": "items", "href": f"{root}/items", "type": "application/geo+json"},
