@@ -10,6 +10,7 @@ import asyncpg
 import grpc
 import pytest
 
+from tests.client_support import client_stack  # noqa: F401 - one stack for the client, CLI and notebook tests
 from tests.infra import (
     ServiceProcess,
     free_port,
@@ -19,7 +20,6 @@ from tests.infra import (
     wait_http_ok,
     with_database,
 )
-from tests.client_support import client_stack  # noqa: F401 - one stack for the client, CLI and notebook tests
 from tests.support import admin_sql, db_connect, drop_private_resources
 
 

@@ -15,10 +15,10 @@ import rasterio
 import requests
 from rich.console import Console
 from shapely.geometry import box, shape
-
-from tests.client_support import AOI, ClientStack
 from upscaling_client import Client, InvalidArgumentError, NotFoundError, TaskEvent, UpscalingError
 from upscaling_client.download import Asset, fetch
+
+from tests.client_support import AOI, ClientStack
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -97,7 +97,7 @@ def test_watch_resumes_after_the_gateway_restarts(client: Client, client_stack: 
             for event in task.watch():
                 events.append(event)
                 first.set()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             failure.append(exc)
         first.set()
 

@@ -305,7 +305,7 @@ def results(ctx: typer.Context, task_id: TaskIdArg,
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `upscale`: runs a command, mapping errors to exit codes and messages."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns the code of typer.Exit
     except UpscalingError as exc:
         code = next((c for cls, c in ERROR_EXITS if isinstance(exc, cls)), ExitCode.ERROR)
         if "--json" in (argv if argv is not None else sys.argv):
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return ExitCode.USAGE if isinstance(exc, click.UsageError) else ExitCode.ERROR
         raise
-    return ExitCode.OK
+    return code if isinstance(code, int) else ExitCode.OK
 
 
 if __name__ == "__main__":
