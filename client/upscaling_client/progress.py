@@ -52,7 +52,7 @@ class ProgressDisplay:
         self.line_interval_s = line_interval_s
         self._last_line: tuple[str, float] | None = None
         self._progress = Progress(
-            TextColumn("[bold]task {task.fields[task_id]}[/] {task.fields[status]}"),
+            TextColumn("[bold]task {task.fields[number]}[/] {task.fields[status]}"),
             BarColumn(),
             TextColumn("{task.completed:.0f}/{task.total:.0f}"),
             TextColumn("{task.fields[counts]}"),
@@ -74,7 +74,7 @@ class ProgressDisplay:
 
     def _fields(self) -> dict[str, Any]:
         s = self.state
-        return {"task_id": s.task_id, "status": s.status, "counts": counts_text(s.counts),
+        return {"number": s.task_id, "status": s.status, "counts": counts_text(s.counts),
                 "rate": f"{s.rate:.2f} jobs/s", "eta": format_duration(s.eta_s)}
 
     def update(self, final: bool = False) -> None:
