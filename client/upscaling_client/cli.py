@@ -32,29 +32,41 @@ from upscaling_client.state import TaskState
 
 
 class ExitCode(IntEnum):
-    """What an `upscale` exit status means."""
+    """What an `upscale` exit status means (see `MEANINGS`)."""
 
-    OK = 0  # done; for run/watch: every job finished
-    ERROR = 1  # an unexpected error
-    USAGE = 2  # bad command line (or a file that cannot be read)
-    PARTIAL = 3  # the task finished, but some jobs failed or were canceled
-    TASK_FAILED = 4  # the task failed (no job finished)
-    TASK_CANCELED = 5  # the task was canceled
-    NOT_FOUND = 6  # no such task (or not yours)
-    INVALID = 7  # the service rejected the request (bad AOI, grid, UDP, parameters)
-    AUTH = 8  # authentication failed
-    UNAVAILABLE = 9  # the service could not be reached
-    LIMIT = 10  # a limit was exceeded
-    CONFLICT = 11  # not possible in the task's current state
-    INTERRUPTED = 130  # Ctrl-C; the task keeps running
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    PARTIAL = 3
+    TASK_FAILED = 4
+    TASK_CANCELED = 5
+    NOT_FOUND = 6
+    INVALID = 7
+    AUTH = 8
+    UNAVAILABLE = 9
+    LIMIT = 10
+    CONFLICT = 11
+    INTERRUPTED = 130
 
+
+MEANINGS = {
+    ExitCode.OK: "done (run/watch: every job finished)", ExitCode.ERROR: "unexpected error",
+    ExitCode.USAGE: "bad command line or unreadable file",
+    ExitCode.PARTIAL: "task finished, some jobs failed or canceled",
+    ExitCode.TASK_FAILED: "task failed", ExitCode.TASK_CANCELED: "task canceled",
+    ExitCode.NOT_FOUND: "no such task (or not yours)", ExitCode.INVALID: "request rejected as invalid",
+    ExitCode.AUTH: "authentication failed", ExitCode.UNAVAILABLE: "service unavailable",
+    ExitCode.LIMIT: "a limit was exceeded", ExitCode.CONFLICT: "not possible in the task's state",
+    ExitCode.INTERRUPTED: "interrupted by Ctrl-C (the task keeps running)",
+}
 
 ERROR_EXITS: list[tuple[type[UpscalingError], ExitCode]] = [
     (NotFoundError, ExitCode.NOT_FOUND), (InvalidArgumentError, ExitCode.INVALID), (AuthenticationError, ExitCode.AUTH),
     (UnavailableError, ExitCode.UNAVAILABLE), (LimitExceededError, ExitCode.LIMIT), (ConflictError, ExitCode.CONFLICT)]
 
+EPILOG = "Exit codes: " + "; ".join(f"{int(code)} {text}" for code, text in MEANINGS.items()) + "."
 app = typer.Typer(help="Run an openEO UDP over a whole region with the upscaling service, and get its results.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  epilog=EPILOG, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
