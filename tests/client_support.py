@@ -24,6 +24,44 @@ AOI = {"type": "Polygon", "coordinates": [[[5.97, 49.80], [6.04, 49.80], [6.04, 
                                            [5.97, 49.80]]]}
 
 
+def assert_mosaic_matches(mosaic_path: Path, tiles: list[Path], step: int = 2) -> int:
+    """Every `step`-th pixel of the mosaic inside a tile holds the value of that tile's pixel under its centre
+    (where tiles overlap, the later one in `tiles`; within a pixel of a tile's edge either neighbour may win, so
+    those are not compared); the mosaic's bounds cover every tile. Returns the number of pixels compared."""
+    import numpy as np
+    import rasterio
+    from shapely.geometry import box
+
+    compared = 0
+    with rasterio.open(mosaic_path) as mosaic:
+        data = mosaic.read()
+        opened = [rasterio.open(p) for p in tiles]
+        try:
+            cover = box(*mosaic.bounds).buffer(1e-9)
+            assert all(cover.contains(box(*t.bounds)) for t in opened), (mosaic.bounds, [t.bounds for t in opened])
+            arrays = [t.read() for t in opened]
+            rows, cols = np.mgrid[0:mosaic.height:step, 0:mosaic.width:step]
+            for r, c in zip(rows.ravel(), cols.ravel(), strict=True):
+                x, y = mosaic.xy(r, c)
+                for tile, array in zip(reversed(opened), reversed(arrays), strict=True):
+                    left, bottom, right, top = tile.bounds
+                    if not (left < x < right and bottom < y < top):
+                        continue
+                    margin_x = max(tile.res[0], mosaic.res[0])
+                    margin_y = max(tile.res[1], mosaic.res[1])
+                    fc, fr = ~tile.transform @ (x, y)
+                    near_edge = not (left + margin_x < x < right - margin_x and bottom + margin_y < y < top - margin_y)
+                    if not near_edge and min(abs(fr - round(fr)), abs(fc - round(fc))) > 1e-6:
+                        tr, tc = tile.index(x, y)
+                        assert (data[:, r, c] == array[:, tr, tc]).all(), (tile.name, r, c, tr, tc)
+                        compared += 1
+                    break  # the topmost tile decides (on its edge or a source pixel edge: either neighbour)
+        finally:
+            for tile in opened:
+                tile.close()
+    return compared
+
+
 @dataclass
 class ClientStack:
     gateway: ServiceProcess

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,9 @@ def _same_crs(paths: Sequence[Path], folder: Path) -> list[Path]:
 
 
 def build_vrt(paths: Sequence[Path], vrt_path: Path) -> Path:
-    """A GDAL VRT mosaic over raster tiles of one CRS (resolutions may differ: the finest one is used);
-    source paths are stored relative to the VRT."""
+    """A GDAL VRT mosaic over raster tiles of one CRS; source paths are stored relative to the VRT. Resolutions
+    may differ (a tile clipped to a sliver of the AOI can be far finer): the median one is used, each pixel
+    taking the value of the source pixel under its centre."""
     rasterio = _rasterio()
     if not paths:
         raise MosaicError("no raster tiles to assemble", "")
@@ -69,7 +71,7 @@ def build_vrt(paths: Sequence[Path], vrt_path: Path) -> Path:
     count, dtypes, descriptions = infos[0][4], infos[0][5], infos[0][8]
     if any(i[6] != crs for i in infos) or any(i[4] != count for i in infos):
         raise MosaicError("raster tiles differ in CRS or band count", "")
-    res_x, res_y = min(i[9] for i in infos), min(i[10] for i in infos)
+    res_x, res_y = statistics.median_low(i[9] for i in infos), statistics.median_low(i[10] for i in infos)
     left, bottom = min(i[1].left for i in infos), min(i[1].bottom for i in infos)
     right, top = max(i[1].right for i in infos), max(i[1].top for i in infos)
     width, height = max(1, math.ceil((right - left) / res_x - 1e-9)), max(1, math.ceil((top - bottom) / res_y - 1e-9))
