@@ -14,6 +14,11 @@ TERMINAL_JOB_STATUSES = frozenset({"finished", "canceled", "failed"})
 TERMINAL_TASK_STATUSES = frozenset({"finished", "canceled", "failed"})
 
 
+def done_count(counts: dict[str, int]) -> int:
+    """Number of jobs in a terminal status, from jobs per status."""
+    return sum(n for s, n in counts.items() if s in TERMINAL_JOB_STATUSES)
+
+
 def job_status_name(value: int) -> str:
     """`JOB_STATUS_FINISHED` → ``"finished"`` (an unknown number → ``"unknown"``)."""
     try:
@@ -155,10 +160,11 @@ class TaskInfo:
     @property
     def done(self) -> int:
         """Number of jobs in a terminal status."""
-        return sum(n for s, n in self.job_counts.items() if s in TERMINAL_JOB_STATUSES)
+        return done_count(self.job_counts)
 
     @property
     def terminal(self) -> bool:
+        """Whether the task has ended (finished, canceled or failed)."""
         return self.status in TERMINAL_TASK_STATUSES
 
     def to_dict(self, jobs: bool = True) -> dict[str, Any]:

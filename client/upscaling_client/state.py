@@ -6,7 +6,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from upscaling_client.models import JOB_STATUSES, TERMINAL_JOB_STATUSES, TERMINAL_TASK_STATUSES, TaskEvent
+from upscaling_client.models import JOB_STATUSES, TERMINAL_TASK_STATUSES, TaskEvent, done_count
 
 RATE_WINDOW_S = 60.0
 
@@ -38,10 +38,12 @@ class TaskState:
 
     @property
     def done(self) -> int:
-        return sum(n for s, n in self.counts.items() if s in TERMINAL_JOB_STATUSES)
+        """Jobs in a terminal status."""
+        return done_count(self.counts)
 
     @property
     def terminal(self) -> bool:
+        """Whether the task has ended."""
         return self.status in TERMINAL_TASK_STATUSES
 
     def apply(self, event: TaskEvent) -> None:
