@@ -71,6 +71,16 @@ class ParamsRequest(BaseModel):
     service: ServiceModel
 
 
+class GeoJSONResponse(JSONResponse):
+    """JSON answered as `application/geo+json` (documented by GEOJSON_OK)."""
+
+    media_type = "application/geo+json"
+
+
+GEOJSON_OK: dict[int | str, dict[str, Any]] = {200: {"description": "GeoJSON",
+                                                     "content": {"application/geo+json": {}}}}
+
+
 def _service(model: ServiceModel) -> dict[str, Any]:
     return model.model_dump(exclude_none=True)
 
@@ -124,20 +134,19 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
         return JSONResponse(stac.task_collection(task, stac.task_items(task, jobs), str(request.base_url)))
 
     @router.get("/upscale_tasks/{task_id}/results/items", summary="Every finished job's STAC Item (ItemCollection)",
-                responses=error_responses(404))
+                responses={**GEOJSON_OK, **error_responses(404)})
     async def task_result_items(task_id: TaskId, request: Request, who: Caller) -> JSONResponse:
         task, jobs = await get_tasks().task_results(task_id, who)
-        return JSONResponse(stac.item_collection(task, stac.task_items(task, jobs, str(request.base_url))),
-                            media_type="application/geo+json")
+        return GeoJSONResponse(stac.item_collection(task, stac.task_items(task, jobs, str(request.base_url))))
 
     @router.get("/upscale_tasks/{task_id}/results/items/{job_id}", summary="The STAC Item of one finished job",
-                responses=error_responses(404))
+                responses={**GEOJSON_OK, **error_responses(404)})
     async def task_result_item(task_id: TaskId, job_id: JobId, request: Request, who: Caller) -> JSONResponse:
         task, jobs = await get_tasks().task_results(task_id, who)
         items = stac.task_items(task, [job for job in jobs if job["id"] == job_id], str(request.base_url))
         if not items:
             raise NotFound(f"task {task_id} has no finished job {job_id} with results", error_code="JOB_NOT_FOUND")
-        return JSONResponse(items[0], media_type="application/geo+json")
+        return GeoJSONResponse(items[0])
 
     @router.post("/unit_jobs", status_code=201, summary="Create one processing job (no dimension)",
                  responses=error_responses(400, 413))

@@ -1,4 +1,5 @@
-"""A whole stack for the client, CLI and notebook tests: a gateway (restartable on the same ports), dispatcher
+"""A whole stack for the client, CLI and notebook tests (one per test module, so its processes and database
+connections do not outlive the module): a gateway (restartable on the same ports), dispatcher
 and monitor on a private database and broker prefix, the session's tiler, and a local openEO backend."""
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class ClientStack:
         return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def client_stack(stack: Any, infra: Any, service_env: dict[str, str],
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClientStack]:
     logs = tmp_path_factory.mktemp("client_stack")
@@ -106,7 +107,8 @@ def client_stack(stack: Any, infra: Any, service_env: dict[str, str],
            "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port), "HEALTH_HOST": "127.0.0.1",
            "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
            "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OUTBOX_POLL_S": "0.5",
-           "SUBMIT_BACKOFF_BASE_S": "0.05", "SUBMIT_BACKOFF_MAX_S": "0.5", "GRPC_GRACE_S": "3"}
+           "SUBMIT_BACKOFF_BASE_S": "0.05", "SUBMIT_BACKOFF_MAX_S": "0.5", "GRPC_GRACE_S": "3",
+           "DB_POOL_MAX": "4"}
     gateway = ServiceProcess("client-gateway", "gateway", env, logs / "gateway.log")
     workers = [ServiceProcess("client-dispatcher", "services.dispatcher", env, logs / "dispatcher.log"),
                ServiceProcess("client-monitor", "services.monitor", env, logs / "monitor.log")]

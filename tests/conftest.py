@@ -10,7 +10,6 @@ import asyncpg
 import grpc
 import pytest
 
-from tests.client_support import client_stack  # noqa: F401 - one stack for the client, CLI and notebook tests
 from tests.infra import (
     ServiceProcess,
     free_port,

@@ -13,9 +13,12 @@ import pytest
 import rasterio
 from upscaling_client.cli import ExitCode
 
+from tests import client_support
 from tests.client_support import UPSCALE, ClientStack
 
 pytestmark = pytest.mark.timeout(240)
+
+client_stack = client_support.client_stack  # one stack per module
 
 
 def upscale(stack: ClientStack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

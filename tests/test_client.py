@@ -17,9 +17,12 @@ from shapely.geometry import shape
 from upscaling_client import Client, InvalidArgumentError, NotFoundError, TaskEvent, UpscalingError
 from upscaling_client.download import Asset, fetch
 
+from tests import client_support
 from tests.client_support import AOI, ClientStack, assert_mosaic_matches
 
 pytestmark = pytest.mark.timeout(240)
+
+client_stack = client_support.client_stack  # one stack per module
 
 
 @pytest.fixture

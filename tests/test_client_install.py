@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import client_support
 from tests.client_support import ClientStack
 from tests.infra import ROOT
+
+client_stack = client_support.client_stack  # one stack per module
 
 
 @pytest.mark.timeout(600)

@@ -10,10 +10,13 @@ import pytest
 import rasterio
 from nbclient import NotebookClient
 
+from tests import client_support
 from tests.client_support import ClientStack
 from tests.infra import ROOT
 
 NOTEBOOK = ROOT / "examples" / "upscaling.ipynb"
+
+client_stack = client_support.client_stack  # one stack per module
 
 
 @pytest.mark.timeout(300)

@@ -14,7 +14,7 @@ import grpc
 from upscaling_client import download as downloads
 from upscaling_client._proto import common_pb2, tiler_pb2, tiler_pb2_grpc, upscaling_pb2, upscaling_pb2_grpc
 from upscaling_client.errors import UnavailableError, UpscalingError, from_rpc_error
-from upscaling_client.models import TaskEvent, TaskInfo, Tile, Tiles, task_status_value
+from upscaling_client.models import TERMINAL_TASK_STATUSES, TaskEvent, TaskInfo, Tile, Tiles, task_status_value
 from upscaling_client.state import TaskState
 
 DEFAULT_ADDRESS = "localhost:50051"
@@ -179,17 +179,24 @@ class Task:
         failing_since: float | None = None
         delay = 0.2
         while True:
+            received = 0
             try:
                 for item in self.client._watch_stream(self.id, last):
                     event = TaskEvent.from_proto(item)
                     failing_since, delay = None, 0.2
+                    received += 1
                     if event.kind == "snapshot":
                         self._info = event.task
                     elif event.sequence <= last:
                         continue
                     last = max(last, event.sequence)
                     yield event
-                return
+                    if event.status in TERMINAL_TASK_STATUSES and event.kind in ("snapshot", "task"):
+                        return
+                # The stream ended without a terminal event (a server shutting down may close it cleanly):
+                # resume; nothing more after `last` means the task had already ended.
+                if received == 0 and self._ended():
+                    return
             except grpc.RpcError as exc:
                 if exc.code() not in RESUMABLE:
                     raise from_rpc_error(exc) from None
@@ -198,8 +205,14 @@ class Task:
                 if now - failing_since > reconnect_s:
                     raise UnavailableError(f"watching task {self.id}: {exc.details()} (gave up after "
                                            f"{reconnect_s:.0f} s)", exc.code().name) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _ended(self) -> bool:
+        try:
+            return self.refresh().terminal
+        except UnavailableError:
+            return False
 
     def wait(self, progress: bool = True, *, on_event: Callable[[TaskEvent, TaskState], None] | None = None,
              console: Any = None) -> TaskInfo:
