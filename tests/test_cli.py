@@ -4,6 +4,9 @@ output and the exit codes."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import signal
 import subprocess
 import time
@@ -126,3 +129,42 @@ def test_cancel_and_ctrl_c(cs: ClientStack, tmp_path: Path) -> None:
     running = int(stderr.split("upscale watch ")[1].split()[0])
     assert json_out(upscale(cs, "show", str(running), "--json"))["status"] in ("created", "queued", "running")
     assert upscale(cs, "cancel", str(running)).returncode == 0
+
+
+def test_ctrl_c_in_a_terminal_asks_and_cancels(cs: ClientStack, tmp_path: Path) -> None:
+    """In a (pseudo-)terminal `run` draws the live bar; Ctrl-C asks whether to cancel, and "y" cancels."""
+    aoi = cs.aoi_file(tmp_path)
+    cs.backend.configure(run_seconds=60)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([UPSCALE, "run", "--udp", cs.udp, "--aoi", str(aoi), "--grid", "5x5km"],
+                            env=cs.cli_env(TERM="xterm"), stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    screen = b""
+
+    def read_until(text: bytes, limit_s: float = 60) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + limit_s
+        while text not in screen:
+            assert time.monotonic() < deadline and proc.poll() is None, screen.decode(errors="replace")[-2000:]
+            if select.select([leader], [], [], 0.2)[0]:
+                screen += os.read(leader, 65536)
+
+    try:
+        read_until(b"jobs/s")  # the live bar is drawn
+        proc.send_signal(signal.SIGINT)
+        read_until(b"Cancel task")
+        os.write(leader, b"y\n")
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    screen += os.read(leader, 65536)
+                except OSError:
+                    break
+        assert proc.wait(timeout=30) == ExitCode.TASK_CANCELED, screen.decode(errors="replace")[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+    task_id = int(screen.split(b"task ")[1].split()[0])
+    assert json_out(upscale(cs, "show", str(task_id), "--json"))["status"] == "canceled"
