@@ -10,7 +10,8 @@ import asyncpg
 import grpc
 
 from gateway.events_hub import EventsHub
-from gateway.task_views import task_proto, task_results
+from gateway.task_stac import item_collection, task_collection, task_items
+from gateway.task_views import task_proto
 from gateway.tasks import TaskService, TaskSpec
 from gateway.udp import describe
 from gateway.watch import watch_task
@@ -110,7 +111,9 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
     async def GetTaskResults(self, request: upscaling_pb2.GetTaskResultsRequest,
                              context: grpc.aio.ServicerContext) -> upscaling_pb2.GetTaskResultsResponse:
         task, jobs = await self.tasks.task_results(request.task_id, caller_or_fail())
-        return upscaling_pb2.GetTaskResultsResponse(stac_json=json.dumps(task_results(task, jobs)))
+        items = task_items(task, jobs)
+        return upscaling_pb2.GetTaskResultsResponse(stac_json=json.dumps(item_collection(task, items)),
+                                                    collection_json=json.dumps(task_collection(task, items)))
 
     async def DescribeService(self, request: upscaling_pb2.DescribeServiceRequest,
                               context: grpc.aio.ServicerContext) -> upscaling_pb2.DescribeServiceResponse:

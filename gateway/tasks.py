@@ -406,7 +406,7 @@ class TaskService:
             if task is None:
                 raise _task_not_found(task_id)
             jobs = await conn.fetch(
-                "SELECT id, title, status, parameters, backend_job_id, results FROM unit_jobs"
+                "SELECT id, title, status, parameters, backend_job_id, results, updated FROM unit_jobs"
                 " WHERE task_id = $1 AND status = 'finished' ORDER BY seq, id", task_id)
         return task, list(jobs)
 

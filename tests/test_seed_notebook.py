@@ -48,6 +48,7 @@ def launched(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
         "MONITOR_INTERVAL_MIN_S": "0.2",
     }
     log_path = tmp_path_factory.mktemp("launcher") / "launcher.log"
+    env["RUN_LOG_DIR"] = str(log_path.parent / "logs")
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "upscaling.launcher", "--no-demo"], cwd=ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
