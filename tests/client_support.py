@@ -104,6 +104,7 @@ def client_stack(stack: Any, infra: Any, service_env: dict[str, str],
     http_port, grpc_port = free_port(), free_port()
     env = {**service_env, "DATABASE_URL": database_url, "BROKER_PREFIX": prefix, "MIGRATE_ON_START": "false",
            "OPENEO_BACKENDS": backend.backends_env(max_running_jobs=20), "TILER_ADDRESS": stack.tiler_address,
+           "UDP_ALLOWED_URLS": backend.udp_catalogue,
            "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port), "HEALTH_HOST": "127.0.0.1",
            "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
            "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OUTBOX_POLL_S": "0.5",

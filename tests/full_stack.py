@@ -68,6 +68,7 @@ def full_stack(infra: Any, service_env: dict[str, str], tiler_address: str, logs
     env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": with_database(infra.admin_database_url, db_name),
            "TILER_ADDRESS": tiler_address, "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
            "OPENEO_BACKENDS": backend.backends_env(max_running_jobs=max_running_jobs), "HEALTH_HOST": "127.0.0.1",
+           "UDP_ALLOWED_URLS": backend.udp_catalogue,
            "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
            "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OUTBOX_POLL_S": "0.5", "GRPC_GRACE_S": "3",
            "DB_POOL_MAX": "4"}  # small pools: these stacks run beside the session's gateways on one PostgreSQL

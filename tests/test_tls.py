@@ -1,7 +1,7 @@
 """TLS on the gateway's public ports, with certificates of a development CA made by `devtools.certs`:
 
-- a TLS gateway in token mode: Python gRPC clients use their library's standard TLS channel plus call credentials
-  (the token), HTTPS/WSS work, plaintext on the TLS ports is refused;
+- a TLS gateway in token mode: Python and Node.js gRPC clients use their library's standard TLS channel plus call
+  credentials (the token), HTTPS/WSS work, plaintext on the TLS ports is refused;
 - a TLS gateway without authentication runs the seed notebook over https/wss (jobs finish through the dispatcher
   and monitor), and its optional plaintext listener answers while the TLS port refuses plaintext;
 - an mTLS gateway refuses clients without a certificate of its client CA;
@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shutil
 import ssl
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from upscaling.migrations import migrate
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
 TOKEN = "tls-test-key-5e6f7a8b9c0d1e2f"
+NODE_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node"
 
 
 @dataclass
@@ -227,3 +231,24 @@ def test_mtls_requires_a_client_certificate(world: TlsWorld) -> None:
                         timeout=10).status_code == 200
     with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
         requests.get(f"{gw.https}/health", verify=ca, timeout=10)
+
+
+def test_node_client_over_tls_with_call_credentials(world: TlsWorld) -> None:
+    """The Node.js example (@grpc/grpc-js) with its standard TLS channel and the token as call credentials."""
+    node = shutil.which("node")
+    assert node, "node is missing: scripts/ensure-test-tools.sh installs it"
+    assert (NODE_EXAMPLE / "node_modules" / "@grpc" / "grpc-js").is_dir(), "run `make node-example` (npm ci)"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [node, str(NODE_EXAMPLE / "upscale.js"), "--gateway", world.token.grpc, "--endpoint",
+             world.backend.endpoint, "--application", world.backend.application, "--grid", "5x5km",
+             "--disconnect-after", "2", *args], capture_output=True, text=True, timeout=300, cwd=NODE_EXAMPLE)
+
+    ok = run("--tls", "--ca", str(world.certs.ca), "--token", TOKEN)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert re.search(r"^\[\d+\] task \d+ finished", ok.stdout, re.M), ok.stdout
+    without_token = run("--tls", "--ca", str(world.certs.ca))
+    assert without_token.returncode == 1 and "UNAUTHENTICATED" in without_token.stdout + without_token.stderr
+    plaintext = run("--token", TOKEN)  # an insecure channel to the TLS port
+    assert plaintext.returncode == 1 and "UNAVAILABLE" in plaintext.stdout + plaintext.stderr

@@ -6,7 +6,10 @@
 //
 //   node upscale.js --gateway 127.0.0.1:50051 --endpoint http://127.0.0.1:8081/openeo/1.2 \
 //     --application http://127.0.0.1:8081/udp/wind_turbine_detection.json [--aoi aoi.geojson] [--grid 5x5km] \
-//     [-p year=2024] [--disconnect-after 3] [--token KEY] [--tls]
+//     [-p year=2024] [--disconnect-after 3] [--token KEY] [--tls [--ca ca.pem] [--cert c.pem --key k.pem]]
+//
+// With --tls the channel is the library's standard TLS channel (trusting --ca, or the system's CAs; --cert/--key
+// for mTLS) and the token travels as standard call credentials; without TLS it is sent as plain metadata.
 //
 // Exit codes: 0 the task finished, 1 a gRPC error (its code and the server's message are printed), 2 bad usage,
 // 3 the task ended failed or canceled.
@@ -36,11 +39,14 @@ function options() {
       "disconnect-after": { type: "string", default: "3" },
       token: { type: "string", default: process.env.UPSCALING_TOKEN || "" },
       tls: { type: "boolean", default: false },
+      ca: { type: "string", default: "" },
+      cert: { type: "string", default: "" },
+      key: { type: "string", default: "" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
-    console.log(fs.readFileSync(__filename, "utf8").split("\n").slice(1, 13).join("\n").replace(/^\/\/ ?/gm, ""));
+    console.log(fs.readFileSync(__filename, "utf8").split("\n").slice(1, 15).join("\n").replace(/^\/\/ ?/gm, ""));
     process.exit(0);
   }
   const parameters = {};
@@ -57,6 +63,19 @@ function options() {
 function usage(message) {
   console.error(`usage error: ${message} (see --help)`);
   process.exit(2);
+}
+
+// TLS channel credentials (CA, optional client certificate), combined with the token as call credentials.
+function tlsCredentials(args) {
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  const channel = grpc.credentials.createSsl(read(args.ca), read(args.key), read(args.cert));
+  if (!args.token) return channel;
+  const call = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${args.token}`);
+    callback(null, metadata);
+  });
+  return grpc.credentials.combineChannelCredentials(channel, call);
 }
 
 function loadServices() {
@@ -137,12 +156,12 @@ async function main() {
   const args = options();
   const aoi = fs.readFileSync(args.aoi, "utf8");
   const v1 = loadServices();
-  const credentials = args.tls ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
+  const credentials = args.tls ? tlsCredentials(args) : grpc.credentials.createInsecure();
   const channelOptions = { "grpc.max_receive_message_length": 256 * 1024 * 1024 };
   const tiler = new v1.TilerService(args.gateway, credentials, channelOptions);
   const upscaling = new v1.UpscalingService(args.gateway, credentials, channelOptions);
   const metadata = new grpc.Metadata();
-  if (args.token) metadata.set("authorization", `Bearer ${args.token}`);
+  if (args.token && !args.tls) metadata.set("authorization", `Bearer ${args.token}`);
 
   // 1. Tiles of the AOI on the fixed global grid.
   const tiled = await unary(tiler, "TileAoi", { aoi_geojson: aoi, grid: args.grid }, metadata);
@@ -196,13 +215,13 @@ async function main() {
     break; // the server ends the stream once the task is terminal
   }
 
-  // 4. Results: a STAC document with one feature per finished job.
+  // 4. Results: a STAC ItemCollection with one Item per finished job.
   const results = JSON.parse((await unary(upscaling, "GetTaskResults", { task_id: taskId }, metadata)).stac_json);
-  // An ItemCollection (`features`) or a Collection embedding its items (`items`).
-  const features = results.features || results.items || [];
+  const features = results.features || [];
   for (const feature of features) {
     const hrefs = Object.values(feature.assets || {}).map((a) => a.href).join(" ");
-    console.log(`result of job ${feature.properties.job_id} (backend job ${feature.properties.backend_job_id}): ${hrefs}`);
+    const props = feature.properties;
+    console.log(`result of job ${props["upscaling:job_id"]} (backend job ${props["upscaling:backend_job_id"]}): ${hrefs}`);
   }
   const summary = { task_id: Number(taskId), status: taskStatus, tiles: tiled.tiles.length, results: features.length,
                     messages: events, last_sequence: after };
