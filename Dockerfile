@@ -12,9 +12,18 @@ RUN python3 -m venv /opt/venv \
       > /tmp/requirements.txt \
  && /opt/venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
 
+# --- web: the map page's front-end libraries from npm (gateway/web/package-lock.json), served by the gateway ---
+FROM ${BASE_IMAGE} AS web
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null \
+ && rm -rf /var/lib/apt/lists/*
+COPY gateway/web/package.json gateway/web/package-lock.json /web/
+RUN cd /web && npm ci --omit=dev --no-audit --no-fund
+
 # --- build: the project itself into that virtualenv (sources change more often than dependencies) ---
 FROM deps AS build
 COPY . /src
+COPY --from=web /web/node_modules /src/gateway/web/node_modules
 RUN /opt/venv/bin/pip install --no-deps /src \
  && /opt/venv/bin/pip uninstall -y pip setuptools
 

@@ -195,7 +195,8 @@ def main() -> int:
            "MONITOR_HEALTH_PORT": str(free_port()), "MONITOR_PAGE_SIZE": str(PAGE_SIZE),
            "MONITOR_INTERVAL_MIN_S": "0.5", "MONITOR_INTERVAL_MAX_S": "2",
            "OPENEO_BACKENDS": json.dumps([{"endpoint": f"{openeo_url}/openeo/1.2", "auth": {
-               "method": "basic", "username": "demo", "password": "demo"}, "max_running_jobs": 0}])}
+               "method": "basic", "username": "demo", "password": "demo"}, "max_running_jobs": 0}]),
+           "UDP_ALLOWED_URLS": f"{openeo_url}/udp/"}
     services = [ServiceProcess("gateway", "gateway", env, logs / "gateway.log"),
                 ServiceProcess("monitor", "services.monitor", {**env, "MIGRATE_ON_START": "false"},
                                logs / "monitor.log")]

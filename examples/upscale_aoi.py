@@ -1,95 +1,67 @@
-"""Upscale a UDP over a real AOI through the gateway, the way the seed notebook does it.
+"""Upscale a UDP over a country with the Python client (`pip install ./client[geo]`): what `make run` demos.
 
-    python examples/upscale_aoi.py --gateway localhost:8000 --country Belgium --grid 20x20km
+    python examples/upscale_aoi.py --address localhost:50051 --country Belgium --grid 20x20km --out demo
 
-Tiles the AOI (`POST /tiles`), creates the upscaling task (`POST /upscale_tasks`), follows it over the
-WebSocket (`/ws/upscale_tasks/{id}`) until it is finished, then opens every finished tile's `openEO.tif` with
-rasterio. Exits non-zero unless the task finished.
+Tiles the country's outline, creates the task, follows it with the `upscale` CLI's progress display until it
+ends, then downloads every tile's result and assembles them into one Cloud-Optimised GeoTIFF (and a VRT).
+Exits non-zero unless the task finished.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
-from collections import Counter
+from pathlib import Path
 
-import numpy as np
 import rasterio
-import requests
-import websockets
+from rich.console import Console
+from upscaling_client import Client
+from upscaling_client.progress import counts_text
 
 from upscaling.shared_data import countries_file
-
-COUNTRIES = countries_file()
 
 
 def country_geometry(name: str) -> dict:
     """The geometry of a country of the Natural Earth file."""
-    for feature in json.loads(COUNTRIES.read_text())["features"]:
+    for feature in json.loads(countries_file().read_text())["features"]:
         if feature["properties"].get("name") == name:
             return feature["geometry"]
-    raise SystemExit(f"no country named {name!r} in {COUNTRIES}")
-
-
-async def follow(gateway: str, task_id: int) -> dict:
-    """Print the task's progress from the WebSocket until it reaches a terminal status; return the last body."""
-    async with websockets.connect(f"ws://{gateway}/ws/upscale_tasks/{task_id}?interval=1") as ws:
-        while True:
-            message = json.loads(await ws.recv())
-            if message["type"] == "error":
-                raise SystemExit(f"task {task_id}: {message['message']}")
-            body = message.get("data")
-            if not body:
-                continue
-            counts = Counter(job["status"] for job in body["jobs"])
-            print(f"  task {task_id}: {body['status']:<9} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-                  flush=True)
-            if body["status"] in ("finished", "canceled", "failed"):
-                return body
+    raise SystemExit(f"no country named {name!r} in {countries_file()}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gateway", default="localhost:8000")
+    parser.add_argument("--address", default="localhost:50051", help="the gateway's gRPC address")
     parser.add_argument("--openeo", default="http://127.0.0.1:8081", help="openEO backend (the local one)")
     parser.add_argument("--country", default="Belgium")
     parser.add_argument("--grid", default="20x20km")
     parser.add_argument("--udp", default="wind_turbine_detection", help="UDP name in the backend's catalogue")
+    parser.add_argument("--out", type=Path, default=Path("demo"), help="folder of the tiles and the mosaic")
     args = parser.parse_args(argv)
 
+    console = Console(highlight=False)
     started = time.monotonic()
-    aoi = country_geometry(args.country)
-    tiles = requests.post(f"http://{args.gateway}/tiles", json={"grid": args.grid, "aoi": aoi}, timeout=120)
-    tiles.raise_for_status()
-    geometries = tiles.json()["geometries"]
-    print(f"{args.country}: {len(geometries)} tiles of {args.grid}")
-    task = requests.post(f"http://{args.gateway}/upscale_tasks", json={
-        "title": f"{args.udp} over {args.country}",
-        "label": "openeo",
-        "service": {"endpoint": f"{args.openeo}/openeo/1.2", "application": f"{args.openeo}/udp/{args.udp}.json"},
-        "parameters": {"year": 2024},
-        "dimension": {"name": "spatial_extent", "values": geometries},
-    }, timeout=120)
-    if task.status_code != 201:
-        raise SystemExit(f"POST /upscale_tasks answered {task.status_code}: {task.text}")
-    task_id = task.json()["id"]
-    print(f"task {task_id} created")
-    body = asyncio.run(follow(args.gateway, task_id))
-    opened = 0
-    for job in body["jobs"]:
-        if job["status"] != "finished":
-            continue
-        stac = requests.get(f"http://{args.gateway}/unit_jobs/{job['id']}/results", timeout=30).json()
-        with rasterio.open(stac["assets"]["openEO.tif"]["href"]) as src:
-            band = src.read(1).astype(np.float32)
-            assert band.max() > band.min()
-        opened += 1
-    print(f"Job finished with status {body['status']}: {opened} tile rasters opened "
-          f"in {time.monotonic() - started:.1f} s")
-    return 0 if body["status"] == "finished" else 1
+    with Client(args.address) as client:
+        tiles = client.tiles(country_geometry(args.country), args.grid)
+        zones = sorted({t.zone for t in tiles})
+        console.print(f"{args.country}: {len(tiles)} tiles of {args.grid} in zones {', '.join(zones)}")
+        task = client.submit(f"{args.openeo}/udp/{args.udp}.json", backend=f"{args.openeo}/openeo/1.2",
+                             tiles=tiles, parameters={"year": 2024}, title=f"{args.udp} over {args.country}")
+        console.print(f"task {task.id} created: {task.info.total} jobs")
+        info = task.wait(progress=True, console=console)
+        console.print(f"task {task.id} {info.status}: {counts_text(info.job_counts)}")
+        if info.status != "finished":
+            return 1
+        mosaic = task.mosaic(args.out / f"{args.country.lower().replace(' ', '_')}.tif")
+        with rasterio.open(mosaic) as src:
+            bounds = ", ".join(f"{v:.3f}" for v in src.bounds)
+            console.print(f"mosaic {mosaic}: {src.width}x{src.height} px, {src.count} bands, bounds {bounds} "
+                          f"(VRT: {mosaic.with_suffix('.vrt')})")
+        console.print(f"Job finished with status {info.status}: {len(task.results())} tiles in "
+                      f"{time.monotonic() - started:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from gateway.egress import EgressFetcher, policy_from_settings
 from gateway.events_hub import EventsHub
 from gateway.tasks import TaskService
 from gateway.tiler_client import TilerClient
+from gateway.udp import UdpCache
 from upscaling import broker, db, metrics
 from upscaling.auth import Authenticator, AuthSettings, Principal, create_authenticator, load_auth_settings
 from upscaling.backends import load_backends
@@ -22,7 +24,6 @@ from upscaling.limits import Limits, RateLimiter, SubscriptionCounter, load_limi
 from upscaling.migrations import apply_migrations
 from upscaling.outbox import OutboxRelay
 from upscaling.startup import with_retry
-from upscaling.udp import UdpCache
 
 log = logging.getLogger(__name__)
 _GATEWAY = Principal("gateway", admin=True)  # the feeds read tasks for every watcher, each checked on its own
@@ -86,7 +87,7 @@ class Dependencies:
         self.publish_channel = await broker.open_channel(self.amqp)
         declared = await broker.declare(self.publish_channel, self.topology)
         self.tiler = TilerClient(s)
-        self.udps = UdpCache(ttl_s=s.udp_cache_ttl_s, timeout_s=s.udp_fetch_timeout_s)
+        self.udps = UdpCache(EgressFetcher(policy_from_settings(s), s.udp_fetch_timeout_s), ttl_s=s.udp_cache_ttl_s)
         self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values, declared.events_exchange,
                                  max_in_flight_per_user=self.limits.max_tasks_in_flight_per_user)
         self.hub = EventsHub(self.amqp, self.topology, self.pool, self._load_task)
@@ -106,8 +107,6 @@ class Dependencies:
             await self.cluster_state.close()
         if self.hub:
             await self.hub.stop()
-        if self.udps:
-            await self.udps.close()
         if self.tiler:
             await self.tiler.close()
         if self.amqp:

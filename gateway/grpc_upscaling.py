@@ -9,14 +9,15 @@ import grpc
 
 from gateway import workers
 from gateway.events_hub import EventsHub
-from gateway.task_views import task_proto, task_results
+from gateway.task_stac import item_collection, task_collection, task_items
+from gateway.task_views import task_proto
 from gateway.tasks import TaskService, TaskSpec
+from gateway.udp import describe
 from gateway.watch import watch_task
 from upscaling.auth import caller_or_fail
 from upscaling.errors import InvalidArgument
 from upscaling.limits import SubscriptionCounter
 from upscaling.statuses import task_status_from_proto
-from upscaling.udp import describe
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
 FULL_NAME = upscaling_pb2.DESCRIPTOR.services_by_name["UpscalingService"].full_name
@@ -127,7 +128,9 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
     async def GetTaskResults(self, request: upscaling_pb2.GetTaskResultsRequest,
                              context: grpc.aio.ServicerContext) -> upscaling_pb2.GetTaskResultsResponse:
         task, jobs = await self.tasks.task_results(request.task_id, caller_or_fail())
-        return upscaling_pb2.GetTaskResultsResponse(stac_json=json.dumps(task_results(task, jobs)))
+        items = task_items(task, jobs)
+        return upscaling_pb2.GetTaskResultsResponse(stac_json=json.dumps(item_collection(task, items)),
+                                                    collection_json=json.dumps(task_collection(task, items)))
 
     async def DescribeService(self, request: upscaling_pb2.DescribeServiceRequest,
                               context: grpc.aio.ServicerContext) -> upscaling_pb2.DescribeServiceResponse:

@@ -8,11 +8,13 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from gateway.audit_api import create_audit_router
 from gateway.auth_http import OPEN_PATHS, AuthMiddleware, caller
 from gateway.deps import Dependencies
 from gateway.http_errors import error_responses, install_error_handlers
 from gateway.http_tasks import create_router
 from gateway.middleware import RequestContextMiddleware
+from gateway.web.routes import PageOpenPaths, mount_page
 from gateway.ws import create_ws_router
 from upscaling import metrics
 from upscaling.errors import Unavailable
@@ -55,7 +57,7 @@ def create_app(deps: Dependencies) -> FastAPI:
     # Added last = outermost: correlation id and body size limit first, then authentication.
     app.add_middleware(AuthMiddleware, authenticator=deps.authenticator, rate=deps.rate,
                        ws_messages_per_s=deps.limits.ws_messages_per_s,
-                       ws_messages_burst=deps.limits.ws_messages_burst)
+                       ws_messages_burst=deps.limits.ws_messages_burst, open_paths=PageOpenPaths(OPEN_PATHS))
     app.add_middleware(RequestContextMiddleware, max_body_bytes=deps.settings.http_max_body_bytes)
 
     @app.get("/health", summary="Health of the gateway and every dependency",
@@ -92,7 +94,9 @@ def create_app(deps: Dependencies) -> FastAPI:
         return JSONResponse(content, status_code=201, headers=headers)
 
     app.include_router(create_router(deps.task_service))
+    app.include_router(create_audit_router(deps.task_service))
     app.include_router(create_ws_router(deps.task_service, deps.events_hub, deps.watches))
+    mount_page(app, deps.task_service)
     if deps.authenticator.reads_token:
         _declare_bearer_auth(app)
     return app

@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from gateway import task_stac as stac
 from gateway import task_views as views
 from gateway.auth_http import caller
 from gateway.http_errors import error_responses
 from gateway.tasks import JobSpec, TaskService, TaskSpec
+from gateway.udp import describe
 from upscaling.auth import Principal
-from upscaling.errors import InvalidArgument
-from upscaling.udp import describe
+from upscaling.errors import InvalidArgument, NotFound
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="upscale task id")]
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="unit job id")]
@@ -70,6 +71,16 @@ class ParamsRequest(BaseModel):
     service: ServiceModel
 
 
+class GeoJSONResponse(JSONResponse):
+    """JSON answered as `application/geo+json` (documented by GEOJSON_OK)."""
+
+    media_type = "application/geo+json"
+
+
+GEOJSON_OK: dict[int | str, dict[str, Any]] = {200: {"description": "GeoJSON",
+                                                     "content": {"application/geo+json": {}}}}
+
+
 def _service(model: ServiceModel) -> dict[str, Any]:
     return model.model_dump(exclude_none=True)
 
@@ -116,11 +127,26 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
         view = await tasks.get_task(task_id, who)
         return {**views.task_summary(view.task), "retried": retried, "job_counts": views.job_counts(view.jobs)}
 
-    @router.get("/upscale_tasks/{task_id}/results", summary="Every finished job's assets (STAC-like collection)",
-                responses=error_responses(404))
-    async def task_results(task_id: TaskId, who: Caller) -> JSONResponse:
+    @router.get("/upscale_tasks/{task_id}/results", summary="The task's results: a STAC Collection linking one Item "
+                "per finished job", responses=error_responses(404))
+    async def task_results(task_id: TaskId, request: Request, who: Caller) -> JSONResponse:
         task, jobs = await get_tasks().task_results(task_id, who)
-        return JSONResponse(views.task_results(task, jobs))
+        return JSONResponse(stac.task_collection(task, stac.task_items(task, jobs), str(request.base_url)))
+
+    @router.get("/upscale_tasks/{task_id}/results/items", summary="Every finished job's STAC Item (ItemCollection)",
+                responses={**GEOJSON_OK, **error_responses(404)})
+    async def task_result_items(task_id: TaskId, request: Request, who: Caller) -> JSONResponse:
+        task, jobs = await get_tasks().task_results(task_id, who)
+        return GeoJSONResponse(stac.item_collection(task, stac.task_items(task, jobs, str(request.base_url))))
+
+    @router.get("/upscale_tasks/{task_id}/results/items/{job_id}", summary="The STAC Item of one finished job",
+                responses={**GEOJSON_OK, **error_responses(404)})
+    async def task_result_item(task_id: TaskId, job_id: JobId, request: Request, who: Caller) -> JSONResponse:
+        task, jobs = await get_tasks().task_results(task_id, who)
+        items = stac.task_items(task, [job for job in jobs if job["id"] == job_id], str(request.base_url))
+        if not items:
+            raise NotFound(f"task {task_id} has no finished job {job_id} with results", error_code="JOB_NOT_FOUND")
+        return GeoJSONResponse(items[0])
 
     @router.post("/unit_jobs", status_code=201, summary="Create one processing job (no dimension)",
                  responses=error_responses(400, 413))

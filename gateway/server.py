@@ -11,16 +11,18 @@ from collections.abc import Iterator
 import uvicorn
 
 from gateway import workers
+from gateway.audit_api import AuditServicer
 from gateway.auth_grpc import AuthInterceptor
 from gateway.deps import Dependencies
 from gateway.grpc_api import PublicTilerServicer
 from gateway.grpc_upscaling import FULL_NAME, UpscalingServicer, add_to_server
 from gateway.http_app import create_app
+from gateway.tls import GatewayTls
 from gateway.ws_protocol import WebSocketProtocol
 from upscaling import metrics
 from upscaling.config import Settings
 from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
-from upscaling.v1 import tiler_pb2, tiler_pb2_grpc
+from upscaling.v1 import audit_pb2, audit_pb2_grpc, tiler_pb2, tiler_pb2_grpc
 
 log = logging.getLogger("gateway")
 
@@ -36,6 +38,7 @@ class _Server(uvicorn.Server):
 async def main(settings: Settings, worker: int = 0, ws_deflate: bool = False) -> None:
     """One gateway worker until SIGTERM/SIGINT."""
     stop = shutdown_event()
+    tls = GatewayTls.from_settings(settings)
     deps = Dependencies(settings, run_relay=worker == 0)
     await deps.start()
     assert deps.tiler is not None and deps.pool is not None and deps.cluster_state is not None
@@ -45,22 +48,34 @@ async def main(settings: Settings, worker: int = 0, ws_deflate: bool = False) ->
         [ServiceBinding(PublicTilerServicer(deps.tiler), tiler_pb2_grpc.add_TilerServiceServicer_to_server,
                         tiler_pb2.DESCRIPTOR.services_by_name["TilerService"].full_name),
          ServiceBinding(UpscalingServicer(deps.task_service(), deps.events_hub(), deps.watches), add_to_server,
-                        FULL_NAME)],
+                        FULL_NAME),
+         ServiceBinding(AuditServicer(deps.task_service), audit_pb2_grpc.add_AuditServiceServicer_to_server,
+                        audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name)],
         settings.gateway_host,
         settings.gateway_grpc_port,
         interceptors=[AuthInterceptor(deps.authenticator, deps.rate)],
+        credentials=tls.grpc_credentials() if tls else None,
     )
+    if tls and settings.gateway_plaintext_grpc_port:
+        grpc_server.add_port(settings.gateway_host, settings.gateway_plaintext_grpc_port)
     await grpc_server.start()
-    sock = workers.reuseport_socket(settings.gateway_host, settings.gateway_http_port)
-    http = _Server(uvicorn.Config(create_app(deps), log_config=None, access_log=False, ws=WebSocketProtocol,
-                                  ws_per_message_deflate=ws_deflate))
-    http_task = asyncio.create_task(http.serve(sockets=[sock]))
+    app = create_app(deps)
+    listeners = [(settings.gateway_http_port, tls.uvicorn_options() if tls else {})]
+    if tls and settings.gateway_plaintext_http_port:
+        listeners.append((settings.gateway_plaintext_http_port, {}))
+    # every worker binds its own socket of each port (SO_REUSEPORT): the kernel spreads the connections
+    sockets = [workers.reuseport_socket(settings.gateway_host, port) for port, _ in listeners]
+    servers = [_Server(uvicorn.Config(app, log_config=None, access_log=False, ws=WebSocketProtocol,
+                                      ws_per_message_deflate=ws_deflate, **options)) for _, options in listeners]
+    http_tasks = {asyncio.create_task(server.serve(sockets=[sock])) for server, sock in zip(servers, sockets,
+                                                                                              strict=True)}
     log.info("gateway worker serving", extra={"worker": worker, "pid": os.getpid()})
     stop_task = asyncio.create_task(stop.wait())
-    await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({*http_tasks, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
-    http.should_exit = True
-    await http_task
+    for server in servers:
+        server.should_exit = True
+    await asyncio.gather(*http_tasks)
     await grpc_server.stop()
     await deps.stop()
     stop_task.cancel()

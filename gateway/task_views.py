@@ -121,24 +121,3 @@ def task_proto(task: Row, jobs: Sequence[Row] | None = None, counts: Mapping[str
         dimension=dimension, job_counts={k: v for k, v in (counts or {}).items() if v},
         jobs=[job_proto(j) for j in jobs or ()], created=_stamp(task["created"]), updated=_stamp(task["updated"]))
 
-
-def task_results(task: Row, jobs: Sequence[Row]) -> dict[str, Any]:
-    """A STAC ItemCollection-like FeatureCollection of every finished job's assets."""
-    features = []
-    dimension = task["dimension_name"]
-    for job in jobs:
-        if job["status"] != "finished" or not job["results"]:
-            continue
-        results = job["results"]
-        value = (job["parameters"] or {}).get(dimension)
-        geometry = value if isinstance(value, dict) and "coordinates" in value else results.get("geometry")
-        features.append({
-            "type": "Feature", "stac_version": results.get("stac_version", "1.0.0"), "id": f"job-{job['id']}",
-            "geometry": geometry, "bbox": results.get("bbox"),
-            "properties": {"job_id": job["id"], "title": job["title"], "backend_job_id": job["backend_job_id"],
-                           "dimension": {"name": dimension, "value": value},
-                           **({"datetime": results["properties"].get("datetime")}
-                              if isinstance(results.get("properties"), dict) else {})},
-            "assets": results.get("assets") or {}, "links": []})
-    return {"type": "FeatureCollection", "task_id": task["id"], "status": task["status"],
-            "numberMatched": len(features), "features": features}

@@ -17,6 +17,8 @@ import asyncpg
 from aio_pika.abc import AbstractExchange
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway.audit import AuditLog, admin_read, audited
+from gateway.udp import Udp, UdpCache, coerce_value, validate_arguments
 from upscaling import jobstore, outbox
 from upscaling.auth import Principal
 from upscaling.backends import Backends
@@ -24,7 +26,6 @@ from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound, Reso
 from upscaling.limits import exceeded
 from upscaling.logs import correlation_id
 from upscaling.statuses import TASK_STATUSES, TERMINAL_JOB_STATUSES
-from upscaling.udp import Udp, UdpCache, coerce_value, validate_arguments
 from upscaling.v1 import common_pb2, jobs_pb2
 
 FORMATS = ("gtiff", "geojson", "netcdf", "json")
@@ -149,6 +150,7 @@ class TaskService:
         self.max_dimension_values = max_dimension_values
         self.events_exchange = events_exchange
         self.max_in_flight_per_user = max_in_flight_per_user
+        self.audit: AuditLog | None = AuditLog(pool)
 
     async def _check_in_flight(self, conn: asyncpg.Connection, caller: Principal) -> None:
         """Inside the creating transaction: serialize the caller's creations (advisory lock on the user) and
@@ -207,6 +209,7 @@ class TaskService:
 
     # ---- create -----------------------------------------------------------------------------------------
 
+    @audited("task.create", "task")
     async def create_task(self, spec: TaskSpec, caller: Principal) -> asyncpg.Record:
         """Validate a task request, then store the task, its jobs and their outbox rows in one transaction."""
         check_storable({"title": spec.title, "label": spec.label, "service": spec.service,
@@ -282,6 +285,7 @@ class TaskService:
             await outbox.notify(conn)
         return task
 
+    @audited("job.create", "job")
     async def create_job(self, spec: JobSpec, caller: Principal) -> asyncpg.Record:
         """Validate and store a standalone unit job (no task) and its outbox row."""
         check_storable({"title": spec.title, "label": spec.label, "service": spec.service,
@@ -313,6 +317,7 @@ class TaskService:
 
     # ---- read -------------------------------------------------------------------------------------------
 
+    @admin_read("task")
     async def get_task(self, task_id: int, caller: Principal) -> TaskView:
         """The caller's task and its jobs (ordered by seq), read in one snapshot."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -324,6 +329,7 @@ class TaskService:
                                     task_id)
         return TaskView(task, list(jobs))
 
+    @admin_read("task")
     async def task_exists(self, task_id: int, caller: Principal) -> asyncpg.Record:
         """The caller's task row (NotFound for another user's)."""
         task = await self.pool.fetchrow(
@@ -333,6 +339,7 @@ class TaskService:
             raise _task_not_found(task_id)
         return task
 
+    @admin_read("job")
     async def get_job(self, job_id: int, caller: Principal) -> asyncpg.Record:
         """The caller's unit job row (NotFound for another user's)."""
         job = await self.pool.fetchrow("SELECT * FROM unit_jobs WHERE id = $1 AND ($2::text IS NULL OR owner = $2)",
@@ -390,6 +397,7 @@ class TaskService:
                                      error_code="RESULTS_NOT_AVAILABLE")
         return job["results"]
 
+    @admin_read("task")
     async def task_results(self, task_id: int, caller: Principal) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
         """The caller's task and its finished jobs with their results."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -398,7 +406,7 @@ class TaskService:
             if task is None:
                 raise _task_not_found(task_id)
             jobs = await conn.fetch(
-                "SELECT id, title, status, parameters, backend_job_id, results FROM unit_jobs"
+                "SELECT id, title, status, parameters, backend_job_id, results, updated FROM unit_jobs"
                 " WHERE task_id = $1 AND status = 'finished' ORDER BY seq, id", task_id)
         return task, list(jobs)
 
@@ -419,6 +427,7 @@ class TaskService:
         if events and self.events_exchange is not None:
             await jobstore.publish(self.events_exchange, events)
 
+    @audited("task.cancel", "task")
     async def cancel_task(self, task_id: int, caller: Principal) -> None:
         """Request cancellation: unsubmitted jobs become canceled now, submitted ones are stopped by the monitor."""
         async with self.pool.acquire() as conn:
@@ -444,6 +453,7 @@ class TaskService:
                 events = await jobstore.record_bulk_change(conn, task, changed, "canceled")
         await self._publish(events)
 
+    @audited("task.retry", "task")
     async def retry_failed(self, task_id: int, caller: Principal) -> int:
         """Put every failed job of a task back to `created` with a new tag and a new outbox row."""
         async with self.pool.acquire() as conn:
@@ -474,6 +484,7 @@ class TaskService:
         await self._publish(events)
         return len(jobs)
 
+    @audited("job.cancel", "job")
     async def cancel_job(self, job_id: int, caller: Principal) -> asyncpg.Record:
         """Cancel one unit job (task row locked first when it belongs to one)."""
         async with self.pool.acquire() as conn:

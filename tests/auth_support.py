@@ -189,6 +189,7 @@ def auth_gateway(stack: Any, service_env: dict[str, str], infra: Any, tmp: Path,
         full_env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": database_url,
                     "TILER_ADDRESS": tiler_address, "GATEWAY_HTTP_PORT": str(http_port),
                     "GATEWAY_GRPC_PORT": str(grpc_port), "OPENEO_BACKENDS": backend.backends_env(),
+                    "UDP_ALLOWED_URLS": backend.udp_catalogue,
                     "MAX_DIMENSION_VALUES": "50", "OUTBOX_POLL_S": "0.5", "UDP_FETCH_TIMEOUT_S": "5", **env}
         proc = ServiceProcess("auth-gateway", "gateway", full_env, tmp / "gateway.log")
         proc.start()
@@ -205,16 +206,23 @@ def auth_gateway(stack: Any, service_env: dict[str, str], infra: Any, tmp: Path,
         asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
 
 
+@contextlib.contextmanager
+def token_mode_gateway(stack: Any, service_env: dict[str, str], infra: Any, tmp: Path,
+                       env: dict[str, str] | None = None) -> Iterator[AuthGateway]:
+    """A gateway in AUTH_MODE=token with the keys of KEYS in a file (ops is an admin), `env` on top."""
+    keys_file = tmp / "keys.json"
+    keys_file.write_text(json.dumps({KEYS["alice"]: "alice", KEYS["bob"]: "bob",
+                                     KEYS["ops"]: {"user": "ops", "admin": True}}))
+    with auth_gateway(stack, service_env, infra, tmp,
+                      {"AUTH_MODE": "token", "AUTH_TOKENS_FILE": str(keys_file), **(env or {})}, tokens=KEYS) as gw:
+        yield gw
+
+
 @pytest.fixture(scope="session")
 def token_gateway(stack: Any, service_env: dict[str, str], infra: Any,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthGateway]:
     """AUTH_MODE=token with the keys of KEYS in a file (ops is an admin)."""
-    tmp = Path(tmp_path_factory.mktemp("token-gw"))
-    keys_file = tmp / "keys.json"
-    keys_file.write_text(json.dumps({KEYS["alice"]: "alice", KEYS["bob"]: "bob",
-                                     KEYS["ops"]: {"user": "ops", "admin": True}}))
-    with auth_gateway(stack, service_env, infra, tmp, {"AUTH_MODE": "token", "AUTH_TOKENS_FILE": str(keys_file)},
-                      tokens=KEYS) as gw:
+    with token_mode_gateway(stack, service_env, infra, Path(tmp_path_factory.mktemp("token-gw"))) as gw:
         yield gw
 
 

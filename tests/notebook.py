@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import Any
 
 from upscaling.shared_data import seed_notebook
 
@@ -54,3 +55,25 @@ def replace_assignments(cell: str, values: dict[str, str]) -> str:
         cell = re.sub(rf'^({re.escape(name)}\s*=\s*)"[^"\n]*"', lambda m, v=value: f'{m.group(1)}"{v}"', cell,
                       flags=re.MULTILINE)
     return cell
+
+
+def run_seed_notebook(dispatch_api: str, openeo: str, tls: bool = False) -> dict[str, Any]:
+    """Run every code cell against the gateway at `dispatch_api` (host:port) and the local openEO backend at
+    `openeo`; returns the shell's namespace. With `tls`, the notebook's `http://` and `ws://` gateway URLs become
+    `https://` and `wss://` (the only other change; trust comes from REQUESTS_CA_BUNDLE / SSL_CERT_FILE)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    cells = [replace_assignments(cell, {
+        "dispatch_api": dispatch_api,
+        "endpoint": f"{openeo}/openeo/1.2",
+        "application": f"{openeo}/udp/wind_turbine_detection.json",
+    }) for cell in code_cells()]
+    if tls:
+        cells = [c.replace('f"http://{dispatch_api}', 'f"https://{dispatch_api}')
+                 .replace('f"ws://{dispatch_api}', 'f"wss://{dispatch_api}') for c in cells]
+    assert any("await listen_for_updates()" in cell for cell in cells)
+    shell = InteractiveShell.instance()
+    for cell in cells:
+        result = shell.run_cell(cell)
+        assert result.success, f"cell failed: {result.error_before_exec or result.error_in_exec}\n{cell}"
+    return shell.user_ns

@@ -196,6 +196,7 @@ def ops_stack(infra: Any, service_env: dict[str, str], logs: Path, config: Stack
     tiler_metrics_port = free_port()
     env = {**service_env, "DATABASE_URL": db_url, "BROKER_PREFIX": unique_name(config.name),
            "OPENEO_BACKENDS": backend.backends_env(**config.backend_limits), "MIGRATE_ON_START": "false",
+           "UDP_ALLOWED_URLS": backend.udp_catalogue,
            "HEALTH_HOST": "127.0.0.1", "METRICS_HOST": "127.0.0.1", "GATEWAY_HTTP_PORT": str(http_port),
            "GATEWAY_GRPC_PORT": str(grpc_port), "TILER_PORT": str(tiler_port),
            "TILER_ADDRESS": f"127.0.0.1:{tiler_port}", "MONITOR_INTERVAL_MIN_S": "0.2",

@@ -58,6 +58,11 @@ class LocalOpenEO:
         """URL of a UDP of the backend's catalogue."""
         return f"{self.url}/udp/{name}.json"
 
+    @property
+    def udp_catalogue(self) -> str:
+        """The catalogue's URL prefix, for the gateway's UDP_ALLOWED_URLS (loopback is refused otherwise)."""
+        return f"{self.url}/udp/"
+
     def stop(self) -> None:
         self.process.terminate()
         try:

@@ -73,7 +73,7 @@ def gateway_process(stack: Any, service_env: dict[str, str], infra: Any, log_dir
     env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": database_url, "TILER_ADDRESS": stack.tiler_address,
            "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
            "OPENEO_BACKENDS": backend.backends_env(), "MAX_DIMENSION_VALUES": str(MAX_VALUES), "OUTBOX_POLL_S": "0.5",
-           "UDP_FETCH_TIMEOUT_S": "5", **extra_env}
+           "UDP_ALLOWED_URLS": backend.udp_catalogue, "UDP_FETCH_TIMEOUT_S": "5", **extra_env}
     proc = ServiceProcess(f"{name}-gateway", "gateway", env, log_dir / "gateway.log")
     proc.start()
     try:

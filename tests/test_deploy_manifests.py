@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 K8S_VERSION = "1.31.0"
-# Custom resources the Kubernetes schemas do not know; checked by KEDA_SCHEMAS below instead.
-CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication")}
+# Custom resources the Kubernetes schemas do not know; checked by CRD_SCHEMAS below instead.
+CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication"),
+        ("cert-manager.io/v1", "Certificate")}
 # Secrets an overlay leaves to be managed outside the manifests.
 EXTERNAL_SECRETS = {"production": {"upscaling-connections", "upscaling-backend-credentials"}}
 # Settings the services read besides upscaling.config.ENV.
@@ -35,7 +36,26 @@ OTHER_ENV = {"OPENEO_BACKENDS", "OPENEO_BACKENDS_FILE", "METRICS_PORT", "HOME", 
 APP_SERVICES = {"tiler", "dispatcher", "monitor", "gateway", "migrate", "local-openeo"}
 
 _STR = {"type": "string", "minLength": 1}
-KEDA_SCHEMAS: dict[str, dict[str, Any]] = {
+CRD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Certificate": {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {"spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["secretName", "issuerRef", "dnsNames"],
+            "properties": {
+                "secretName": _STR,
+                "dnsNames": {"type": "array", "minItems": 1, "items": _STR},
+                "issuerRef": {"type": "object", "additionalProperties": False, "required": ["name"],
+                              "properties": {"name": _STR, "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+                                             "group": _STR}},
+                "privateKey": {"type": "object", "additionalProperties": False, "properties": {
+                    "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]}, "size": {"type": "integer"},
+                    "rotationPolicy": {"enum": ["Never", "Always"]}}},
+            },
+        }},
+    },
     "ScaledObject": {
         "type": "object",
         "required": ["metadata", "spec"],
@@ -130,9 +150,28 @@ def test_overlay_validates_against_kubernetes_schemas(rendered: dict[str, list[d
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{overlay}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
-    assert {d["kind"] for d in crds} == {"ScaledObject", "TriggerAuthentication"}
+    assert {"ScaledObject", "TriggerAuthentication"} <= {d["kind"] for d in crds}
     for doc in crds:
-        jsonschema.validate(doc, KEDA_SCHEMAS[doc["kind"]])
+        jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
+
+
+def test_production_gateway_serves_tls_from_cert_manager(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["production"]
+    (certificate,) = _named(docs, "Certificate").values()
+    pod = _named(docs, "Deployment")["upscaling-gateway"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    for name in ("GATEWAY_TLS_CERT", "GATEWAY_TLS_KEY"):
+        folder, _, file = env[name].rpartition("/")
+        assert volumes[mounts[folder]]["secret"]["secretName"] == certificate["spec"]["secretName"]
+        assert file in ("tls.crt", "tls.key")
+    assert "GATEWAY_PLAINTEXT_HTTP_PORT" not in env and "GATEWAY_PLAINTEXT_GRPC_PORT" not in env
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe] == {**container[probe], "httpGet": {"path": "/health", "port": "http",
+                                                                     "scheme": "HTTPS"}}, probe
+    assert pod["metadata"]["annotations"]["prometheus.io/scheme"] == "https"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -225,17 +264,38 @@ def test_configuration_references_resolve(rendered: dict[str, list[dict[str, Any
 
 # --- compose -----------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def compose_config() -> dict[str, Any]:
-    """docker-compose.yml as `podman-compose config` resolves it (interpolation, merges, validation)."""
+def _compose_config(*files: str) -> dict[str, Any]:
+    """The compose files as `podman-compose config` resolves them (interpolation, merges, validation)."""
     if shutil.which("podman") is None:
         pytest.fail("podman is missing: apt-get install -y podman (.ci/run does this)")
     tool = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "podman-compose"
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}  # no interpolation from outside
-    out = subprocess.run([str(tool) if tool.exists() else "podman-compose", "-f", str(ROOT / "docker-compose.yml"),
-                          "config"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    args = [a for f in files for a in ("-f", str(ROOT / f))]
+    out = subprocess.run([str(tool) if tool.exists() else "podman-compose", *args, "config"], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT, env=env)
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def compose_config() -> dict[str, Any]:
+    """docker-compose.yml as `podman-compose config` resolves it."""
+    return _compose_config("docker-compose.yml")
+
+
+def test_compose_tls_override(compose_config: dict[str, Any]) -> None:
+    """docker-compose.tls.yml turns TLS on for the gateway only, with its certificate and key as secrets."""
+    services = _compose_config("docker-compose.yml", "docker-compose.tls.yml")["services"]
+    gateway = services["gateway"]
+    secrets = {s if isinstance(s, str) else s["source"] for s in gateway["secrets"]}
+    assert {"gateway_tls_cert", "gateway_tls_key"} <= secrets
+    assert gateway["environment"]["GATEWAY_TLS_CERT"] == "/run/secrets/gateway_tls_cert"
+    assert gateway["environment"]["GATEWAY_TLS_KEY"] == "/run/secrets/gateway_tls_key"
+    assert gateway["environment"]["TILER_ADDRESS"] == compose_config["services"]["gateway"]["environment"][
+        "TILER_ADDRESS"]  # the rest of the gateway's settings stay
+    assert gateway["healthcheck"]["test"][-1] == "https://127.0.0.1:8000/health"
+    assert {name: s for name, s in services.items() if name != "gateway"} == \
+        {name: s for name, s in compose_config["services"].items() if name != "gateway"}
 
 
 def test_compose_services_health_checks_and_order(compose_config: dict[str, Any]) -> None:

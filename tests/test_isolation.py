@@ -86,7 +86,8 @@ async def test_http_user_b_gets_not_found_for_everything_of_user_a(world: World)
         return gw.call(method, path, user)
 
     task_paths = [("GET", "/upscale_tasks/{}"), ("POST", "/upscale_tasks/{}/cancel"),
-                  ("POST", "/upscale_tasks/{}/retry"), ("GET", "/upscale_tasks/{}/results")]
+                  ("POST", "/upscale_tasks/{}/retry"), ("GET", "/upscale_tasks/{}/results"),
+                  ("GET", "/upscale_tasks/{}/results/items")]
     job_paths = [("GET", "/unit_jobs/{}"), ("GET", "/unit_jobs/{}/results"), ("DELETE", "/unit_jobs/{}")]
     for method, path in task_paths:
         theirs = await asyncio.to_thread(call, method, path.format(task), "bob")
@@ -110,7 +111,7 @@ async def test_http_user_b_gets_not_found_for_everything_of_user_a(world: World)
     own = (await asyncio.to_thread(call, "GET", f"/upscale_tasks/{task}", "alice")).json()
     assert own["id"] == task and not any(j["status"] == "canceled" for j in own["jobs"])
     assert (await asyncio.to_thread(call, "GET", f"/unit_jobs/{world.unit_job}", "alice")).json()["status"] == "created"
-    results = (await asyncio.to_thread(call, "GET", f"/upscale_tasks/{task}/results", "alice")).json()
+    results = (await asyncio.to_thread(call, "GET", f"/upscale_tasks/{task}/results/items", "alice")).json()
     assert results["numberMatched"] == 1
     assert (await asyncio.to_thread(call, "GET", f"/unit_jobs/{job}/results", "alice")).json() == RESULTS
     status = (await asyncio.to_thread(call, "GET", "/jobs_status", "alice")).json()

@@ -65,7 +65,8 @@ def pipeline(infra, service_env: dict[str, str], tmp_path_factory: pytest.TempPa
          "max_running_jobs": TIGHT_LIMIT},
     ]
     env = {**service_env, "DATABASE_URL": db_url, "BROKER_PREFIX": unique_name("e2e"),
-           "OPENEO_BACKENDS": json.dumps(backends), "MIGRATE_ON_START": "false", "HEALTH_HOST": "127.0.0.1",
+           "OPENEO_BACKENDS": json.dumps(backends), "UDP_ALLOWED_URLS": f"{fast.udp_catalogue} {tight.udp_catalogue}",
+           "MIGRATE_ON_START": "false", "HEALTH_HOST": "127.0.0.1",
            "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
            "TILER_ADDRESS": f"127.0.0.1:{free_port()}", "MONITOR_HEALTH_PORT": str(free_port()),
            "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "MONITOR_PAGE_SIZE": "50",

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.infra import ROOT, free_port
-from tests.notebook import code_cells, replace_assignments
+from tests.notebook import run_seed_notebook
 
 
 @dataclass
@@ -49,6 +49,7 @@ def launched(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
         "GATEWAY_WORKERS": "2",  # the notebook against several gateway workers sharing the ports
     }
     log_path = tmp_path_factory.mktemp("launcher") / "launcher.log"
+    env["RUN_LOG_DIR"] = str(log_path.parent / "logs")
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "upscaling.launcher", "--no-demo"], cwd=ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
@@ -69,22 +70,10 @@ def launched(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
 
 
 def test_seed_notebook_runs_unchanged(launched: Launched, capsys: pytest.CaptureFixture[str]) -> None:
-    from IPython.core.interactiveshell import InteractiveShell
-
-    cells = [replace_assignments(cell, {
-        "dispatch_api": launched.http,
-        "endpoint": f"{launched.openeo}/openeo/1.2",
-        "application": f"{launched.openeo}/udp/wind_turbine_detection.json",
-    }) for cell in code_cells()]
-    assert any("await listen_for_updates()" in cell for cell in cells)
-    shell = InteractiveShell.instance()
-    for cell in cells:
-        result = shell.run_cell(cell)
-        assert result.success, f"cell failed: {result.error_before_exec or result.error_in_exec}\n{cell}"
+    ns = run_seed_notebook(launched.http, launched.openeo)
     out = capsys.readouterr().out
     assert "Processing 1 tiles for area of interest" in out
     assert "Job finished with status finished" in out
-    ns = shell.user_ns
     task = requests.get(f"http://{launched.http}/upscale_tasks/{ns['upscaling_task_id']}", timeout=10).json()
     job_ids = {job["id"] for job in task["jobs"]}
     assert job_ids and ns["processed_jobs"] == job_ids

@@ -316,15 +316,23 @@ async def test_task_results(tasks_gateway: Gateway, tdb, events_exchange, stub: 
     jobs = await tdb.fetch("SELECT id FROM unit_jobs WHERE task_id = $1 ORDER BY seq", task_id)
     stac = {"type": "Collection", "assets": {"openEO.tif": {"href": "http://x/1.tif", "type": "image/tiff"}}}
     await change_job(tdb, events_exchange, jobs[0]["id"], status="finished", results=stac)
-    body = get(gw, f"/upscale_tasks/{task_id}/results").json()
+    collection = get(gw, f"/upscale_tasks/{task_id}/results").json()
+    assert collection["type"] == "Collection" and collection["upscaling:items"] == 1
+    assert [link["href"] for link in collection["links"] if link["rel"] == "item"] == [
+        f"{gw.http}/upscale_tasks/{task_id}/results/items/{jobs[0]['id']}"]
+    body = get(gw, f"/upscale_tasks/{task_id}/results/items").json()
     assert body["type"] == "FeatureCollection" and len(body["features"]) == 1
     feature = body["features"][0]
-    assert feature["properties"]["job_id"] == jobs[0]["id"]
-    assert feature["properties"]["dimension"] == {"name": "spatial_extent", "value": tiles(2)[0]}
+    assert feature["properties"]["upscaling:job_id"] == jobs[0]["id"]
+    assert feature["properties"]["upscaling:dimension"] == {"name": "spatial_extent", "value": tiles(2)[0]}
     assert feature["assets"] == stac["assets"] and feature["geometry"] == tiles(2)[0]
-    grpc_body = json.loads(stub.GetTaskResults(upscaling_pb2.GetTaskResultsRequest(task_id=task_id),
-                                               timeout=30).stac_json)
-    assert grpc_body == body
+    assert get(gw, f"/upscale_tasks/{task_id}/results/items/{jobs[0]['id']}").json() == feature
+    missing = get(gw, f"/upscale_tasks/{task_id}/results/items/{jobs[1]['id']}")
+    assert missing.status_code == 404 and missing.json()["error_code"] == "JOB_NOT_FOUND"
+    reply = stub.GetTaskResults(upscaling_pb2.GetTaskResultsRequest(task_id=task_id), timeout=30)
+    grpc_items = json.loads(reply.stac_json)["features"]
+    assert grpc_items == [{**f, "links": []} for f in body["features"] if f.pop("collection")]
+    assert json.loads(reply.collection_json)["extent"] == collection["extent"]
     assert json.loads(stub.GetJobResults(upscaling_pb2.GetJobResultsRequest(job_id=jobs[0]["id"]),
                                          timeout=30).stac_json) == stac
     with pytest.raises(grpc.RpcError) as info:

@@ -58,6 +58,11 @@ class Settings:
     gateway_host: str = "0.0.0.0"
     gateway_http_port: int = 8000
     gateway_grpc_port: int = 50051
+    gateway_tls_cert: str = ""
+    gateway_tls_key: str = ""
+    gateway_tls_client_ca: str = ""
+    gateway_plaintext_http_port: int = 0
+    gateway_plaintext_grpc_port: int = 0
     http_max_body_bytes: int = 16 * 1024 * 1024
     grpc_max_message_bytes: int = 256 * 1024 * 1024
     grpc_grace_s: float = 10.0
@@ -66,6 +71,9 @@ class Settings:
     max_dimension_values: int = 10_000
     udp_cache_ttl_s: float = 300.0
     udp_fetch_timeout_s: float = 15.0
+    udp_allowed_urls: str = ""
+    udp_allow_public: bool = True
+    udp_max_redirects: int = 3
     outbox_poll_s: float = 1.0
     dispatcher_prefetch: int = 256
     dispatcher_threads: int = 8
@@ -101,6 +109,11 @@ ENV: dict[str, str] = {
     "gateway_host": "GATEWAY_HOST",
     "gateway_http_port": "GATEWAY_HTTP_PORT",
     "gateway_grpc_port": "GATEWAY_GRPC_PORT",
+    "gateway_tls_cert": "GATEWAY_TLS_CERT",
+    "gateway_tls_key": "GATEWAY_TLS_KEY",
+    "gateway_tls_client_ca": "GATEWAY_TLS_CLIENT_CA",
+    "gateway_plaintext_http_port": "GATEWAY_PLAINTEXT_HTTP_PORT",
+    "gateway_plaintext_grpc_port": "GATEWAY_PLAINTEXT_GRPC_PORT",
     "http_max_body_bytes": "HTTP_MAX_BODY_BYTES",
     "grpc_max_message_bytes": "GRPC_MAX_MESSAGE_BYTES",
     "grpc_grace_s": "GRPC_GRACE_S",
@@ -109,6 +122,9 @@ ENV: dict[str, str] = {
     "max_dimension_values": "MAX_DIMENSION_VALUES",
     "udp_cache_ttl_s": "UDP_CACHE_TTL_S",
     "udp_fetch_timeout_s": "UDP_FETCH_TIMEOUT_S",
+    "udp_allowed_urls": "UDP_ALLOWED_URLS",
+    "udp_allow_public": "UDP_ALLOW_PUBLIC",
+    "udp_max_redirects": "UDP_MAX_REDIRECTS",
     "outbox_poll_s": "OUTBOX_POLL_S",
     "dispatcher_prefetch": "DISPATCHER_PREFETCH",
     "dispatcher_threads": "DISPATCHER_THREADS",

@@ -57,6 +57,14 @@ class Unauthenticated(ServiceError):
     error_code = "AUTHENTICATION_FAILED"
 
 
+class PermissionDenied(ServiceError):
+    """An authenticated caller without the right to do this (e.g. not an administrator)."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+    error_code = "FORBIDDEN"
+
+
 class FailedPrecondition(ServiceError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
     http_status = 409

@@ -133,7 +133,8 @@ class GrpcServer:
     """A grpc.aio server with health and reflection for the given services."""
 
     def __init__(self, settings: Settings, bindings: Sequence[ServiceBinding], host: str, port: int,
-                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                 credentials: grpc.ServerCredentials | None = None) -> None:
         self.settings = settings
         self.bindings = list(bindings)
         # The error mapping is outermost, so errors raised by `interceptors` (e.g. authentication) are mapped too.
@@ -148,9 +149,16 @@ class GrpcServer:
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self.server,
         )
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
-        if self.port == 0:
-            raise RuntimeError(f"cannot bind gRPC port {host}:{port}")
+        self.port = self.add_port(host, port, credentials)
+
+    def add_port(self, host: str, port: int, credentials: grpc.ServerCredentials | None = None) -> int:
+        """Listen on host:port too (TLS with `credentials`); returns the bound port."""
+        address = f"{host}:{port}"
+        bound = self.server.add_secure_port(address, credentials) if credentials is not None \
+            else self.server.add_insecure_port(address)
+        if bound == 0:
+            raise RuntimeError(f"cannot bind gRPC port {address}")
+        return bound
 
     async def start(self) -> None:
         """Start serving and mark every service SERVING."""

@@ -36,6 +36,12 @@ class Child:
     module: str
     ready_url: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _wait_http(url: str, timeout_s: float, child: Child) -> bool:
@@ -93,12 +99,14 @@ LOCAL_DEFAULTS = {
 }
 
 
-def _demo(settings: Settings) -> int:
-    """Upscale a real AOI through the gateway, as the seed notebook does (examples/upscale_aoi.py)."""
+def _demo(settings: Settings, openeo_url: str, run_dir: Path) -> int:
+    """Upscale a real AOI through the gateway with the Python client (examples/upscale_aoi.py): the CLI's
+    progress display, then the results assembled into one mosaic."""
     script = ROOT / "examples" / "upscale_aoi.py"
-    args = [sys.executable, str(script), "--gateway", f"127.0.0.1:{settings.gateway_http_port}",
-            "--country", os.environ.get("DEMO_COUNTRY", "Belgium"), "--grid", os.environ.get("DEMO_GRID", "20x20km")]
-    print("Demo: " + " ".join(args[1:]), flush=True)
+    args = [sys.executable, str(script), "--address", f"127.0.0.1:{settings.gateway_grpc_port}",
+            "--openeo", openeo_url, "--country", os.environ.get("DEMO_COUNTRY", "Belgium"),
+            "--grid", os.environ.get("DEMO_GRID", "20x20km"), "--out", str(run_dir / "demo")]
+    print("\nDemo: " + " ".join(args[1:]), flush=True)
     return subprocess.run(args, cwd=ROOT).returncode
 
 
@@ -111,8 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     configure_logging("launcher", settings.log_level, "text")
     asyncio.run(migrate(settings.database_url))
-    env = {**LOCAL_DEFAULTS, **os.environ, "MIGRATE_ON_START": "false"}
+    port = os.environ.get("LOCAL_OPENEO_PORT", "8081")
+    # The gateway fetches UDPs only at public addresses unless allowlisted: allow the built-in catalogue.
+    catalogue = f"http://127.0.0.1:{port}/udp/ http://localhost:{port}/udp/"
+    env = {**LOCAL_DEFAULTS, "UDP_ALLOWED_URLS": catalogue, **os.environ, "MIGRATE_ON_START": "false"}
     children = _children()
+    log_dir = Path(os.environ.get("RUN_LOG_DIR", ROOT / ".run" / "logs"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -123,9 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         for child in children:
-            child.process = subprocess.Popen([sys.executable, "-m", child.module], env=env)
+            child.log_path = log_dir / f"{child.name}.log"
+            with child.log_path.open("wb") as log:
+                child.process = subprocess.Popen([sys.executable, "-m", child.module], env=env, stdout=log,
+                                                 stderr=subprocess.STDOUT)
+            print(f"  started {child.name:<13} log: {child.log_path}", flush=True)
             if child.ready_url and not _wait_http(child.ready_url, 60, child):
-                print(f"{child.name} did not become ready at {child.ready_url}", file=sys.stderr)
+                print(f"{child.name} did not become ready at {child.ready_url}; its log ends with:\n"
+                      f"{child.log_tail()}", file=sys.stderr)
                 return 1
         print("\nUpscaling service is up:")
         print(f"  HTTP/WebSocket  http://127.0.0.1:{settings.gateway_http_port}  (try GET /health)")
@@ -133,13 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         ports = {name: metrics_port(settings, name) for name in ("tiler", "dispatcher", "monitor")}
         print(f"  metrics         http://127.0.0.1:{settings.gateway_http_port}/metrics (gateway), "
               + ", ".join(f":{port}/metrics ({name})" for name, port in ports.items() if port))
+        openeo_url = ""
         for child in children:
             if child.name == "local-openeo" and child.ready_url:
-                print(f"  local openEO    {child.ready_url.removesuffix('/.well-known/openeo')}")
+                openeo_url = child.ready_url.removesuffix("/.well-known/openeo")
+                print(f"  local openEO    {openeo_url}")
+        print(f"  service logs    {log_dir}/<service>.log")
+        print(f"  Python client   pip install ./client; upscale --address 127.0.0.1:{settings.gateway_grpc_port} ls")
         demo = _exists("services.dispatcher") and _exists("services.monitor") and not args.no_demo \
             and os.environ.get("DEMO", "1") != "0"
         if demo:
-            code = _demo(settings)
+            code = _demo(settings, openeo_url or "http://127.0.0.1:8081", log_dir.parent)
             print(f"Demo {'succeeded' if code == 0 else 'FAILED'}.", flush=True)
             if args.exit_after_demo:
                 return code
@@ -147,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         while not stopping:
             for child in children:
                 if child.process and child.process.poll() is not None:
-                    print(f"{child.name} exited with {child.process.returncode}; stopping", file=sys.stderr)
+                    print(f"{child.name} exited with {child.process.returncode}; stopping. Its log "
+                          f"({child.log_path}) ends with:\n{child.log_tail()}", file=sys.stderr)
                     return 1
             time.sleep(0.5)
         return 0

@@ -162,6 +162,7 @@ def start_fuzz_stack(infra: Any, service_env: dict[str, str], logs: Path) -> Ite
     tiler_port, http_port, grpc_port = free_port(), free_port(), free_port()
     dispatcher_port, monitor_port = free_port(), free_port()
     env = _env(service_env, DATABASE_URL=db_url, BROKER_PREFIX=prefix, OPENEO_BACKENDS=backend.backends_env(),
+               UDP_ALLOWED_URLS=backend.udp_catalogue,
                MIGRATE_ON_START="false", HEALTH_HOST="127.0.0.1", MAX_TILES=str(MAX_TILES),
                MAX_DIMENSION_VALUES=str(MAX_DIMENSION_VALUES), HTTP_MAX_BODY_BYTES=str(HTTP_MAX_BODY_BYTES),
                GRPC_MAX_MESSAGE_BYTES=str(GRPC_MAX_MESSAGE_BYTES), UDP_FETCH_TIMEOUT_S="3", OUTBOX_POLL_S="0.5",

@@ -209,10 +209,12 @@ class GetTaskResultsRequest(_message.Message):
     def __init__(self, task_id: _Optional[int] = ...) -> None: ...
 
 class GetTaskResultsResponse(_message.Message):
-    __slots__ = ("stac_json",)
+    __slots__ = ("stac_json", "collection_json")
     STAC_JSON_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_JSON_FIELD_NUMBER: _ClassVar[int]
     stac_json: str
-    def __init__(self, stac_json: _Optional[str] = ...) -> None: ...
+    collection_json: str
+    def __init__(self, stac_json: _Optional[str] = ..., collection_json: _Optional[str] = ...) -> None: ...
 
 class DescribeServiceRequest(_message.Message):
     __slots__ = ("label", "service")

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from shapely.geometry import shape
 
+from gateway.egress import EgressFetcher, FetchFailed
 from upscaling.errors import InvalidArgument
 
 MAX_UDP_BYTES = 4 * 1024 * 1024
@@ -131,19 +131,14 @@ def parse_udp(url: str, document: Any) -> Udp:
 
 
 class UdpCache:
-    """Fetches UDPs with aiohttp (timeout, size cap) and caches them for `ttl_s` seconds."""
+    """Fetches UDPs through the egress fetcher (timeout, size cap, policy) and caches them for `ttl_s` seconds."""
 
-    def __init__(self, ttl_s: float, timeout_s: float, max_bytes: int = MAX_UDP_BYTES) -> None:
+    def __init__(self, fetcher: EgressFetcher, ttl_s: float, max_bytes: int = MAX_UDP_BYTES) -> None:
+        self.fetcher = fetcher
         self.ttl_s = ttl_s
-        self.timeout_s = timeout_s
         self.max_bytes = max_bytes
         self._cache: dict[str, tuple[float, Udp]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._session: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     async def get(self, url: str) -> Udp:
         """The UDP at `url` (cached); InvalidArgument naming the URL and the reason when it cannot be had."""
@@ -169,23 +164,16 @@ class UdpCache:
     async def _fetch(self, url: str) -> Any:
         if not url.startswith(("http://", "https://")):
             raise UdpError("the application must be an http(s) URL")
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         try:
-            async with self._session.get(url, headers={"Accept": "application/json"}) as reply:
-                if reply.status != 200:
-                    raise UdpError(f"HTTP {reply.status} {reply.reason or ''}".strip())
-                body = bytearray()
-                async for chunk in reply.content.iter_chunked(65536):
-                    body.extend(chunk)
-                    if len(body) > self.max_bytes:
-                        raise UdpError(f"the document is larger than {self.max_bytes} bytes")
-        except TimeoutError as exc:
-            raise UdpError(f"no answer within {self.timeout_s:g} s") from exc
-        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a URL that does not parse
-            raise UdpError(str(exc) or type(exc).__name__) from exc
+            reply = await self.fetcher.get(url, self.max_bytes, headers={"Accept": "application/json"})
+        except FetchFailed as exc:
+            raise UdpError(str(exc)) from exc
+        except ValueError as exc:  # larger than max_bytes
+            raise UdpError(str(exc)) from exc
+        if reply.status != 200:
+            raise UdpError(f"HTTP {reply.status} {reply.reason}".strip())
         try:
-            return json.loads(body)
+            return json.loads(reply.body)
         except ValueError as exc:
             raise UdpError(f"not JSON ({exc})") from exc
 

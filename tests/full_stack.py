@@ -1,0 +1,93 @@
+"""A whole stack of real processes for client-facing tests (map page, Node.js example): a gateway, one dispatcher
+and a monitor on a database and broker prefix of their own, the session's tiler, and a local openEO backend whose
+job durations the test chooses (slow enough to watch tiles change, or fast)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, wait_http_ok, with_database
+from tests.support import LocalOpenEO, admin_sql, drop_private_resources
+
+# A small AOI near the seed notebook's (Styria, Austria): 5x5km tiles of it make a handful of jobs.
+AOI = {"type": "Polygon", "coordinates": [[[14.30, 47.22], [14.42, 47.22], [14.42, 47.30], [14.30, 47.30],
+                                           [14.30, 47.22]]]}
+
+
+@dataclass
+class FullStack:
+    """Addresses of a running stack and its backend."""
+
+    http: str
+    grpc: str
+    backend: LocalOpenEO
+    processes: list[ServiceProcess]
+
+    def tiles(self, aoi: dict[str, Any] = AOI, grid: str = "5x5km") -> list[dict[str, Any]]:
+        """The AOI's tiles from `POST /tiles` (APEx GeometryCollection)."""
+        reply = requests.post(f"{self.http}/tiles", json={"aoi": aoi, "grid": grid}, timeout=60)
+        assert reply.status_code == 201, reply.text
+        return reply.json()["geometries"]
+
+    def create_task(self, title: str, values: list[dict[str, Any]]) -> int:
+        """A wind-turbine task over `values` (spatial extents) on the stack's backend; its id."""
+        body = {"title": title, "label": "openeo",
+                "service": {"endpoint": self.backend.endpoint, "application": self.backend.application},
+                "parameters": {"year": 2024}, "dimension": {"name": "spatial_extent", "values": values}}
+        reply = requests.post(f"{self.http}/upscale_tasks", json=body, timeout=60)
+        assert reply.status_code == 201, reply.text
+        return reply.json()["id"]
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        reply = requests.get(f"{self.http}/upscale_tasks/{task_id}", timeout=30)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.log()[-3000:]}" for p in self.processes)
+
+
+@contextlib.contextmanager
+def full_stack(infra: Any, service_env: dict[str, str], tiler_address: str, logs: Path, *,
+               queue_seconds: float, run_seconds: float, max_running_jobs: int = 8, result_px: int = 32
+               ) -> Iterator[FullStack]:
+    """Start backend, gateway, dispatcher and monitor; stop them and drop the database and broker names after."""
+    backend = LocalOpenEO("--queue-seconds", str(queue_seconds), "--run-seconds", str(run_seconds),
+                          "--result-size", str(result_px))
+    prefix = unique_name("full")
+    db_name = unique_name("full_test")
+    asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
+    http_port, grpc_port = free_port(), free_port()
+    env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": with_database(infra.admin_database_url, db_name),
+           "TILER_ADDRESS": tiler_address, "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
+           "OPENEO_BACKENDS": backend.backends_env(max_running_jobs=max_running_jobs), "HEALTH_HOST": "127.0.0.1",
+           "UDP_ALLOWED_URLS": backend.udp_catalogue,
+           "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
+           "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OUTBOX_POLL_S": "0.5", "GRPC_GRACE_S": "3",
+           "DB_POOL_MAX": "4"}  # small pools: these stacks run beside the session's gateways on one PostgreSQL
+    gateway = ServiceProcess("gateway", "gateway", env, logs / "gateway.log")
+    dispatcher = ServiceProcess("dispatcher", "services.dispatcher", env, logs / "dispatcher.log")
+    monitor = ServiceProcess("monitor", "services.monitor", env, logs / "monitor.log")
+    started: list[ServiceProcess] = []
+    try:
+        gateway.start()
+        started.append(gateway)
+        wait_http_ok(f"http://127.0.0.1:{http_port}/health", gateway)  # migrations are applied by now
+        wait_grpc_serving(f"127.0.0.1:{grpc_port}", gateway)
+        for proc, port in ((dispatcher, env["DISPATCHER_HEALTH_PORT"]), (monitor, env["MONITOR_HEALTH_PORT"])):
+            proc.start()
+            started.append(proc)
+            wait_grpc_serving(f"127.0.0.1:{port}", proc)
+        yield FullStack(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", backend, started)
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+        backend.stop()
+        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
