@@ -27,7 +27,7 @@ def cli() -> None:
 
     settings = load_settings()
     configure_logging("gateway", settings.log_level, settings.log_format)
-    ws_deflate = os.environ.get("GATEWAY_WS_DEFLATE", "false").strip().lower() in ("1", "true", "yes")
+    ws_deflate = os.environ.get("GATEWAY_WS_DEFLATE", "true").strip().lower() not in ("0", "false", "no")
     try:
         code = workers.run(count, lambda index: event_loop.run(main(settings, index, ws_deflate)),
                            on_exit=multiprocess.mark_process_dead if count > 1 else None)
