@@ -18,6 +18,7 @@ from gateway.ws_protocol import WebSocketProtocol
 from upscaling import event_loop, metrics
 from upscaling.config import load_settings
 from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
+from upscaling.health_watch import HealthWatch, broker_check, database_check
 from upscaling.logs import configure_logging
 from upscaling.v1 import tiler_pb2, tiler_pb2_grpc, upscaling_pb2_grpc
 
@@ -51,6 +52,10 @@ async def main() -> None:
         interceptors=[AuthInterceptor(deps.authenticator, deps.rate)],
     )
     await grpc_server.start()
+    assert deps.amqp is not None
+    health_watch = HealthWatch(grpc_server.health, {"database": database_check(deps.pool),
+                                                    "rabbitmq": broker_check(deps.amqp)})
+    health_watch.start()  # NOT_SERVING while PostgreSQL or RabbitMQ is down (GET /health answers 503 then)
     http = _Server(uvicorn.Config(create_app(deps), host=settings.gateway_host, port=settings.gateway_http_port,
                                   log_config=None, access_log=False, ws=WebSocketProtocol))
     http_task = asyncio.create_task(http.serve())
@@ -59,6 +64,7 @@ async def main() -> None:
     log.info("shutting down")
     http.should_exit = True
     await http_task
+    await health_watch.stop()
     await grpc_server.stop()
     await deps.stop()
     stop_task.cancel()

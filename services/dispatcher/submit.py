@@ -38,6 +38,7 @@ from upscaling import backend_limits, jobstore, metrics, openeo_conn, openeo_sub
 from upscaling.backends import BackendConfig, Backends
 from upscaling.batching import MicroBatcher
 from upscaling.config import Settings
+from upscaling.leases import SETTLE_S, START_WINDOW_S, lease_seconds
 from upscaling.logs import correlation_id
 from upscaling.openeo_submit import ErrorKind
 from upscaling.v1 import jobs_pb2
@@ -45,11 +46,6 @@ from upscaling.v1 import jobs_pb2
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Margin on top of the client timeout before an earlier try's create request is taken as landed or lost.
-SETTLE_S = 1.0
-# A create request is sent within this long of its lease's last renewal (a queue of creates waiting for worker
-# threads does not renew every lease).
-START_WINDOW_S = 5.0
 
 # The unit jobs of a batch of messages (without their arguments: a message carries them).
 _JOBS_SQL = """
@@ -306,7 +302,7 @@ class Submitter:
     @property
     def lease_s(self) -> float:
         """How long a try's lease on a job lasts after its last renewal."""
-        return START_WINDOW_S + self.settings.openeo_timeout_s + SETTLE_S
+        return lease_seconds(self.settings.openeo_timeout_s)
 
     async def _reserve(self, row: asyncpg.Record, backend: BackendConfig) -> Reservation:
         """Take the job's lease and a running-job slot, counting the attempt, in one transaction."""
