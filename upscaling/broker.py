@@ -103,6 +103,17 @@ async def declare(channel: AbstractChannel, topology: Topology) -> DeclaredTopol
     return DeclaredTopology(jobs_exchange, jobs_queue, dead, events)
 
 
+async def queue_counts(channel: AbstractChannel, name: str) -> tuple[int, int]:
+    """(messages ready, consumers) of a queue right now. (A robust channel answers a passive declaration of a queue
+    it declared before from its cache, with the counts of back then: `robust=False` asks the broker.)"""
+    if isinstance(channel, aio_pika.RobustChannel):
+        declared = await channel.declare_queue(name, passive=True, robust=False)
+    else:
+        declared = await channel.declare_queue(name, passive=True)
+    ok = declared.declaration_result
+    return ok.message_count or 0, ok.consumer_count or 0
+
+
 async def delete(channel: AbstractChannel, topology: Topology) -> None:
     """Remove every exchange and queue of a topology (used by tests to clean up their own names)."""
     for queue in (topology.jobs_queue, topology.dead_letter_queue):

@@ -219,9 +219,7 @@ class ClusterState(Collector):
             if self._channel is None or self._channel.is_closed:
                 self._channel = await self.amqp.channel()
             for name, queue in (("jobs", self.topology.jobs_queue), ("dead", self.topology.dead_letter_queue)):
-                declared = await self._channel.declare_queue(queue, passive=True)
-                ok = declared.declaration_result
-                self.queues[name] = (ok.message_count or 0, ok.consumer_count or 0)
+                self.queues[name] = await broker.queue_counts(self._channel, queue)
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:

@@ -98,8 +98,7 @@ class Reconciler:
             self._channel = await self.amqp.channel()
         ready = 0
         for name in (self.topology.jobs_queue, self.topology.dead_letter_queue):
-            declared = await self._channel.declare_queue(name, passive=True)
-            ready += declared.declaration_result.message_count or 0
+            ready += (await broker.queue_counts(self._channel, name))[0]
         return ready
 
     async def cycle(self) -> int:
