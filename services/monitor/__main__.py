@@ -27,15 +27,15 @@ async def main() -> None:
                                            "page_size": settings.monitor_page_size,
                                            "reconcile_interval_s": settings.reconcile_interval_s,
                                            "reconcile_after_s": settings.reconcile_after_s})
-        reconciler = Reconciler(settings, rt.pool, rt.connection, broker.Topology(settings.broker_prefix))
+        reconciler = Reconciler(settings, rt.pool, rt.connection, broker.Topology(settings.broker_prefix), locks)
         reconciling = asyncio.create_task(reconciler.run(rt.stop), name="reconciler")
         try:
             await Monitor(settings, rt.backends, rt.pool, rt.topology.events_exchange, locks, rt.executor).run(rt.stop)
             log.info("shutdown signal received; cycle completed")
         finally:
-            await locks.close()
             rt.stop.set()
             await reconciling
+            await locks.close()
 
 
 if __name__ == "__main__":

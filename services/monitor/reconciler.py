@@ -62,12 +62,12 @@ class Reconciler:
     """Republishes stranded unit jobs while this replica holds the reconciler lock."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool, amqp: AbstractRobustConnection,
-                 topology: broker.Topology) -> None:
+                 topology: broker.Topology, locks: BackendLocks) -> None:
         self.settings = settings
         self.pool = pool
         self.amqp = amqp
         self.topology = topology
-        self.locks = BackendLocks(settings.database_url)
+        self.locks = locks  # shared with the poller (one lock connection per replica)
         self.after_s = settings.reconcile_after_s
         self.lease_s = lease_seconds(settings.openeo_timeout_s)
         self.heartbeat_dead_s = HEARTBEAT_MISSES * settings.dispatcher_heartbeat_s
@@ -87,7 +87,6 @@ class Reconciler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.settings.reconcile_interval_s)
         finally:
-            await self.locks.close()
             if self._channel is not None and not self._channel.is_closed:
                 with contextlib.suppress(Exception):
                     await self._channel.close()
