@@ -73,6 +73,7 @@ class Settings:
     submit_backoff_base_s: float = 0.5
     submit_backoff_max_s: float = 30.0
     openeo_timeout_s: float = 30.0
+    submit_settle_s: float = 5.0
     monitor_interval_min_s: float = 1.0
     monitor_interval_max_s: float = 30.0
     monitor_page_size: int = 100
@@ -124,6 +125,7 @@ ENV: dict[str, str] = {
     "submit_backoff_base_s": "SUBMIT_BACKOFF_BASE_S",
     "submit_backoff_max_s": "SUBMIT_BACKOFF_MAX_S",
     "openeo_timeout_s": "OPENEO_TIMEOUT_S",
+    "submit_settle_s": "SUBMIT_SETTLE_S",
     "monitor_interval_min_s": "MONITOR_INTERVAL_MIN_S",
     "monitor_interval_max_s": "MONITOR_INTERVAL_MAX_S",
     "monitor_page_size": "MONITOR_PAGE_SIZE",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,8 @@ from upscaling.broker import event_batch_routing_key, event_routing_key
 from upscaling.logs import correlation_id
 from upscaling.statuses import TERMINAL_JOB_STATUSES, derive_task_status, job_status_to_proto, task_status_to_proto
 from upscaling.v1 import jobs_pb2, upscaling_pb2
+
+log = logging.getLogger(__name__)
 
 _UNSET: Any = object()
 # The columns a status change reads (never `*`: a job's parameters and arguments hold its whole tile geometry).
@@ -380,3 +383,15 @@ async def publish_many(exchange: AbstractExchange, events: list[PendingEvent]) -
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+async def publish_committed(exchange: AbstractExchange, events: list[PendingEvent]) -> bool:
+    """`publish_many` for events whose change committed: they are stored in `task_events`, so a broker outage is
+    logged, not raised (watchers read what they missed from the database). False when not published."""
+    try:
+        await publish_many(exchange, events)
+        return True
+    except Exception as exc:
+        log.warning("status events not published (stored in task_events): %s", exc or type(exc).__name__,
+                    extra={"events": len(events)})
+        return False

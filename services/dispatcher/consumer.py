@@ -12,8 +12,10 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Awaitable
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from google.protobuf.message import DecodeError
 
 from services.dispatcher import delivery
@@ -44,6 +46,24 @@ def parse(body: bytes, content_type: str | None = None) -> jobs_pb2.SubmitJobMes
     return msg
 
 
+def channel_gone(message: AbstractIncomingMessage) -> bool:
+    """Whether the channel a message came on is closed (a broker outage: the broker redelivers it)."""
+    try:
+        return message.channel.is_closed
+    except ChannelInvalidStateError:
+        return True
+
+
+async def settle(outcome: Awaitable[object], job_id: int) -> None:
+    """Acknowledge / return a message; when its channel is gone (a broker outage) the broker redelivers it anyway
+    and the job's state in PostgreSQL decides what the next delivery does."""
+    try:
+        await outcome
+    except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
+        log.warning("message not settled: its channel is gone; it will be redelivered",
+                    extra={"job_id": job_id, "error": repr(exc)})
+
+
 class Consumer:
     """Feeds the messages of the job queue to a Submitter."""
 
@@ -71,7 +91,7 @@ class Consumer:
         except ValueError as exc:
             log.error("poison job message dead-lettered", extra={"error": str(exc), "size": len(message.body),
                                                                  "message_id": message.message_id})
-            await message.reject(requeue=False)
+            await settle(message.reject(requeue=False), 0)
             return
         correlation_id.set(msg.correlation_id or message.correlation_id or new_correlation_id())
         self._held[msg.job_id] += 1
@@ -90,14 +110,14 @@ class Consumer:
             except UnknownJobError as exc:
                 log.error("job message for an unknown unit job dead-lettered", extra={"error": str(exc),
                                                                                      "job_id": msg.job_id})
-                await message.reject(requeue=False)
+                await settle(message.reject(requeue=False), msg.job_id)
                 return
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
                 raise
             except Exception as exc:
-                if message.channel.is_closed:
+                if channel_gone(message):
                     # The broker connection dropped: the broker redelivers the message; nothing to count.
                     log.warning("broker connection lost while submitting; the message will be redelivered",
                                 extra={"job_id": msg.job_id, "error": repr(exc)})
@@ -113,7 +133,7 @@ class Consumer:
                     continue
                 await self._failed(message, msg, exc)
                 return
-            await message.ack()
+            await settle(message.ack(), msg.job_id)
             return
 
     async def _failed(self, message: AbstractIncomingMessage, msg: jobs_pb2.SubmitJobMessage,
@@ -129,13 +149,13 @@ class Consumer:
         if failures >= self.poison_failures:
             log.error("job message failed repeatedly for the same reason; dead-lettered",
                       extra={"job_id": msg.job_id, "failures": failures, "error": reason})
-            await message.reject(requeue=False)
+            await settle(message.reject(requeue=False), msg.job_id)
             return
         log.exception("submitting a unit job failed unexpectedly; message returned to the queue",
                       extra={"job_id": msg.job_id, "failures": failures, "redelivered": message.redelivered},
                       exc_info=exc)
         await asyncio.sleep(NACK_DELAY_S)
-        await message.nack(requeue=True)
+        await settle(message.nack(requeue=True), msg.job_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain within the grace period."""

@@ -26,7 +26,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from services.dispatcher import delivery
-from services.dispatcher.consumer import parse
+from services.dispatcher.consumer import channel_gone, parse
 from upscaling import jobstore, metrics
 from upscaling.config import Settings
 from upscaling.v1 import jobs_pb2
@@ -101,7 +101,7 @@ class DeadLetterHandler:
                     await message.nack(requeue=True)
                 raise
             except Exception as exc:
-                if message.channel.is_closed:
+                if channel_gone(message):
                     return  # the broker gives it to a consumer again
                 if not await delivery.database_up(self.pool):
                     log.warning("database unavailable; holding the dead letter until it is back",
@@ -202,6 +202,5 @@ class DeadLetterHandler:
         metrics.DEAD_LETTERS.labels(decision).inc()
         log.error("poison job message: unit job failed", extra={"job_id": job_id, "reason": text,
                                                                 "death": death_reason(message)})
-        with contextlib.suppress(Exception):
-            await jobstore.publish(self.events, events)
+        await jobstore.publish_committed(self.events, events)
         await message.ack()

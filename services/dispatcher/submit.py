@@ -5,7 +5,8 @@ Exactly one backend job per unit job:
   reserves the job (raising `attempts`, committed) and renews it before each request that may create a backend
   job when its last renewal is older than START_WINDOW_S / 2; such a request is only sent within START_WINDOW_S of
   the renewal (else nothing is sent and the lease is renewed), and the lease lasts START_WINDOW_S + the client
-  timeout + SETTLE_S, so no create request of an earlier try can still be in flight once it expired. Another
+  timeout + SUBMIT_SETTLE_S (`upscaling.leases`), so no create request of an earlier try can still take effect once
+  it expired. Another
   delivery of the job (a duplicate, or a redelivery after a crash) waits for the lease to expire, then takes it
   over; a try that finds its lease taken stops.
 - A try that takes over a lease (an earlier try got as far as maybe creating the job) first looks for the job on
@@ -38,7 +39,7 @@ from upscaling import backend_limits, jobstore, metrics, openeo_conn, openeo_sub
 from upscaling.backends import BackendConfig, Backends
 from upscaling.batching import MicroBatcher
 from upscaling.config import Settings
-from upscaling.leases import SETTLE_S, START_WINDOW_S, lease_seconds
+from upscaling.leases import START_WINDOW_S, lease_seconds
 from upscaling.logs import correlation_id
 from upscaling.openeo_submit import ErrorKind
 from upscaling.v1 import jobs_pb2
@@ -157,7 +158,7 @@ class QueuedRecorder:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 events = await jobstore.record_submitted_bulk(conn, task_id, [(j, b, c) for _, j, b, c in items])
-            await jobstore.publish_many(self.events, events)
+            await jobstore.publish_committed(self.events, events)
             # One line per recorded batch (per job at DEBUG): a 10,000-job task does not cost 10,000 log lines.
             log.info("unit jobs submitted", extra={"task_id": task_id, "count": len(items),
                                                    "job_ids": [job_id for _, job_id, _, _ in items]})
@@ -228,7 +229,7 @@ class Submitter:
     async def _update(self, job_id: int, **changes: Any) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             events = await jobstore.update_job(conn, job_id, **changes)
-        await jobstore.publish(self.events, events)
+        await jobstore.publish_committed(self.events, events)
 
     async def _fail(self, job_id: int, message: str) -> None:
         log.warning("unit job failed", extra={"job_id": job_id, "reason": message})
@@ -302,7 +303,7 @@ class Submitter:
     @property
     def lease_s(self) -> float:
         """How long a try's lease on a job lasts after its last renewal."""
-        return lease_seconds(self.settings.openeo_timeout_s)
+        return lease_seconds(self.settings)
 
     async def _reserve(self, row: asyncpg.Record, backend: BackendConfig) -> Reservation:
         """Take the job's lease and a running-job slot, counting the attempt, in one transaction."""
@@ -421,7 +422,8 @@ class Submitter:
                                 except BackendCallError as exc:
                                     if isinstance(exc.cause, requests.Timeout):
                                         # The backend may still be handling the request: do not look too early.
-                                        search_not_before += self.settings.openeo_timeout_s + SETTLE_S
+                                        search_not_before += (self.settings.openeo_timeout_s
+                                                          + self.settings.submit_settle_s)
                                     raise
                             if start_now and start_error is None:
                                 # Created and started: recorded with the `queued` status below.

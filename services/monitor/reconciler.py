@@ -69,7 +69,7 @@ class Reconciler:
         self.topology = topology
         self.locks = locks  # shared with the poller (one lock connection per replica)
         self.after_s = settings.reconcile_after_s
-        self.lease_s = lease_seconds(settings.openeo_timeout_s)
+        self.lease_s = lease_seconds(settings)
         self.heartbeat_dead_s = HEARTBEAT_MISSES * settings.dispatcher_heartbeat_s
         self._channel: AbstractChannel | None = None
 
