@@ -44,9 +44,9 @@ def backend_faults() -> dict[str, dict[str, float]]:
         "create_job": {"503": 0.02, "500": 0.005, "502": 0.005, "504": 0.005, "429": 0.005, "delay": 0.005,
                        "lost": 0.01, "lost_500": 0.0025, "lost_502": 0.0025, "lost_503": 0.0025, "lost_504": 0.0025},
         "start_job": {"503": 0.03, "lost_502": 0.01, "lost": 0.005, "delay": 0.005},
-        "list_jobs": {"503": 0.04, "delay": 0.01},
+        "list_jobs": {"503": 0.03, "delay": 0.01, "lost_504": 0.01},
         "get_job": {"503": 0.05},
-        "get_results": {"503": 0.04, "500": 0.01},
+        "get_results": {"503": 0.03, "500": 0.01, "lost_500": 0.01},
         "get_logs": {"503": 0.05},
     }
 
@@ -455,13 +455,13 @@ class ChaosRun:
         unhealthy = [name for name, service in self.services.items() if not service.healthy()]
         outcome = Outcome(self.config, faults, task, statuses, not_terminal, report, tags, asyncio.run(dlq()),
                           decisions, unexplained, watcher, last, unhealthy, duration_s)
-        duplicated = list(report["duplicates"]["tags"])
+        duplicated = list(report["duplicates"]["tags"]) + [t for t, n in tags.items() if n != 1]
         if duplicated:
             async def jobs() -> list[dict[str, Any]]:
                 conn = await asyncpg.connect(self.env["DATABASE_URL"])
                 try:
-                    rows = await conn.fetch("SELECT id, tag, status, backend_job_id, attempts, message FROM unit_jobs"
-                                            " WHERE tag = ANY($1::text[])", duplicated)
+                    rows = await conn.fetch("SELECT id, tag, status, backend_job_id, attempts, message, submitted_at,"
+                                            " updated FROM unit_jobs WHERE tag = ANY($1::text[])", duplicated)
                     return [dict(r) for r in rows]
                 finally:
                     await conn.close()
@@ -471,6 +471,9 @@ class ChaosRun:
             for job in outcome.duplicate_jobs:
                 job["backend_jobs"] = [(j["id"], j.get("created"), j.get("status")) for j in backend_jobs.values()
                                        if job["tag"] in (j.get("description") or "")]
+                recorded = backend_jobs.get(job["backend_job_id"] or "")
+                job["recorded_backend_job"] = recorded and {k: recorded.get(k) for k in ("id", "description",
+                                                                                          "status", "created")}
         return outcome
 
 

@@ -26,7 +26,7 @@ def test_no_job_is_stranded_through_kills_and_outages() -> None:
         assert sum(outcome.job_statuses.values()) == config.jobs, context
         # One backend job per tag, ever.
         assert outcome.report["duplicates"]["tags"] == {}, (outcome.duplicate_jobs, run.logs, context)
-        assert all(n == 1 for n in outcome.tags.values()), {t: n for t, n in outcome.tags.items() if n != 1}
+        assert all(n == 1 for n in outcome.tags.values()), (outcome.duplicate_jobs, run.logs)
         # Dead letters: none left, and each one that failed a job is explained by that job's message.
         assert outcome.dead_letter_queue == 0, context
         assert outcome.unexplained_failed_dead_letters == [], context
