@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # Pause before returning a message that failed unexpectedly, so redeliveries do not spin.
 NACK_DELAY_S = 1.0
+# Tries of one delivery that end in a broken connection (after an outage) before it counts as a failure.
+MAX_CONNECTION_RETRIES = 10
 
 
 CONTENT_TYPE = "application/x-protobuf"
@@ -104,6 +106,7 @@ class Consumer:
 
     async def _handle(self, message: AbstractIncomingMessage, msg: jobs_pb2.SubmitJobMessage) -> None:
         pool = self.submitter.pool
+        connection_errors = 0
         while True:
             try:
                 await self.submitter.handle(msg)
@@ -130,6 +133,13 @@ class Consumer:
                         with contextlib.suppress(Exception):
                             await message.nack(requeue=True)
                         return
+                    continue
+                connection_errors += 1
+                if delivery.is_connection_error(exc) and connection_errors <= MAX_CONNECTION_RETRIES:
+                    # A connection that broke in an outage which is over now: not the job's fault, try again.
+                    log.warning("connection error while submitting; trying again",
+                                extra={"job_id": msg.job_id, "error": repr(exc)})
+                    await asyncio.sleep(NACK_DELAY_S)
                     continue
                 await self._failed(message, msg, exc)
                 return

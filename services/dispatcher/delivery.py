@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 
 import asyncpg
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,12 @@ async def log_dead_letter(conn: asyncpg.Connection | asyncpg.Pool, job_id: int |
     """Keep what was decided about a dead letter (the body up to 64 KiB)."""
     await conn.execute("INSERT INTO dead_letters (job_id, decision, reason, body) VALUES ($1, $2, $3, $4)",
                        job_id, decision, reason[:2000], body[:65536])
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether an error comes from a lost PostgreSQL or RabbitMQ connection (an outage, never a job's fault)."""
+    return isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+                            asyncpg.TooManyConnectionsError, AMQPError, ChannelInvalidStateError, ConnectionError))
 
 
 async def database_up(pool: asyncpg.Pool) -> bool:
