@@ -90,6 +90,7 @@ class Fault:
     ended: float = 0.0     # ... when the service / server was back (kills: the kill itself)
     progress_at_end: int = -1
     recovered_s: float | None = None
+    reported_down: set[str] = field(default_factory=set)  # outages: services whose health said so meanwhile
 
 
 def plan(config: ChaosConfig, services: dict[str, list[str]]) -> list[Fault]:
@@ -213,18 +214,18 @@ class Service:
         self.proc.process.send_signal(signal.SIGKILL)
         self.proc.process.wait(timeout=30)
 
-    def healthy(self) -> bool:
+    def healthy(self, timeout: float = 5) -> bool:
         if self.proc.process is None or self.proc.process.poll() is not None:
             return False
         if self.http is not None:
             try:
-                return requests.get(self.http, timeout=5).status_code == 200
+                return requests.get(self.http, timeout=timeout + 5).status_code == 200
             except requests.RequestException:
                 return False
         assert self.health is not None
         with grpc.insecure_channel(self.health) as channel:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
             except grpc.RpcError:
                 return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -411,6 +412,11 @@ class ChaosRun:
         end = time.monotonic() + fault.down_s
         while time.monotonic() < end:
             restarts[:] = self._restart_due(restarts)
+            for name, service in self.services.items():
+                # Every service that uses the server says so in its health (the tiler uses neither).
+                if service.kind != "tiler" and name not in fault.reported_down and time.monotonic() < end - 1:
+                    if not service.healthy(timeout=1):
+                        fault.reported_down.add(name)
             time.sleep(0.05)
         server.start()
         fault.ended = time.monotonic()

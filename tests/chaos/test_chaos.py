@@ -42,5 +42,10 @@ def test_no_job_is_stranded_through_kills_and_outages() -> None:
         injected = {kind for kinds in outcome.report["faults"].values() for kind in kinds}
         assert injected == set(KINDS), set(KINDS) - injected
         assert outcome.report["totals"]["failing"] > 0
+        # During each outage every service using the server reported NOT_SERVING (the gateway: 503 on /health).
+        users = {name for name, service in run.services.items() if service.kind != "tiler"}
+        for fault in outcome.faults:
+            if fault.kind == "outage":
+                assert fault.reported_down == users, (fault.target, users - fault.reported_down)
         # No service needed a restart beyond the suite's own kills: all alive and SERVING.
         assert outcome.unhealthy == [], context
