@@ -490,9 +490,9 @@ def summary(outcome: Outcome) -> str:
              f"{c.kills_per_kind} kills per service kind; {outcome.duration_s:.1f} s in all"]
     for f in outcome.faults:
         what = f"SIGKILL {f.target} (restarted after {f.down_s:.1f} s)" if f.kind == "kill" \
-            else f"{f.target} stopped {f.down_s:.0f} s"
+            else f"{f.target} stopped {f.down_s:.0f} s ({len(f.reported_down)} services NOT_SERVING)"
         rec = "no further progress needed" if f.recovered_s is None else f"progress again after {f.recovered_s:.2f} s"
-        lines.append(f"  t={f.at_s:6.1f} s  {what:<45} {rec}")
+        lines.append(f"  t={f.at_s:6.1f} s  {what:<60} {rec}")
     recovered = [f.recovered_s for f in outcome.faults if f.recovered_s is not None]
     kills = sum(1 for f in outcome.faults if f.kind == "kill")
     outages = sum(1 for f in outcome.faults if f.kind == "outage")
