@@ -9,7 +9,6 @@ PostgreSQL and the message returned, or dead-lettered once it failed POISON_FAIL
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 from collections.abc import Awaitable
@@ -75,12 +74,12 @@ class Consumer:
         self.grace_s = grace_s
         self.poison_failures = max(1, poison_failures)
         self.tasks: set[asyncio.Task[None]] = set()
-        self._held: collections.Counter[int] = collections.Counter()  # job id -> messages in flight
+        self._held = delivery.HeldJobs()
         self._stopping = asyncio.Event()
 
     def held(self) -> set[int]:
         """The jobs whose messages this consumer holds right now."""
-        return set(self._held)
+        return self._held.ids()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.create_task(self._process(message))
@@ -96,13 +95,8 @@ class Consumer:
             await settle(message.reject(requeue=False), 0)
             return
         correlation_id.set(msg.correlation_id or message.correlation_id or new_correlation_id())
-        self._held[msg.job_id] += 1
-        try:
+        with self._held.hold(msg.job_id):
             await self._handle(message, msg)
-        finally:
-            self._held[msg.job_id] -= 1
-            if self._held[msg.job_id] <= 0:
-                del self._held[msg.job_id]
 
     async def _handle(self, message: AbstractIncomingMessage, msg: jobs_pb2.SubmitJobMessage) -> None:
         pool = self.submitter.pool

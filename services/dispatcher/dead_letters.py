@@ -15,7 +15,6 @@ Every decision is logged, counted (`upscaling_dead_letters_total{decision}`) and
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import random
@@ -57,13 +56,13 @@ class DeadLetterHandler:
         self.events = events
         self.settings = settings
         self.tasks: set[asyncio.Task[None]] = set()
-        self._held: collections.Counter[int] = collections.Counter()
+        self._held = delivery.HeldJobs()
         self._stopping = asyncio.Event()
         self._consumer_tag: str | None = None
 
     def held(self) -> set[int]:
         """The jobs whose dead letters are being handled (e.g. waiting for their backoff)."""
-        return set(self._held)
+        return self._held.ids()
 
     async def start(self) -> None:
         self._consumer_tag = await self.queue.consume(self._on_message, no_ack=False)
@@ -158,13 +157,8 @@ class DeadLetterHandler:
             await self._fail(message, msg.job_id, f"its job message was dead-lettered {dead} times without being "
                                                   "handled (its consumers kept dying)")
             return
-        self._held[msg.job_id] += 1
-        try:
+        with self._held.hold(msg.job_id):
             await self._republish(message, msg)
-        finally:
-            self._held[msg.job_id] -= 1
-            if self._held[msg.job_id] <= 0:
-                del self._held[msg.job_id]
 
     async def _republish(self, message: AbstractIncomingMessage, msg: jobs_pb2.SubmitJobMessage) -> None:
         """Publish a healthy job's dead letter to the job queue again after its backoff, then drop it."""

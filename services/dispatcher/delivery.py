@@ -5,11 +5,12 @@ consumer deaths cannot make a healthy job poison."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import asyncpg
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
@@ -79,12 +80,32 @@ async def database_up(pool: asyncpg.Pool) -> bool:
 
 async def wait_database(pool: asyncpg.Pool, stop: asyncio.Event | None = None) -> None:
     """Wait until the database answers (or `stop` is set)."""
-    delay = 0.5
+    delay = 0.2
     while not await database_up(pool):
         if stop is not None and stop.is_set():
             return
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
+        delay = min(delay * 2, 2.0)
+
+
+class HeldJobs:
+    """The jobs whose messages a consumer holds right now (several messages of one job are counted)."""
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[int] = collections.Counter()
+
+    @contextlib.contextmanager
+    def hold(self, job_id: int) -> Iterator[None]:
+        self._counts[job_id] += 1
+        try:
+            yield
+        finally:
+            self._counts[job_id] -= 1
+            if self._counts[job_id] <= 0:
+                del self._counts[job_id]
+
+    def ids(self) -> set[int]:
+        return set(self._counts)
 
 
 class Heartbeat:

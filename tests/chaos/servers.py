@@ -4,6 +4,7 @@ servers. Each keeps its data in a temporary folder removed by `destroy`."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -50,6 +51,12 @@ def _chown(path: Path, user: str) -> None:
                 shutil.chown(os.path.join(root, name), user)
 
 
+def _stop_if_up(server: PrivateRabbitMQ | PrivatePostgres) -> None:
+    if _listening(server.port):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
 class PrivateRabbitMQ:
     """`rabbitmq-server` as a second node on a free AMQP port (its own config file, data folder and node name)."""
 
@@ -87,11 +94,7 @@ class PrivateRabbitMQ:
         return done.stdout
 
     def destroy(self) -> None:
-        if _listening(self.port):
-            try:
-                self.stop()
-            except Exception:
-                pass
+        _stop_if_up(self)
         pid_file = self.dir / "pid"
         if pid_file.exists() and _listening(self.dist_port):
             subprocess.run(["kill", pid_file.read_text().strip()], capture_output=True)
@@ -126,9 +129,5 @@ class PrivatePostgres:
         _wait_port(self.port, False, timeout, "PostgreSQL")
 
     def destroy(self) -> None:
-        if _listening(self.port):
-            try:
-                self.stop()
-            except Exception:
-                pass
+        _stop_if_up(self)
         shutil.rmtree(self.dir, ignore_errors=True)
