@@ -66,9 +66,15 @@ def event_batch_routing_key(task_id: int) -> str:
     return f"task.{task_id}.batch"
 
 
+# Seconds between reconnection attempts of a robust connection (aio-pika's default is 5).
+RECONNECT_INTERVAL_S = 1.0
+
+
 async def connect(url: str, name: str) -> AbstractRobustConnection:
-    """A robust (auto-reconnecting) connection, named after the service in the broker's UI."""
-    return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+    """A robust (auto-reconnecting) connection, named after the service in the broker's UI; it tries again every
+    RECONNECT_INTERVAL_S while the broker is away."""
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": name},
+                                         reconnect_interval=RECONNECT_INTERVAL_S)
 
 
 async def open_channel(connection: AbstractRobustConnection, prefetch: int = 0) -> AbstractChannel:

@@ -392,11 +392,18 @@ async def publish_many(exchange: AbstractExchange, events: list[PendingEvent]) -
             raise result
 
 
+# How long publishing committed events may wait (a robust channel waits for its reconnection).
+PUBLISH_COMMITTED_TIMEOUT_S = 2.0
+
+
 async def publish_committed(exchange: AbstractExchange, events: list[PendingEvent]) -> bool:
     """`publish_many` for events whose change committed: they are stored in `task_events`, so a broker outage is
-    logged, not raised (watchers read what they missed from the database). False when not published."""
+    logged, not raised, and not waited out (watchers read what they missed from the database). False when not
+    published."""
+    if not events:
+        return True
     try:
-        await publish_many(exchange, events)
+        await asyncio.wait_for(publish_many(exchange, events), PUBLISH_COMMITTED_TIMEOUT_S)
         return True
     except Exception as exc:
         log.warning("status events not published (stored in task_events): %s", exc or type(exc).__name__,

@@ -248,11 +248,7 @@ class Monitor:
                 metrics.job_changes(statuses)
                 # One line per task and cycle (with the task's correlation id), not one per job.
                 log.info("jobs recorded", extra={"task_id": task_id, "count": len(group), "statuses": dict(statuses)})
-                try:
-                    await jobstore.publish_many(self.events, events)
-                except Exception as exc:
-                    log.warning("cannot publish events (stored in task_events)",
-                                extra={"task_id": task_id, "error": str(exc)})
+                await jobstore.publish_committed(self.events, events)
             except Exception:
                 log.exception("cannot record job changes", extra={"task_id": task_id})
             finally:

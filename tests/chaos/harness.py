@@ -15,6 +15,7 @@ import signal
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def backend_faults() -> dict[str, dict[str, float]]:
         "create_job": {"503": 0.02, "500": 0.005, "502": 0.005, "504": 0.005, "429": 0.005, "delay": 0.005,
                        "lost": 0.01, "lost_500": 0.0025, "lost_502": 0.0025, "lost_503": 0.0025, "lost_504": 0.0025},
         "start_job": {"503": 0.03, "lost_502": 0.01, "lost": 0.005, "delay": 0.005},
-        "list_jobs": {"503": 0.03, "delay": 0.01, "lost_504": 0.01},
+        "list_jobs": {"503": 0.03, "delay": 0.01, "lost_504": 0.03},
         "get_job": {"503": 0.05},
         "get_results": {"503": 0.03, "500": 0.01, "lost_500": 0.01},
         "get_logs": {"503": 0.05},
@@ -71,9 +72,9 @@ class ChaosConfig:
         full = os.environ.get("CHAOS_PROFILE", "short") == "full"
         seed = int(os.environ.get("CHAOS_SEED") or (random.SystemRandom().randrange(1, 10**6) if full else 7))
         return cls(seed=seed,
-                   jobs=int(os.environ.get("CHAOS_JOBS") or (2000 if full else 200)),
-                   window_s=float(os.environ.get("CHAOS_WINDOW_S") or (150 if full else 45)),
-                   outage_s=float(os.environ.get("CHAOS_OUTAGE_S") or (20 if full else 5)),
+                   jobs=int(os.environ.get("CHAOS_JOBS") or (2000 if full else 150)),
+                   window_s=float(os.environ.get("CHAOS_WINDOW_S") or (150 if full else 40)),
+                   outage_s=float(os.environ.get("CHAOS_OUTAGE_S") or (20 if full else 6)),
                    kills_per_kind=int(os.environ.get("CHAOS_KILLS") or 2),
                    limit_s=float(os.environ.get("CHAOS_LIMIT_S") or (600 if full else 240)))
 
@@ -219,7 +220,7 @@ class Service:
             return False
         if self.http is not None:
             try:
-                return requests.get(self.http, timeout=timeout + 5).status_code == 200
+                return requests.get(self.http, timeout=timeout + 6).status_code == 200
             except requests.RequestException:
                 return False
         assert self.health is not None
@@ -288,12 +289,14 @@ class ChaosRun:
         self.backend = LocalOpenEO("--queue-seconds", "0.5", "--run-seconds", "2")
         self.backend.configure(seed=self.config.seed, faults=backend_faults(), fault_delay=OPENEO_TIMEOUT_S + 1.5,
                                job_error_fraction=self.config.job_error_fraction)
-        rate = max(2.0, self.config.jobs / (0.9 * self.config.window_s))  # submissions span the fault window
+        # A running-jobs limit spreads the jobs over the fault window (a job spends about 2.5 s queued + running).
+        running = max(4, round(self.config.jobs / (0.9 * self.config.window_s) * 2.5))
         tiler_port, http_port, grpc_port = free_port(), free_port(), free_port()
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_OPENEO_", "CHAOS_"))},
             "DATABASE_URL": db_url, "RABBITMQ_URL": self.rabbitmq.url, "BROKER_PREFIX": "chaos",
-            "OPENEO_BACKENDS": self.backend.backends_env(starts_per_second=rate), "MIGRATE_ON_START": "true",
+            "OPENEO_BACKENDS": self.backend.backends_env(max_running_jobs=running), "MIGRATE_ON_START": "true",
+            "DISPATCHER_PREFETCH": "64",
             "LOG_LEVEL": "INFO", "METRICS_PORT": "0", "HEALTH_HOST": "127.0.0.1", "GATEWAY_HOST": "127.0.0.1",
             "TILER_HOST": "127.0.0.1", "TILER_PORT": str(tiler_port), "TILER_ADDRESS": f"127.0.0.1:{tiler_port}",
             "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
@@ -412,11 +415,13 @@ class ChaosRun:
         end = time.monotonic() + fault.down_s
         while time.monotonic() < end:
             restarts[:] = self._restart_due(restarts)
-            for name, service in self.services.items():
-                # Every service that uses the server says so in its health (the tiler uses neither).
-                if service.kind != "tiler" and name not in fault.reported_down and time.monotonic() < end - 1:
-                    if not service.healthy(timeout=1):
-                        fault.reported_down.add(name)
+            # Every service that uses the server says so in its health (the tiler uses neither).
+            pending = [name for name, service in self.services.items()
+                       if service.kind != "tiler" and name not in fault.reported_down]
+            if pending and time.monotonic() < end - 1:
+                with ThreadPoolExecutor(len(pending)) as pool:
+                    down = pool.map(lambda name: not self.services[name].healthy(timeout=1), pending)
+                    fault.reported_down.update(name for name, is_down in zip(pending, down, strict=True) if is_down)
             time.sleep(0.05)
         server.start()
         fault.ended = time.monotonic()
