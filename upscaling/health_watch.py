@@ -15,6 +15,9 @@ from grpc_health.v1 import health, health_pb2
 log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[object]]
+# A health service name that stays SERVING while the process runs: liveness probes ask for it, so a dependency
+# outage makes a service unready (the overall "" status) but never gets it restarted.
+LIVENESS = "liveness"
 CHECK_TIMEOUT_S = 5.0
 
 
@@ -60,6 +63,8 @@ class HealthWatch:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="health-watch")
 
+
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -67,6 +72,7 @@ class HealthWatch:
                 await self._task
 
     async def _run(self) -> None:
+        await self.servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         while True:
             down = await failing(self.checks)
             serving = not down

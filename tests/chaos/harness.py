@@ -30,6 +30,7 @@ from tests.chaos.servers import PrivatePostgres, PrivateRabbitMQ
 from tests.infra import ServiceProcess, free_port, wait_grpc_serving, wait_http_ok, with_database
 from tests.support import LocalOpenEO, admin_sql, tiles
 from upscaling import broker
+from upscaling.health_watch import LIVENESS
 from upscaling.migrations import migrate
 from upscaling.statuses import TERMINAL_JOB_STATUSES, TERMINAL_TASK_STATUSES, task_status_from_proto
 from upscaling.v1 import upscaling_pb2, upscaling_pb2_grpc
@@ -92,6 +93,7 @@ class Fault:
     progress_at_end: int = -1
     recovered_s: float | None = None
     reported_down: set[str] = field(default_factory=set)  # outages: services whose health said so meanwhile
+    not_alive: set[str] = field(default_factory=set)      # outages: services whose liveness failed meanwhile
 
 
 def plan(config: ChaosConfig, services: dict[str, list[str]]) -> list[Fault]:
@@ -207,13 +209,25 @@ class Service:
 
     kind: str
     proc: ServiceProcess
-    health: str | None = None  # gRPC health address
-    http: str | None = None    # HTTP health URL
+    health: str | None = None    # gRPC health address
+    http: str | None = None      # HTTP health URL
+    liveness: str | None = None  # gRPC address whose "liveness" health service must stay SERVING in outages
 
     def kill(self) -> None:
         assert self.proc.process is not None
         self.proc.process.send_signal(signal.SIGKILL)
         self.proc.process.wait(timeout=30)
+
+    def alive(self, timeout: float = 2) -> bool:
+        """Whether the liveness health service answers SERVING (it must, whatever the dependencies do)."""
+        assert self.liveness is not None
+        with grpc.insecure_channel(self.liveness) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=LIVENESS), timeout=timeout)
+            except grpc.RpcError:
+                return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     def healthy(self, timeout: float = 5) -> bool:
         if self.proc.process is None or self.proc.process.poll() is not None:
@@ -329,7 +343,8 @@ class ChaosRun:
     def _add(self, kind: str, name: str, module: str, extra: dict[str, str], *, health: str | None = None,
              http: str | None = None) -> None:
         proc = ServiceProcess(name, module, {**self.env, **extra}, self.logs / f"{name}.log")
-        self.services[name] = Service(kind, proc, health, http)
+        liveness = None if kind == "tiler" else (self.grpc if kind == "gateway" else health)
+        self.services[name] = Service(kind, proc, health, http, liveness)
 
     def close(self) -> None:
         for service in self.services.values():
@@ -422,6 +437,10 @@ class ChaosRun:
                 with ThreadPoolExecutor(len(pending)) as pool:
                     down = pool.map(lambda name: not self.services[name].healthy(timeout=1), pending)
                     fault.reported_down.update(name for name, is_down in zip(pending, down, strict=True) if is_down)
+            users = [name for name, service in self.services.items() if service.liveness is not None]
+            with ThreadPoolExecutor(len(users)) as pool:
+                alive = pool.map(lambda name: self.services[name].alive(), users)
+                fault.not_alive.update(name for name, ok in zip(users, alive, strict=True) if not ok)
             time.sleep(0.05)
         server.start()
         fault.ended = time.monotonic()

@@ -47,5 +47,6 @@ def test_no_job_is_stranded_through_kills_and_outages() -> None:
         for fault in outcome.faults:
             if fault.kind == "outage":
                 assert fault.reported_down == users, (fault.target, users - fault.reported_down)
+                assert fault.not_alive == set(), (fault.target, fault.not_alive)  # liveness: never restarted
         # No service needed a restart beyond the suite's own kills: all alive and SERVING.
         assert outcome.unhealthy == [], context
