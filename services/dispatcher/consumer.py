@@ -47,14 +47,6 @@ def parse(body: bytes, content_type: str | None = None) -> jobs_pb2.SubmitJobMes
     return msg
 
 
-def channel_gone(message: AbstractIncomingMessage) -> bool:
-    """Whether the channel a message came on is closed (a broker outage: the broker redelivers it)."""
-    try:
-        return message.channel.is_closed
-    except ChannelInvalidStateError:
-        return True
-
-
 async def settle(outcome: Awaitable[object], job_id: int) -> None:
     """Acknowledge / return a message; when its channel is gone (a broker outage) the broker redelivers it anyway
     and the job's state in PostgreSQL decides what the next delivery does."""
@@ -114,20 +106,13 @@ class Consumer:
                     await message.nack(requeue=True)
                 raise
             except Exception as exc:
-                if channel_gone(message):
-                    # The broker connection dropped: the broker redelivers the message; nothing to count.
-                    log.warning("broker connection lost while submitting; the message will be redelivered",
-                                extra={"job_id": msg.job_id, "error": repr(exc)})
+                # An outage is not the job's fault: nothing is counted.
+                outage = await delivery.ride_out_outage(message, pool, self._stopping, exc,
+                                                        f"submitting unit job {msg.job_id}")
+                if outage is not None:
+                    if outage:
+                        continue
                     return
-                if not await delivery.database_up(pool):
-                    log.warning("database unavailable while submitting; holding the message until it is back",
-                                extra={"job_id": msg.job_id, "error": repr(exc)})
-                    await delivery.wait_database(pool, self._stopping)
-                    if self._stopping.is_set():
-                        with contextlib.suppress(Exception):
-                            await message.nack(requeue=True)
-                        return
-                    continue
                 connection_errors += 1
                 if delivery.is_connection_error(exc) and connection_errors <= MAX_CONNECTION_RETRIES:
                     # A connection that broke in an outage which is over now: not the job's fault, try again.

@@ -25,7 +25,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from services.dispatcher import delivery
-from services.dispatcher.consumer import channel_gone, parse
+from services.dispatcher.consumer import parse
 from upscaling import jobstore, metrics
 from upscaling.config import Settings
 from upscaling.v1 import jobs_pb2
@@ -100,17 +100,12 @@ class DeadLetterHandler:
                     await message.nack(requeue=True)
                 raise
             except Exception as exc:
-                if channel_gone(message):
-                    return  # the broker gives it to a consumer again
-                if not await delivery.database_up(self.pool):
-                    log.warning("database unavailable; holding the dead letter until it is back",
-                                extra={"error": repr(exc)})
-                    await delivery.wait_database(self.pool, self._stopping)
-                    if self._stopping.is_set():
-                        with contextlib.suppress(Exception):
-                            await message.nack(requeue=True)
-                        return
-                    continue
+                outage = await delivery.ride_out_outage(message, self.pool, self._stopping, exc,
+                                                        "handling a dead letter")
+                if outage is not None:
+                    if outage:
+                        continue
+                    return
                 log.exception("handling a dead letter failed; returned to the dead-letter queue")
                 await asyncio.sleep(1.0)
                 await message.nack(requeue=True)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import asyncpg
+from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,35 @@ async def wait_database(pool: asyncpg.Pool, stop: asyncio.Event | None = None) -
             return
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+async def ride_out_outage(message: AbstractIncomingMessage, pool: asyncpg.Pool, stopping: asyncio.Event,
+                          exc: Exception, what: str) -> bool | None:
+    """After `exc` while handling `message`: None when no dependency is down (the caller decides what the error
+    means); True to try the message again (the database was down and is back); False when this delivery is over
+    (its channel is gone, so the broker redelivers it, or the service stops: it went back to the queue)."""
+    if channel_gone(message):
+        log.warning("broker connection lost while %s; the message will be redelivered", what,
+                    extra={"error": repr(exc)})
+        return False
+    if await database_up(pool):
+        return None
+    log.warning("database unavailable while %s; holding the message until it is back", what,
+                extra={"error": repr(exc)})
+    await wait_database(pool, stopping)
+    if stopping.is_set():
+        with contextlib.suppress(Exception):
+            await message.nack(requeue=True)
+        return False
+    return True
+
+
+def channel_gone(message: AbstractIncomingMessage) -> bool:
+    """Whether the channel a message came on is closed (a broker outage: the broker redelivers it)."""
+    try:
+        return message.channel.is_closed
+    except ChannelInvalidStateError:
+        return True
 
 
 class HeldJobs:
