@@ -212,6 +212,7 @@ class Service:
     health: str | None = None    # gRPC health address
     http: str | None = None      # HTTP health URL
     liveness: str | None = None  # gRPC address whose "liveness" health service must stay SERVING in outages
+    started_at: float = 0.0      # time.monotonic() of its last start
 
     def kill(self) -> None:
         assert self.proc.process is not None
@@ -333,6 +334,7 @@ class ChaosRun:
                       health=f"127.0.0.1:{port}")
         for service in self.services.values():
             service.proc.start()
+            service.started_at = time.monotonic()
         for service in self.services.values():
             if service.http:
                 wait_http_ok(service.http, service.proc, timeout=120)
@@ -412,6 +414,7 @@ class ChaosRun:
         for at, service in restarts:
             if time.monotonic() >= at:
                 service.proc.start()
+                service.started_at = time.monotonic()
             else:
                 left.append((at, service))
         return left
@@ -437,10 +440,15 @@ class ChaosRun:
                 with ThreadPoolExecutor(len(pending)) as pool:
                     down = pool.map(lambda name: not self.services[name].healthy(timeout=1), pending)
                     fault.reported_down.update(name for name, is_down in zip(pending, down, strict=True) if is_down)
-            users = [name for name, service in self.services.items() if service.liveness is not None]
-            with ThreadPoolExecutor(len(users)) as pool:
-                alive = pool.map(lambda name: self.services[name].alive(), users)
-                fault.not_alive.update(name for name, ok in zip(users, alive, strict=True) if not ok)
+            # (A service killed shortly before and started again during the outage waits for the server before it
+            # serves anything: only those running since before the outage are asked.)
+            restarting = {id(service) for _, service in restarts}
+            users = [name for name, service in self.services.items() if service.liveness is not None
+                     and service.started_at < fault.started and id(service) not in restarting]
+            if users:
+                with ThreadPoolExecutor(len(users)) as pool:
+                    alive = pool.map(lambda name: self.services[name].alive(), users)
+                    fault.not_alive.update(name for name, ok in zip(users, alive, strict=True) if not ok)
             time.sleep(0.05)
         server.start()
         fault.ended = time.monotonic()
