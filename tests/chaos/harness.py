@@ -429,6 +429,12 @@ class ChaosRun:
             fault.progress_at_end = progress.current
             return
         server = self.rabbitmq if fault.target == "rabbitmq" else self.postgres
+        # Liveness is asked of the services alive when the outage begins (one still starting after a kill waits for
+        # the server before it serves anything).
+        candidates = [name for name, service in self.services.items() if service.liveness is not None]
+        with ThreadPoolExecutor(len(candidates)) as pool:
+            alive_before = {name for name, ok in zip(candidates, pool.map(
+                lambda name: self.services[name].alive(), candidates), strict=True) if ok}
         server.stop()
         end = time.monotonic() + fault.down_s
         misses: dict[str, int] = {}
@@ -441,11 +447,7 @@ class ChaosRun:
                 with ThreadPoolExecutor(len(pending)) as pool:
                     down = pool.map(lambda name: not self.services[name].healthy(timeout=1), pending)
                     fault.reported_down.update(name for name, is_down in zip(pending, down, strict=True) if is_down)
-            # (A service killed shortly before and started again during the outage waits for the server before it
-            # serves anything: only those running since before the outage are asked.)
-            restarting = {id(service) for _, service in restarts}
-            users = [name for name, service in self.services.items() if service.liveness is not None
-                     and service.started_at < fault.started and id(service) not in restarting]
+            users = [name for name in alive_before if self.services[name].started_at < fault.started]
             if users:
                 with ThreadPoolExecutor(len(users)) as pool:
                     alive = pool.map(lambda name: self.services[name].alive(), users)
