@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -215,8 +216,14 @@ class Service:
     started_at: float = 0.0      # time.monotonic() of its last start
 
     def kill(self) -> None:
+        """SIGKILL the service with its child processes (the tiler's worker pool), as a container kill would."""
         assert self.proc.process is not None
+        pid = self.proc.process.pid
+        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
         self.proc.process.send_signal(signal.SIGKILL)
+        for child in children.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGKILL)
         self.proc.process.wait(timeout=30)
 
     def alive(self, timeout: float = 2) -> bool:
