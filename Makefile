@@ -10,7 +10,7 @@ NODE_EXAMPLE_STAMP := examples/node/node_modules/.installed
 # The Python client's own copy of the generated code (client/ installs alone, without the server's `upscaling`).
 CLIENT_PB := client/upscaling_client/_proto
 
-.PHONY: venv web node-example protos protos-check api-docs api-docs-check lint migrate run test fuzz bench \
+.PHONY: venv web node-example protos protos-check api-docs api-docs-check lint migrate run test fuzz chaos bench \
 	compose-test k8s-validate dev-certs clean
 
 venv: $(STAMP)
@@ -81,6 +81,11 @@ FUZZ_EXAMPLES ?= 500
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider tests/fuzz \
 		--durations=0 $(FUZZ_ARGS)
+
+## The full chaos run (not part of `make test`, which runs a short seeded one): 2,000 jobs, every service kind
+## SIGKILLed twice, RabbitMQ and PostgreSQL (private servers) each stopped 20 s. CHAOS_SEED=N repeats a run.
+chaos: $(STAMP)
+	CHAOS_PROFILE=full CHAOS_SEED=$(CHAOS_SEED) $(BIN)/python -m pytest -p no:cacheprovider tests/chaos -s $(CHAOS_ARGS)
 
 ## Benchmarks (not part of `make test`): each prints its figures against a baseline measured in the same run.
 bench: $(STAMP)

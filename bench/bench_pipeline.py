@@ -46,6 +46,7 @@ from tests.infra import (  # noqa: E402
     wait_grpc_serving,
     with_database,
 )
+from tests.support import drop_private_resources  # noqa: E402
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc  # noqa: E402
 
 ADMIN = "bench-admin"
@@ -182,14 +183,24 @@ def main() -> int:
     args = parser.parse_args()
 
     admin_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    rabbitmq_url = os.environ.get("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
     db_name = f"upscaling_bench_{uuid.uuid4().hex[:8]}"
+    prefix = f"bench_{uuid.uuid4().hex[:8]}"
     asyncio.run(_exec(admin_url, f'CREATE DATABASE "{db_name}"'))
+    try:
+        return _run(args, admin_url, rabbitmq_url, db_name, prefix)
+    finally:
+        # Every broker name and the database of this run go, also when it failed.
+        asyncio.run(drop_private_resources(admin_url, db_name, rabbitmq_url, prefix))
+
+
+def _run(args: argparse.Namespace, admin_url: str, rabbitmq_url: str, db_name: str, prefix: str) -> int:
     db_url = with_database(admin_url, db_name)
     logs = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     backend, openeo_url = start_local_openeo()
     http_port, grpc_port = free_port(), free_port()
-    env = {**os.environ, "DATABASE_URL": db_url, "RABBITMQ_URL": os.environ.get("RABBITMQ_URL", DEFAULT_RABBITMQ_URL),
-           "BROKER_PREFIX": f"bench_{uuid.uuid4().hex[:8]}", "LOG_LEVEL": "INFO", "MAX_DIMENSION_VALUES": "20000",
+    env = {**os.environ, "DATABASE_URL": db_url, "RABBITMQ_URL": rabbitmq_url,
+           "BROKER_PREFIX": prefix, "LOG_LEVEL": "INFO", "MAX_DIMENSION_VALUES": "20000",
            "GATEWAY_HOST": "127.0.0.1", "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
            "TILER_ADDRESS": f"127.0.0.1:{free_port()}", "DISPATCHER_HEALTH_PORT": str(free_port()),
            "MONITOR_HEALTH_PORT": str(free_port()), "MONITOR_PAGE_SIZE": str(PAGE_SIZE),
@@ -247,7 +258,6 @@ def main() -> int:
             service.stop()
         backend.terminate()
         backend.wait(timeout=10)
-        asyncio.run(_exec(admin_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
 
     rate = args.jobs / submitted_s
     target_calls = math.ceil(args.active / PAGE_SIZE) + 1

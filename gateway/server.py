@@ -22,6 +22,7 @@ from gateway.ws_protocol import WebSocketProtocol
 from upscaling import metrics
 from upscaling.config import Settings
 from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
+from upscaling.health_watch import HealthWatch, broker_check, database_check
 from upscaling.v1 import audit_pb2, audit_pb2_grpc, tiler_pb2, tiler_pb2_grpc
 
 log = logging.getLogger("gateway")
@@ -59,6 +60,10 @@ async def main(settings: Settings, worker: int = 0, ws_deflate: bool = False) ->
     if tls and settings.gateway_plaintext_grpc_port:
         grpc_server.add_port(settings.gateway_host, settings.gateway_plaintext_grpc_port)
     await grpc_server.start()
+    assert deps.amqp is not None
+    health_watch = HealthWatch(grpc_server.health, {"database": database_check(deps.pool),
+                                                    "rabbitmq": broker_check(deps.amqp)})
+    health_watch.start()  # NOT_SERVING while PostgreSQL or RabbitMQ is down (GET /health answers 503 then)
     app = create_app(deps)
     listeners = [(settings.gateway_http_port, tls.uvicorn_options() if tls else {})]
     if tls and settings.gateway_plaintext_http_port:
@@ -76,6 +81,7 @@ async def main(settings: Settings, worker: int = 0, ws_deflate: bool = False) ->
     for server in servers:
         server.should_exit = True
     await asyncio.gather(*http_tasks)
+    await health_watch.stop()
     await grpc_server.stop()
     await deps.stop()
     stop_task.cancel()

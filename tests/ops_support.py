@@ -20,7 +20,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, wait_http_ok, with_database
-from tests.support import LocalOpenEO, admin_sql, tiles
+from tests.support import LocalOpenEO, admin_sql, drop_private_resources, tiles
 from upscaling import broker
 from upscaling.migrations import migrate
 from upscaling.v1 import upscaling_pb2_grpc
@@ -164,14 +164,6 @@ class StackConfig:
     backend_args: tuple[str, ...] = ("--queue-seconds", "0.1", "--run-seconds", "0.3")
 
 
-async def _delete_topology(url: str, prefix: str) -> None:
-    connection = await aio_pika.connect(url)
-    try:
-        await broker.delete(await connection.channel(), broker.Topology(prefix))
-    finally:
-        await connection.close()
-
-
 async def dead_letters(url: str, prefix: str) -> int:
     """Messages in the dead-letter queue of a topology."""
     connection = await aio_pika.connect(url)
@@ -219,5 +211,5 @@ def ops_stack(infra: Any, service_env: dict[str, str], logs: Path, config: Stack
         for service in service_procs(stack):
             service.proc.stop()
         backend.stop()
-        asyncio.run(_delete_topology(infra.rabbitmq_url, env["BROKER_PREFIX"]))
-        asyncio.run(admin_sql(infra.admin_database_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url,
+                                           env["BROKER_PREFIX"]))

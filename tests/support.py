@@ -140,14 +140,17 @@ async def admin_sql(admin_url: str, sql: str) -> None:
 
 
 async def drop_private_resources(admin_url: str, db_name: str, rabbitmq_url: str, prefix: str) -> None:
-    """Delete a test run's broker names (`prefix`) and drop its database."""
-    connection = await aio_pika.connect(rabbitmq_url)
+    """Delete a test run's broker names (`prefix`) and drop its database (the database also when the broker
+    cannot be reached)."""
     try:
-        channel = await connection.channel()
-        await broker.delete(channel, broker.Topology(prefix=prefix))
+        connection = await aio_pika.connect(rabbitmq_url)
+        try:
+            channel = await connection.channel()
+            await broker.delete(channel, broker.Topology(prefix=prefix))
+        finally:
+            await connection.close()
     finally:
-        await connection.close()
-    await admin_sql(admin_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        await admin_sql(admin_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 @contextlib.asynccontextmanager

@@ -254,24 +254,29 @@ async def test_poison_message_is_dead_lettered_and_canceled_jobs_are_not_submitt
         backend: LocalOpenEO, conn: asyncpg.Connection, mq: Broker, service_env: dict[str, str],
         procs: list[ServiceProcess], logs: Path) -> None:
     proc = _start("dispatcher", dispatcher_env(service_env, backend, mq.topology.prefix), logs / "d.log", procs)
+    before = await conn.fetchval("SELECT coalesce(max(id), 0) FROM dead_letters")
     await mq.publish(b"\xff\xff not a protobuf")
     unknown = jobs_pb2.SubmitJobMessage(job_id=987654321).SerializeToString()
     await mq.publish(unknown)  # unknown job: dead-lettered too
     task_id, job_ids = await insert_task(conn, backend, 3)
     await conn.execute("UPDATE upscale_tasks SET cancel_requested = true WHERE id = $1", task_id)
     await mq.publish_jobs(conn, job_ids)
-    dead: list[bytes] = []
 
-    async def two_dead_letters() -> bool:
-        dead.extend(await mq.drain(mq.declared.dead_letter_queue))
-        return len(dead) >= 2
+    async def two_dead_letters() -> list[asyncpg.Record]:
+        rows = await conn.fetch("SELECT * FROM dead_letters WHERE id > $1 ORDER BY id", before)
+        return rows if len(rows) >= 2 else []
 
-    await wait_until(two_dead_letters, what="dead letters")
-    assert sorted(dead) == sorted([b"\xff\xff not a protobuf", unknown])
+    # The dispatcher's dead-letter handler explains and drops both: nothing names a job to fail.
+    dead = await wait_until(two_dead_letters, what="dead letters handled")
+    assert sorted(bytes(r["body"]) for r in dead) == sorted([b"\xff\xff not a protobuf", unknown])
+    assert {r["decision"] for r in dead} == {"dropped"}
+    assert any(r["reason"].startswith("undecodable job message") for r in dead), dead
+    assert any(r["reason"] == "job message for an unknown unit job 987654321" for r in dead), dead
     await wait_until(lambda: all_in(conn, task_id, {"canceled"}, 3), what="jobs canceled")
     assert await conn.fetchval("SELECT status FROM upscale_tasks WHERE id = $1", task_id) == "canceled"
     assert backend.report()["totals"]["created"] == 0
     assert "poison job message" in proc.log() and "unknown unit job" in proc.log()
+    assert "dead letter dropped" in proc.log()
     await asyncio.sleep(0.5)
     assert await mq.drain(mq.declared.dead_letter_queue) == []
 

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, with_database
-from tests.support import LocalOpenEO, admin_sql, tiles
+from tests.support import LocalOpenEO, admin_sql, drop_private_resources, tiles
 from upscaling.migrations import migrate
 from upscaling.statuses import task_status_from_proto
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
@@ -90,7 +90,8 @@ def pipeline(infra, service_env: dict[str, str], tmp_path_factory: pytest.TempPa
             proc.stop()
         fast.stop()
         tight.stop()
-        asyncio.run(admin_sql(infra.admin_database_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url,
+                                           env["BROKER_PREFIX"]))
 
 
 def create(p: Pipeline, backend: LocalOpenEO, n: int, title: str, **extra: Any) -> int:

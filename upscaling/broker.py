@@ -66,9 +66,15 @@ def event_batch_routing_key(task_id: int) -> str:
     return f"task.{task_id}.batch"
 
 
+# Seconds between reconnection attempts of a robust connection (aio-pika's default is 5).
+RECONNECT_INTERVAL_S = 1.0
+
+
 async def connect(url: str, name: str) -> AbstractRobustConnection:
-    """A robust (auto-reconnecting) connection, named after the service in the broker's UI."""
-    return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+    """A robust (auto-reconnecting) connection, named after the service in the broker's UI; it tries again every
+    RECONNECT_INTERVAL_S while the broker is away."""
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": name},
+                                         reconnect_interval=RECONNECT_INTERVAL_S)
 
 
 async def open_channel(connection: AbstractRobustConnection, prefetch: int = 0) -> AbstractChannel:
@@ -101,6 +107,17 @@ async def declare(channel: AbstractChannel, topology: Topology) -> DeclaredTopol
     events = await channel.declare_exchange(topology.events_exchange, aio_pika.ExchangeType.TOPIC,
                                             durable=True)
     return DeclaredTopology(jobs_exchange, jobs_queue, dead, events)
+
+
+async def queue_counts(channel: AbstractChannel, name: str) -> tuple[int, int]:
+    """(messages ready, consumers) of a queue right now. (A robust channel answers a passive declaration of a queue
+    it declared before from its cache, with the counts of back then: `robust=False` asks the broker.)"""
+    if isinstance(channel, aio_pika.RobustChannel):
+        declared = await channel.declare_queue(name, passive=True, robust=False)
+    else:
+        declared = await channel.declare_queue(name, passive=True)
+    ok = declared.declaration_result
+    return ok.message_count or 0, ok.consumer_count or 0
 
 
 async def delete(channel: AbstractChannel, topology: Topology) -> None:

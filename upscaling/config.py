@@ -81,10 +81,19 @@ class Settings:
     submit_backoff_base_s: float = 0.5
     submit_backoff_max_s: float = 30.0
     openeo_timeout_s: float = 30.0
+    submit_settle_s: float = 5.0
     monitor_interval_min_s: float = 1.0
     monitor_interval_max_s: float = 30.0
     monitor_page_size: int = 100
     monitor_threads: int = 8
+    reconcile_interval_s: float = 15.0
+    reconcile_after_s: float = 120.0
+    dead_letter_prefetch: int = 16
+    dead_letter_backoff_base_s: float = 1.0
+    dead_letter_backoff_max_s: float = 60.0
+    dead_letter_max: int = 10
+    poison_failures: int = 3
+    dispatcher_heartbeat_s: float = 5.0
     health_host: str = "0.0.0.0"
     monitor_health_port: int = 50054
     dispatcher_health_port: int = 50053
@@ -132,10 +141,19 @@ ENV: dict[str, str] = {
     "submit_backoff_base_s": "SUBMIT_BACKOFF_BASE_S",
     "submit_backoff_max_s": "SUBMIT_BACKOFF_MAX_S",
     "openeo_timeout_s": "OPENEO_TIMEOUT_S",
+    "submit_settle_s": "SUBMIT_SETTLE_S",
     "monitor_interval_min_s": "MONITOR_INTERVAL_MIN_S",
     "monitor_interval_max_s": "MONITOR_INTERVAL_MAX_S",
     "monitor_page_size": "MONITOR_PAGE_SIZE",
     "monitor_threads": "MONITOR_THREADS",
+    "reconcile_interval_s": "RECONCILE_INTERVAL_S",
+    "reconcile_after_s": "RECONCILE_AFTER_S",
+    "dead_letter_prefetch": "DEAD_LETTER_PREFETCH",
+    "dead_letter_backoff_base_s": "DEAD_LETTER_BACKOFF_BASE_S",
+    "dead_letter_backoff_max_s": "DEAD_LETTER_BACKOFF_MAX_S",
+    "dead_letter_max": "DEAD_LETTER_MAX",
+    "poison_failures": "POISON_FAILURES",
+    "dispatcher_heartbeat_s": "DISPATCHER_HEARTBEAT_S",
     "health_host": "HEALTH_HOST",
     "monitor_health_port": "MONITOR_HEALTH_PORT",
     "dispatcher_health_port": "DISPATCHER_HEALTH_PORT",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,8 @@ from upscaling.broker import event_batch_routing_key, event_routing_key
 from upscaling.logs import correlation_id
 from upscaling.statuses import TERMINAL_JOB_STATUSES, derive_task_status, job_status_to_proto, task_status_to_proto
 from upscaling.v1 import jobs_pb2, upscaling_pb2
+
+log = logging.getLogger(__name__)
 
 _UNSET: Any = object()
 # The columns a status change reads (never `*`: a job's parameters and arguments hold its whole tile geometry).
@@ -281,19 +284,26 @@ async def update_jobs_bulk(conn: asyncpg.Connection, task_id: int,
     return events
 
 
-async def record_submitted_bulk(conn: asyncpg.Connection, task_id: int,
-                                submitted: list[tuple[int, str, str | None]]) -> list[PendingEvent]:
+async def record_submitted_bulk(conn: asyncpg.Connection, task_id: int | None,
+                                submitted: list[tuple[int, str, str | None, str]]
+                                ) -> tuple[list[PendingEvent], set[int]]:
     """`update_job(conn, job_id, status="queued", backend_job_id=...)` for many jobs of one task in one go, inside
-    the caller's transaction: the task row is locked once, the jobs (`(job_id, backend_job_id, correlation id)`)
-    are updated with one statement, their events are numbered and stored with one INSERT, the counts are adjusted
-    once. Jobs that are not `created` (or lost their task) go through `update_job` one by one."""
+    the caller's transaction: the task row is locked once, the jobs (`(job_id, backend_job_id, correlation id,
+    tag)`) are updated with one statement, their events are numbered and stored with one INSERT, the counts are
+    adjusted once. Jobs that are not `created` (or lost their task) go through `update_job` one by one.
+
+    A job whose tag is no longer the one submitted (it was resubmitted or retried meanwhile, with a new tag) is
+    left alone: returns (events, ids of those stale jobs)."""
     if not conn.is_in_transaction():
         raise RuntimeError("record_submitted_bulk must run inside a transaction")
     task = await conn.fetchrow(f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
-    wanted = {job_id: (backend_job_id, cid) for job_id, backend_job_id, cid in submitted}
-    jobs = await conn.fetch(f"SELECT {_JOB_STATE} FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
-                            list(wanted))
-    simple = [j for j in jobs if task is not None and j["task_id"] == task_id and j["status"] == "created"]
+    wanted = {job_id: (backend_job_id, cid) for job_id, backend_job_id, cid, _ in submitted}
+    tags = {job_id: tag for job_id, _, _, tag in submitted}
+    jobs = await conn.fetch(f"SELECT {_JOB_STATE}, tag FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id"
+                            " FOR UPDATE", list(wanted))
+    stale = {j["id"] for j in jobs if j["tag"] != tags[j["id"]]}
+    simple = [j for j in jobs if task is not None and j["task_id"] == task_id and j["status"] == "created"
+              and j["id"] not in stale]
     events: list[PendingEvent] = []
     if simple:
         counts = await _known_counts(conn, task)
@@ -314,7 +324,7 @@ async def record_submitted_bulk(conn: asyncpg.Connection, task_id: int,
         await _store_job_events(conn, task_id, events, [j["id"] for j in simple])
         counts = _moved(counts, "created", "queued", len(simple))
         events.extend(await refresh_task(conn, task_id, sequence=seq, task=task, counts=counts))
-    done = {j["id"] for j in simple}
+    done = {j["id"] for j in simple} | stale
     for job_id, (backend_job_id, cid) in wanted.items():
         if job_id not in done:
             token = correlation_id.set(cid)
@@ -322,7 +332,7 @@ async def record_submitted_bulk(conn: asyncpg.Connection, task_id: int,
                 events.extend(await update_job(conn, job_id, status="queued", backend_job_id=backend_job_id))
             finally:
                 correlation_id.reset(token)
-    return events
+    return events, stale
 
 
 async def events_after(conn: asyncpg.Connection | asyncpg.Pool, task_id: int,
@@ -380,3 +390,22 @@ async def publish_many(exchange: AbstractExchange, events: list[PendingEvent]) -
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+# How long publishing committed events may wait (a robust channel waits for its reconnection).
+PUBLISH_COMMITTED_TIMEOUT_S = 2.0
+
+
+async def publish_committed(exchange: AbstractExchange, events: list[PendingEvent]) -> bool:
+    """`publish_many` for events whose change committed: they are stored in `task_events`, so a broker outage is
+    logged, not raised, and not waited out (watchers read what they missed from the database). False when not
+    published."""
+    if not events:
+        return True
+    try:
+        await asyncio.wait_for(publish_many(exchange, events), PUBLISH_COMMITTED_TIMEOUT_S)
+        return True
+    except Exception as exc:
+        log.warning("status events not published (stored in task_events): %s", exc or type(exc).__name__,
+                    extra={"events": len(events)})
+        return False

@@ -58,6 +58,12 @@ BACKEND_REQUEST_SECONDS = Histogram(
     "upscaling_backend_request_seconds",
     "Duration of one backend call of the dispatcher (create_and_start = create + start in one go)",
     ["backend", "call"], buckets=_LATENCY_BUCKETS, registry=None)
+DEAD_LETTERS = Counter("upscaling_dead_letters",
+                       "Dead letters handled, by decision (republished, failed, dropped, obsolete)", ["decision"],
+                       registry=None)
+DELIVERY_FAILURES = Counter("upscaling_delivery_failures",
+                            "Job messages whose handling failed unexpectedly (counted per job in PostgreSQL)",
+                            registry=None)
 # --- dispatcher and monitor ----------------------------------------------------------------------------------
 BACKEND_ERRORS = Counter(
     "upscaling_backend_errors",
@@ -79,6 +85,11 @@ MONITOR_LOCK_HELD = Gauge("upscaling_monitor_lock_held", "1 while this monitor r
 JOB_CHANGES = Counter("upscaling_monitor_job_changes",
                       "Job changes recorded by the monitor, by new status (resubmitted: sent again)",
                       ["status"], registry=None)
+RECONCILED = Counter("upscaling_reconciled",
+                     "Unit jobs nothing was moving that the reconciler published again, by reason "
+                     "(no_message, lease_expired, created_not_started)", ["reason"], registry=None)
+RECONCILER_LOCK_HELD = Gauge("upscaling_reconciler_lock_held", "1 on the monitor replica running the reconciler",
+                             registry=None)
 # --- gateway -------------------------------------------------------------------------------------------------
 EVENTS_RECEIVED = Counter("upscaling_events_received", "Status events the gateway received from the broker",
                           registry=None)
@@ -96,9 +107,10 @@ TILER_SECONDS = Histogram("upscaling_tiler_seconds", "Duration of TileAoi calls"
                           registry=None)
 
 GROUPS: dict[str, tuple[Collector, ...]] = {
-    "dispatcher": (SUBMISSIONS, SUBMISSION_SECONDS, BACKEND_REQUEST_SECONDS, BACKEND_ERRORS, RETRIES),
+    "dispatcher": (SUBMISSIONS, SUBMISSION_SECONDS, BACKEND_REQUEST_SECONDS, BACKEND_ERRORS, RETRIES, DEAD_LETTERS,
+                   DELIVERY_FAILURES),
     "monitor": (CYCLE_SECONDS, CYCLE_CALLS, BACKEND_CALLS, MONITOR_LOCK_HELD, JOB_CHANGES, BACKEND_ERRORS,
-                RETRIES),
+                RETRIES, RECONCILED, RECONCILER_LOCK_HELD),
     "gateway": (EVENTS_RECEIVED, EVENTS_FANNED_OUT, WATCHERS, OUTBOX_PUBLISHED),
     "tiler": (TILER_REQUESTS, TILES, TILER_SECONDS),
 }
@@ -218,9 +230,7 @@ class ClusterState(Collector):
             if self._channel is None or self._channel.is_closed:
                 self._channel = await self.amqp.channel()
             for name, queue in (("jobs", self.topology.jobs_queue), ("dead", self.topology.dead_letter_queue)):
-                declared = await self._channel.declare_queue(queue, passive=True)
-                ok = declared.declaration_result
-                self.queues[name] = (ok.message_count or 0, ok.consumer_count or 0)
+                self.queues[name] = await broker.queue_counts(self._channel, queue)
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:

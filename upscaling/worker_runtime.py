@@ -18,6 +18,7 @@ from upscaling.backends import Backends, load_backends
 from upscaling.config import Settings
 from upscaling.db import create_pool
 from upscaling.grpc_server import GrpcServer, shutdown_event
+from upscaling.health_watch import HealthWatch, broker_check, database_check
 from upscaling.logs import configure_logging
 from upscaling.migrations import migrate
 from upscaling.startup import with_retry
@@ -41,8 +42,8 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
                          threads: int | None = None, *, db_gauges: bool = False,
                          queue_gauges: bool = False) -> AsyncIterator[WorkerRuntime]:
     """Open everything a worker needs (waiting for PostgreSQL and RabbitMQ), serve gRPC health on
-    `health_port` and the metrics of `service` (with the database / queue gauges if asked), and close it all
-    again on exit."""
+    `health_port` (NOT_SERVING while a dependency is down) and the metrics of `service` (with the database / queue
+    gauges if asked), and close it all again on exit."""
     configure_logging(service, settings.log_level, settings.log_format)
     backends = load_backends()
     stop = shutdown_event()
@@ -54,6 +55,7 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
     connection = await with_retry("rabbitmq", lambda: broker.connect(settings.rabbitmq_url, service))
     executor = ThreadPoolExecutor(max_workers=threads or 8, thread_name_prefix=f"{service}-openeo")
     server: GrpcServer | None = None
+    watch: HealthWatch | None = None
     metrics_server: metrics.MetricsServer | None = None
     try:
         channel = await broker.open_channel(connection)
@@ -64,8 +66,13 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
         if health_port is not None:
             server = GrpcServer(settings, [], settings.health_host, health_port)
             await server.start()
+            # NOT_SERVING while PostgreSQL or RabbitMQ is down; the service reconnects and resumes by itself.
+            watch = HealthWatch(server.health, {"database": database_check(pool), "rabbitmq": broker_check(connection)})
+            watch.start()
         yield WorkerRuntime(settings, backends, stop, pool, connection, topology, executor)
     finally:
+        if watch is not None:
+            await watch.stop()
         if server is not None:
             await server.stop()
         if metrics_server is not None:

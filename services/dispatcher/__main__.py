@@ -1,10 +1,13 @@
-"""`python -m services.dispatcher`: submits unit jobs from the job queue; gRPC health on DISPATCHER_HEALTH_PORT."""
+"""`python -m services.dispatcher`: submits unit jobs from the job queue and handles its dead letters; gRPC health
+on DISPATCHER_HEALTH_PORT."""
 
 from __future__ import annotations
 
 import logging
 
 from services.dispatcher.consumer import Consumer
+from services.dispatcher.dead_letters import DeadLetterHandler
+from services.dispatcher.delivery import Heartbeat
 from services.dispatcher.submit import Submitter
 from upscaling import broker, event_loop
 from upscaling.config import load_settings
@@ -19,11 +22,24 @@ async def main() -> None:
                               settings.dispatcher_threads, queue_gauges=True) as rt:
         consume_channel = await broker.open_channel(rt.connection, prefetch=settings.dispatcher_prefetch)
         jobs_queue = await consume_channel.get_queue(rt.topology.jobs_queue.name, ensure=False)
+        dead_channel = await broker.open_channel(rt.connection, prefetch=settings.dead_letter_prefetch)
+        dead_queue = await dead_channel.get_queue(rt.topology.dead_letter_queue.name, ensure=False)
         submitter = Submitter(settings, rt.backends, rt.pool, rt.topology.events_exchange, rt.executor)
+        consumer = Consumer(jobs_queue, submitter, settings.grpc_grace_s, settings.poison_failures)
+        dead_letters = DeadLetterHandler(dead_queue, rt.topology.jobs_exchange,
+                                         broker.Topology(settings.broker_prefix).jobs_routing_key, rt.pool,
+                                         rt.topology.events_exchange, settings)
+        heartbeat = Heartbeat(rt.pool, lambda: consumer.held() | dead_letters.held(), settings.dispatcher_heartbeat_s)
         log.info("dispatcher started", extra={"backends": rt.backends.endpoints(),
                                               "prefetch": settings.dispatcher_prefetch,
                                               "threads": settings.dispatcher_threads})
-        await Consumer(jobs_queue, submitter, settings.grpc_grace_s).run(rt.stop)
+        heartbeat.start()
+        await dead_letters.start()
+        try:
+            await consumer.run(rt.stop)
+        finally:
+            await dead_letters.stop()
+            await heartbeat.stop()
         log.info("dispatcher stopped consuming")
 
 

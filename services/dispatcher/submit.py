@@ -5,7 +5,8 @@ Exactly one backend job per unit job:
   reserves the job (raising `attempts`, committed) and renews it before each request that may create a backend
   job when its last renewal is older than START_WINDOW_S / 2; such a request is only sent within START_WINDOW_S of
   the renewal (else nothing is sent and the lease is renewed), and the lease lasts START_WINDOW_S + the client
-  timeout + SETTLE_S, so no create request of an earlier try can still be in flight once it expired. Another
+  timeout + SUBMIT_SETTLE_S (`upscaling.leases`), so no create request of an earlier try can still take effect once
+  it expired. Another
   delivery of the job (a duplicate, or a redelivery after a crash) waits for the lease to expire, then takes it
   over; a try that finds its lease taken stops.
 - A try that takes over a lease (an earlier try got as far as maybe creating the job) first looks for the job on
@@ -38,6 +39,7 @@ from upscaling import backend_limits, jobstore, metrics, openeo_conn, openeo_sub
 from upscaling.backends import BackendConfig, Backends
 from upscaling.batching import MicroBatcher
 from upscaling.config import Settings
+from upscaling.leases import START_WINDOW_S, lease_seconds
 from upscaling.logs import correlation_id
 from upscaling.openeo_submit import ErrorKind
 from upscaling.v1 import jobs_pb2
@@ -45,11 +47,6 @@ from upscaling.v1 import jobs_pb2
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Margin on top of the client timeout before an earlier try's create request is taken as landed or lost.
-SETTLE_S = 1.0
-# A create request is sent within this long of its lease's last renewal (a queue of creates waiting for worker
-# threads does not renew every lease).
-START_WINDOW_S = 5.0
 
 # The unit jobs of a batch of messages (without their arguments: a message carries them).
 _JOBS_SQL = """
@@ -132,44 +129,57 @@ def _create_and_start(backend: BackendConfig) -> Callable[..., tuple[str, Except
     return work
 
 
+class StaleTry(Exception):
+    """The job was resubmitted or retried (a new tag) while this try worked on it: the try records nothing."""
+
+
+_Item = tuple[int | None, int, str, str | None, str]  # task id, job id, backend job id, correlation id, tag
+
+
 class QueuedRecorder:
     """Records submitted jobs as `queued` in batches (`MicroBatcher`): each task's jobs of a batch go in one
     transaction (`jobstore.record_submitted_bulk`), their events are published with one confirm wait, and one
-    log line names them. `record` returns once its job's batch committed and was published."""
+    log line names them. `record` returns once its job's batch committed and was published; it raises StaleTry
+    when the job's tag is no longer the one submitted."""
 
     def __init__(self, pool: asyncpg.Pool, events: AbstractExchange, max_batch: int = 256) -> None:
         self.pool = pool
         self.events = events
-        self._batcher: MicroBatcher[tuple[int, int, str, str | None], Exception | None] = MicroBatcher(
-            self._write_batch, max_batch)
+        self._batcher: MicroBatcher[_Item, Exception | None] = MicroBatcher(self._write_batch, max_batch)
 
-    async def record(self, task_id: int, job_id: int, backend_job_id: str) -> None:
-        error = await self._batcher((task_id, job_id, backend_job_id, correlation_id.get()))
+    async def record(self, task_id: int | None, job_id: int, backend_job_id: str, tag: str) -> None:
+        error = await self._batcher((task_id, job_id, backend_job_id, correlation_id.get(), tag))
         if error is not None:
             raise error
 
-    async def _write_batch(self, items: list[tuple[int, int, str, str | None]]) -> list[Exception | None]:
-        by_task: dict[int, list[tuple[int, int, str, str | None]]] = {}
+    async def _write_batch(self, items: list[_Item]) -> list[Exception | None]:
+        by_task: dict[int | None, list[_Item]] = {}
         for item in items:
             by_task.setdefault(item[0], []).append(item)
-        errors = dict(zip(by_task, await asyncio.gather(*(self._write(t, group) for t, group in by_task.items())),
-                          strict=True))
-        return [errors[task_id] for task_id, *_ in items]
+        outcomes = dict(zip(by_task, await asyncio.gather(*(self._write(t, group) for t, group in by_task.items())),
+                            strict=True))
+        results: list[Exception | None] = []
+        for task_id, job_id, *_ in items:
+            outcome = outcomes[task_id]
+            results.append(outcome if isinstance(outcome, Exception)
+                           else StaleTry(f"unit job {job_id} got a new tag meanwhile") if job_id in outcome else None)
+        return results
 
-    async def _write(self, task_id: int, items: list[tuple[int, int, str, str | None]]) -> Exception | None:
+    async def _write(self, task_id: int | None, items: list[_Item]) -> Exception | set[int]:
         token = correlation_id.set(items[0][3])
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                events = await jobstore.record_submitted_bulk(conn, task_id, [(j, b, c) for _, j, b, c in items])
-            await jobstore.publish_many(self.events, events)
+                events, stale = await jobstore.record_submitted_bulk(
+                    conn, task_id, [(j, b, c, tag) for _, j, b, c, tag in items])
+            await jobstore.publish_committed(self.events, events)
             # One line per recorded batch (per job at DEBUG): a 10,000-job task does not cost 10,000 log lines.
-            log.info("unit jobs submitted", extra={"task_id": task_id, "count": len(items),
-                                                   "job_ids": [job_id for _, job_id, _, _ in items]})
+            log.info("unit jobs submitted", extra={"task_id": task_id, "count": len(items) - len(stale),
+                                                   "job_ids": [i[1] for i in items if i[1] not in stale]})
         except Exception as exc:
             return exc
         finally:
             correlation_id.reset(token)
-        return None
+        return stale
 
 
 class Submitter:
@@ -232,7 +242,7 @@ class Submitter:
     async def _update(self, job_id: int, **changes: Any) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             events = await jobstore.update_job(conn, job_id, **changes)
-        await jobstore.publish(self.events, events)
+        await jobstore.publish_committed(self.events, events)
 
     async def _fail(self, job_id: int, message: str) -> None:
         log.warning("unit job failed", extra={"job_id": job_id, "reason": message})
@@ -306,7 +316,7 @@ class Submitter:
     @property
     def lease_s(self) -> float:
         """How long a try's lease on a job lasts after its last renewal."""
-        return START_WINDOW_S + self.settings.openeo_timeout_s + SETTLE_S
+        return lease_seconds(self.settings)
 
     async def _reserve(self, row: asyncpg.Record, backend: BackendConfig) -> Reservation:
         """Take the job's lease and a running-job slot, counting the attempt, in one transaction."""
@@ -425,19 +435,23 @@ class Submitter:
                                 except BackendCallError as exc:
                                     if isinstance(exc.cause, requests.Timeout):
                                         # The backend may still be handling the request: do not look too early.
-                                        search_not_before += self.settings.openeo_timeout_s + SETTLE_S
+                                        search_not_before += (self.settings.openeo_timeout_s
+                                                          + self.settings.submit_settle_s)
                                     raise
                             if start_now and start_error is None:
                                 # Created and started: recorded with the `queued` status below.
-                                await self._queued.record(row["task_id"], job_id, backend_job_id)
+                                await self._queued.record(row["task_id"], job_id, backend_job_id, tag)
                                 metrics.submitted(backend.endpoint, started)
                                 log.debug("unit job submitted", extra={
                                     "job_id": job_id, "backend_job_id": backend_job_id, "backend": backend.endpoint})
                                 return False
                             backend_status = None if start_now else "created"
-                        # Recorded before the start (no event yet: the `queued` event carries it).
-                        await self.pool.execute("UPDATE unit_jobs SET backend_job_id = $2, updated = now()"
-                                                " WHERE id = $1", job_id, backend_job_id)
+                        # Recorded before the start (no event yet: the `queued` event carries it), unless the job
+                        # was resubmitted meanwhile (a new tag).
+                        if await self.pool.fetchval(
+                                "UPDATE unit_jobs SET backend_job_id = $2, updated = now() WHERE id = $1 AND tag = $3"
+                                " AND status = 'created' RETURNING id", job_id, backend_job_id, tag) is None:
+                            raise StaleTry(f"unit job {job_id} changed while submitting")
                         if start_error is not None:
                             raise BackendCallError(start_error)
                     if backend_status is None:
@@ -446,10 +460,14 @@ class Submitter:
                         await asyncio.sleep(await backend_limits.start_slot_wait(self.pool, backend))
                         backend_status = None  # if the start fails, ask before starting again
                         await self._call(backend, openeo_submit.start_job, backend_job_id)
-                    await self._queued.record(row["task_id"], job_id, backend_job_id)
+                    await self._queued.record(row["task_id"], job_id, backend_job_id, tag)
                     metrics.submitted(backend.endpoint, started)
                     log.debug("unit job submitted", extra={"job_id": job_id, "backend_job_id": backend_job_id,
                                                            "backend": backend.endpoint})
+                    return False
+                except StaleTry as exc:
+                    log.info("unit job resubmitted or changed while this try worked on it; the try stops",
+                             extra={"job_id": job_id, "backend_job_id": backend_job_id, "error": str(exc)})
                     return False
                 except BackendCallError as exc:
                     metrics.backend_error(backend.endpoint, exc)

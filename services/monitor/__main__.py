@@ -1,12 +1,15 @@
-"""`python -m services.monitor`: tracks active unit jobs on their backends; gRPC health on MONITOR_HEALTH_PORT."""
+"""`python -m services.monitor`: tracks active unit jobs on their backends and reconciles stranded ones; gRPC health
+on MONITOR_HEALTH_PORT."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from services.monitor.locks import BackendLocks
 from services.monitor.poller import Monitor
-from upscaling import event_loop
+from services.monitor.reconciler import Reconciler
+from upscaling import broker, event_loop
 from upscaling.config import load_settings
 from upscaling.worker_runtime import worker_runtime
 
@@ -21,11 +24,17 @@ async def main() -> None:
         log.info("monitor started", extra={"backends": rt.backends.endpoints(),
                                            "interval_min_s": settings.monitor_interval_min_s,
                                            "interval_max_s": settings.monitor_interval_max_s,
-                                           "page_size": settings.monitor_page_size})
+                                           "page_size": settings.monitor_page_size,
+                                           "reconcile_interval_s": settings.reconcile_interval_s,
+                                           "reconcile_after_s": settings.reconcile_after_s})
+        reconciler = Reconciler(settings, rt.pool, rt.connection, broker.Topology(settings.broker_prefix), locks)
+        reconciling = asyncio.create_task(reconciler.run(rt.stop), name="reconciler")
         try:
             await Monitor(settings, rt.backends, rt.pool, rt.topology.events_exchange, locks, rt.executor).run(rt.stop)
             log.info("shutdown signal received; cycle completed")
         finally:
+            rt.stop.set()
+            await reconciling
             await locks.close()
 
 

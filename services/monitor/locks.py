@@ -6,6 +6,7 @@ another replica takes the backend over on its next cycle.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 
@@ -27,6 +28,7 @@ class BackendLocks:
         self.database_url = database_url
         self._conn: asyncpg.Connection | None = None
         self._held: set[str] = set()
+        self._busy = asyncio.Lock()  # the poller and the reconciler share the connection
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():
@@ -44,17 +46,19 @@ class BackendLocks:
 
     async def acquire(self, endpoints: list[str]) -> set[str]:
         """The endpoints whose lock this replica holds after trying to take the missing ones."""
-        conn = await self._connection()
-        for endpoint in endpoints:
-            if endpoint not in self._held and await conn.fetchval("SELECT pg_try_advisory_lock($1)",
-                                                                  lock_key(endpoint)):
-                log.info("monitor lock acquired", extra={"backend": endpoint})
-                self._held.add(endpoint)
-        return set(self._held)
+        async with self._busy:
+            conn = await self._connection()
+            for endpoint in endpoints:
+                if endpoint not in self._held and await conn.fetchval("SELECT pg_try_advisory_lock($1)",
+                                                                      lock_key(endpoint)):
+                    log.info("monitor lock acquired", extra={"backend": endpoint})
+                    self._held.add(endpoint)
+            return set(self._held)
 
     async def close(self) -> None:
         """Release every lock (by closing the connection)."""
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
-        self._conn = None
-        self._held.clear()
+        async with self._busy:
+            if self._conn is not None and not self._conn.is_closed():
+                await self._conn.close()
+            self._conn = None
+            self._held.clear()

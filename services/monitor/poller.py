@@ -76,7 +76,9 @@ class Monitor:
             started = time.monotonic()
             results = await self.cycle()
             busy = time.monotonic() - started
-            interval = next_interval(interval, results, self.low, self.high)
+            # A cycle that failed before polling (e.g. the database is down) is tried again soon, not after the
+            # longest interval: the monitor resumes as soon as its dependencies are back.
+            interval = self.low if results is None else next_interval(interval, results, self.low, self.high)
             # Never busy more than half the time: a cycle is followed by a rest at least as long as it took (no
             # early wake-up), so a flood of changes is recorded in fewer, larger and cheaper batches and leaves
             # the CPU to submissions.
@@ -106,14 +108,14 @@ class Monitor:
                 except Exception as exc:
                     log.warning("cannot read the active job count: %s", exc)
 
-    async def cycle(self) -> list[CycleResult]:
-        """One cycle over every backend this replica may poll."""
+    async def cycle(self) -> list[CycleResult] | None:
+        """One cycle over every backend this replica may poll (None: it failed before polling any)."""
         try:
             await self._cancel_unsubmitted()
             held = await self.locks.acquire([b.endpoint for b in self.backends.configs])
         except Exception:
             log.exception("monitor cycle failed before polling")
-            return []
+            return None
         mine = [b for b in self.backends.configs if b.endpoint in held]
         for config in self.backends.configs:
             metrics.MONITOR_LOCK_HELD.labels(config.endpoint).set(1 if config.endpoint in held else 0)
@@ -246,11 +248,7 @@ class Monitor:
                 metrics.job_changes(statuses)
                 # One line per task and cycle (with the task's correlation id), not one per job.
                 log.info("jobs recorded", extra={"task_id": task_id, "count": len(group), "statuses": dict(statuses)})
-                try:
-                    await jobstore.publish_many(self.events, events)
-                except Exception as exc:
-                    log.warning("cannot publish events (stored in task_events)",
-                                extra={"task_id": task_id, "error": str(exc)})
+                await jobstore.publish_committed(self.events, events)
             except Exception:
                 log.exception("cannot record job changes", extra={"task_id": task_id})
             finally:
