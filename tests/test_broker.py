@@ -127,3 +127,21 @@ async def test_events_of_a_task_recorded_together_travel_as_one_batch_message(to
     assert received[3] == ("task.9.job.501", event_wire.EVENT_TYPE, [(9, event_wire.MAX_BATCH + 1)])
     await asyncio.sleep(0.2)
     assert await queue.get(fail=False) is None
+
+
+async def test_consuming_follows_the_consumer_registration(topology) -> None:
+    """The readiness check of a consumer: it fails until the consumer is registered on the broker channel and
+    again once it is gone (a consumer lost in a broker restart must not look healthy)."""
+    _, _, declared = topology
+    queue = declared.jobs_queue
+    with pytest.raises(ConnectionError):
+        await broker.consuming(queue, None)
+
+    async def ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await message.nack(requeue=True)
+
+    tag = await queue.consume(ignore)
+    await broker.consuming(queue, tag)
+    await queue.cancel(tag)
+    with pytest.raises(ConnectionError, match="not consuming"):
+        await broker.consuming(queue, tag)

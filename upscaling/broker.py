@@ -85,6 +85,21 @@ async def open_channel(connection: AbstractRobustConnection, prefetch: int = 0) 
     return channel
 
 
+async def consumer_queue(connection: AbstractRobustConnection, name: str, prefetch: int) -> AbstractQueue:
+    """An existing queue to consume from, on a channel of its own with `prefetch`. Declared (passively) through the
+    robust channel so that, after a broker restart, the channel declares it again and re-registers its consumers
+    (a queue object made without a declaration is unknown to the channel: its consumer would silently be lost)."""
+    channel = await open_channel(connection, prefetch=prefetch)
+    return await channel.declare_queue(name, passive=True)
+
+
+async def consuming(queue: AbstractQueue, consumer_tag: str | None) -> None:
+    """Raise unless `consumer_tag` is registered right now on the broker channel `queue` is consumed on."""
+    channel = await queue.channel.get_underlay_channel()
+    if consumer_tag is None or consumer_tag not in channel.consumers:
+        raise ConnectionError(f"not consuming {queue.name} (consumer not registered)")
+
+
 async def declare(channel: AbstractChannel, topology: Topology) -> DeclaredTopology:
     """Declare (idempotently) every exchange and queue, with dead-lettering on the job queue."""
     dlx = await channel.declare_exchange(topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT,

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
@@ -18,7 +18,7 @@ from upscaling.backends import Backends, load_backends
 from upscaling.config import Settings
 from upscaling.db import create_pool
 from upscaling.grpc_server import GrpcServer, shutdown_event
-from upscaling.health_watch import HealthWatch, broker_check, database_check
+from upscaling.health_watch import Check, HealthWatch, broker_check, database_check
 from upscaling.logs import configure_logging
 from upscaling.migrations import migrate
 from upscaling.startup import with_retry
@@ -35,6 +35,8 @@ class WorkerRuntime:
     connection: AbstractRobustConnection
     topology: broker.DeclaredTopology
     executor: ThreadPoolExecutor
+    # The checks gRPC health follows: a service adds its own (e.g. that its consumers are registered).
+    health_checks: dict[str, Check] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
@@ -56,6 +58,7 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
     executor = ThreadPoolExecutor(max_workers=threads or 8, thread_name_prefix=f"{service}-openeo")
     server: GrpcServer | None = None
     watch: HealthWatch | None = None
+    checks: dict[str, Check] = {"database": database_check(pool), "rabbitmq": broker_check(connection)}
     metrics_server: metrics.MetricsServer | None = None
     try:
         channel = await broker.open_channel(connection)
@@ -67,9 +70,9 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
             server = GrpcServer(settings, [], settings.health_host, health_port)
             await server.start()
             # NOT_SERVING while PostgreSQL or RabbitMQ is down; the service reconnects and resumes by itself.
-            watch = HealthWatch(server.health, {"database": database_check(pool), "rabbitmq": broker_check(connection)})
+            watch = HealthWatch(server.health, checks)
             watch.start()
-        yield WorkerRuntime(settings, backends, stop, pool, connection, topology, executor)
+        yield WorkerRuntime(settings, backends, stop, pool, connection, topology, executor, checks)
     finally:
         if watch is not None:
             await watch.stop()

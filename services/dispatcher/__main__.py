@@ -20,15 +20,18 @@ async def main() -> None:
     settings = load_settings()
     async with worker_runtime("dispatcher", settings, settings.dispatcher_health_port,
                               settings.dispatcher_threads, queue_gauges=True) as rt:
-        consume_channel = await broker.open_channel(rt.connection, prefetch=settings.dispatcher_prefetch)
-        jobs_queue = await consume_channel.get_queue(rt.topology.jobs_queue.name, ensure=False)
-        dead_channel = await broker.open_channel(rt.connection, prefetch=settings.dead_letter_prefetch)
-        dead_queue = await dead_channel.get_queue(rt.topology.dead_letter_queue.name, ensure=False)
+        jobs_queue = await broker.consumer_queue(rt.connection, rt.topology.jobs_queue.name,
+                                                 settings.dispatcher_prefetch)
+        dead_queue = await broker.consumer_queue(rt.connection, rt.topology.dead_letter_queue.name,
+                                                 settings.dead_letter_prefetch)
         submitter = Submitter(settings, rt.backends, rt.pool, rt.topology.events_exchange, rt.executor)
         consumer = Consumer(jobs_queue, submitter, settings.grpc_grace_s, settings.poison_failures)
         dead_letters = DeadLetterHandler(dead_queue, rt.topology.jobs_exchange,
                                          broker.Topology(settings.broker_prefix).jobs_routing_key, rt.pool,
                                          rt.topology.events_exchange, settings)
+        # Ready only while both consumers are registered on the broker (a lost consumer is not SERVING).
+        rt.health_checks["job consumer"] = lambda: broker.consuming(jobs_queue, consumer.consumer_tag)
+        rt.health_checks["dead-letter consumer"] = lambda: broker.consuming(dead_queue, dead_letters.consumer_tag)
         heartbeat = Heartbeat(rt.pool, lambda: consumer.held() | dead_letters.held(), settings.dispatcher_heartbeat_s)
         log.info("dispatcher started", extra={"backends": rt.backends.endpoints(),
                                               "prefetch": settings.dispatcher_prefetch,

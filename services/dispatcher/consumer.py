@@ -68,6 +68,7 @@ class Consumer:
         self.tasks: set[asyncio.Task[None]] = set()
         self._held = delivery.HeldJobs()
         self._stopping = asyncio.Event()
+        self.consumer_tag: str | None = None
 
     def held(self) -> set[int]:
         """The jobs whose messages this consumer holds right now."""
@@ -148,7 +149,7 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain within the grace period."""
-        consumer_tag = await self.queue.consume(self._on_message, no_ack=False)
+        self.consumer_tag = consumer_tag = await self.queue.consume(self._on_message, no_ack=False)
         log.info("consuming job messages", extra={"queue": self.queue.name})
         await stop.wait()
         self._stopping.set()

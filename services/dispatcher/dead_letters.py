@@ -58,22 +58,22 @@ class DeadLetterHandler:
         self.tasks: set[asyncio.Task[None]] = set()
         self._held = delivery.HeldJobs()
         self._stopping = asyncio.Event()
-        self._consumer_tag: str | None = None
+        self.consumer_tag: str | None = None
 
     def held(self) -> set[int]:
         """The jobs whose dead letters are being handled (e.g. waiting for their backoff)."""
         return self._held.ids()
 
     async def start(self) -> None:
-        self._consumer_tag = await self.queue.consume(self._on_message, no_ack=False)
+        self.consumer_tag = await self.queue.consume(self._on_message, no_ack=False)
         log.info("consuming dead letters", extra={"queue": self.queue.name})
 
     async def stop(self) -> None:
         """Stop consuming; messages being handled go back to the dead-letter queue."""
         self._stopping.set()
-        if self._consumer_tag is not None:
+        if self.consumer_tag is not None:
             with contextlib.suppress(Exception):
-                await self.queue.cancel(self._consumer_tag)
+                await self.queue.cancel(self.consumer_tag)
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
