@@ -113,8 +113,12 @@ class WsWatcher:
 async def drive(conn: Any, exchange: Any, task_id: int, jobs: list[int]) -> None:
     """Change every job of a task the ways the dispatcher and monitor do: batches, single changes published in
     reverse order (racing publishers), a stored change never published, progress rounds, then the end."""
+    tags = {r["id"]: r["tag"] for r in await conn.fetch("SELECT id, tag FROM unit_jobs WHERE id = ANY($1::bigint[])",
+                                                       jobs[:10])}
     async with conn.transaction():
-        events = await jobstore.record_submitted_bulk(conn, task_id, [(j, f"b-{j}", None) for j in jobs[:10]])
+        events, stale = await jobstore.record_submitted_bulk(
+            conn, task_id, [(j, f"b-{j}", None, tags[j]) for j in jobs[:10]])
+    assert not stale
     await jobstore.publish(exchange, events)
     singles = []
     for job in jobs[10:]:
