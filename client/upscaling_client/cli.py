@@ -6,6 +6,7 @@ happened (see `ExitCode`); the service address and token come from `--address`/`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from enum import IntEnum
@@ -147,15 +148,17 @@ def tiles(ctx: typer.Context, aoi: Annotated[Path, typer.Argument(help="AOI GeoJ
 def follow(task: Task, as_json: bool, after: int = 0) -> TaskInfo:
     """Follow a task to its end: live progress on stderr, or JSON lines of its events on stdout."""
     state = TaskState(task.id)
-    if as_json:
-        for event in task.watch(after):
-            state.apply(event)
-            _print_json(event.to_dict())
-        return task.refresh()
-    with ProgressDisplay(state, console=err) as display:
-        for event in task.watch(after):
-            state.apply(event)
-            display.update()
+    events = task.watch(after)
+    with contextlib.closing(events):  # Ctrl-C: the stream is cancelled before anything else is asked
+        if as_json:
+            for event in events:
+                state.apply(event)
+                _print_json(event.to_dict())
+            return task.refresh()
+        with ProgressDisplay(state, console=err) as display:
+            for event in events:
+                state.apply(event)
+                display.update()
     return task.refresh()
 
 

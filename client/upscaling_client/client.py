@@ -180,8 +180,10 @@ class Task:
         delay = 0.2
         while True:
             received = 0
+            call = None
             try:
-                for item in self.client._watch_stream(self.id, last):
+                call = self.client._watch_stream(self.id, last)
+                for item in call:
                     event = TaskEvent.from_proto(item)
                     failing_since, delay = None, 0.2
                     received += 1
@@ -205,6 +207,9 @@ class Task:
                 if now - failing_since > reconnect_s:
                     raise UnavailableError(f"watching task {self.id}: {exc.details()} (gave up after "
                                            f"{reconnect_s:.0f} s)", exc.code().name) from None
+            finally:
+                if call is not None:
+                    call.cancel()  # also when the caller stops early (Ctrl-C, break): the stream ends now
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
