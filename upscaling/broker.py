@@ -8,6 +8,7 @@ Topology (names carry BROKER_PREFIX, so test runs and deployments can share one 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import aio_pika
@@ -95,7 +96,10 @@ async def consumer_queue(connection: AbstractRobustConnection, name: str, prefet
 
 async def consuming(queue: AbstractQueue, consumer_tag: str | None) -> None:
     """Raise unless `consumer_tag` is registered right now on the broker channel `queue` is consumed on."""
-    channel = await queue.channel.get_underlay_channel()
+    try:  # a reconnecting channel would make this wait until it is back: answer now instead
+        channel = await asyncio.wait_for(queue.channel.get_underlay_channel(), 0.5)
+    except TimeoutError as exc:
+        raise ConnectionError(f"not consuming {queue.name} (channel reconnecting)") from exc
     if consumer_tag is None or consumer_tag not in channel.consumers:
         raise ConnectionError(f"not consuming {queue.name} (consumer not registered)")
 
