@@ -35,6 +35,10 @@ class Refused(OSError):
     """The egress policy refuses a URL or an address (an OSError, so aiohttp reports it as a connect error)."""
 
 
+class BodyTooLarge(ValueError):
+    """The document is larger than the cap."""
+
+
 class FetchFailed(Exception):
     """A URL could not be fetched: refused by the policy or unreachable (deliberately not saying which)."""
 
@@ -160,9 +164,9 @@ class EgressFetcher:
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await self._follow(URL(url), max_bytes, headers or {})
+        except BodyTooLarge:
+            raise
         except (Refused, aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            if isinstance(exc, BodyTooLarge):
-                raise ValueError(str(exc)) from None
             log.info("egress: %s not fetched: %s", url[:300], exc or type(exc).__name__)
             raise FetchFailed() from None
 
@@ -179,10 +183,6 @@ class EgressFetcher:
                     continue
                 return Reply(str(url), reply.status, reply.reason or "", await _read_capped(reply, max_bytes))
         raise Refused(f"more than {self.policy.max_redirects} redirects")
-
-
-class BodyTooLarge(ValueError):
-    """The document is larger than the cap."""
 
 
 async def _read_capped(reply: aiohttp.ClientResponse, max_bytes: int) -> bytes:
