@@ -10,10 +10,9 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from upscaling.db import Row
 from upscaling.statuses import JOB_STATUSES, TERMINAL_JOB_STATUSES, job_status_to_proto, task_status_to_proto
 from upscaling.v1 import common_pb2, upscaling_pb2
-
-Row = Mapping[str, Any]
 
 
 def _iso(value: datetime | None) -> str | None:
