@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import logging
 import math
 import os
 import re
@@ -47,7 +48,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +78,7 @@ from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc  # noqa: 
 ADMIN = "bench-admin"
 PAGE_SIZE = 100
 PARTS = ("throughput", "monitor", "latency", "limit")
+PYSPY_RATE = 100
 PROFILE_HOOK = Path(__file__).resolve().parent / "profile_hook"
 # The dispatcher setting that bounds its backend requests in flight, most specific first (the first that exists).
 CONCURRENCY_SETTINGS = ("dispatcher_concurrency", "dispatcher_max_in_flight", "dispatcher_in_flight",
@@ -185,25 +188,39 @@ async def progress(db_url: str, task_id: int, n: int, t0: float, want_finished: 
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by a process and its reaped children (from /proc)."""
+    """User + system CPU seconds used so far by a process (from /proc; 0 when it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(v) for v in fields[11:13]) / os.sysconf("SC_CLK_TCK")
 
 
-def named_pids(*names: str) -> list[int]:
-    """Pids of the machine's processes whose command name is one of `names` (PostgreSQL, RabbitMQ)."""
-    pids = []
+def process_table() -> dict[int, tuple[str, int]]:
+    """Every process of the machine: pid -> (command name, parent pid)."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() in names:
-                    pids.append(int(entry.name))
+                stat = (entry / "stat").read_text()
             except OSError:
-                pass
-    return pids
+                continue
+            name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            table[int(entry.name)] = (name, int(rest[1]))
+    return table
+
+
+def with_descendants(roots: list[int], table: dict[int, tuple[str, int]]) -> list[int]:
+    """`roots` and all their descendants (a service's worker processes count as the service)."""
+    children: dict[int, list[int]] = {}
+    for pid, (_, parent) in table.items():
+        children.setdefault(parent, []).append(pid)
+    out, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
 
 
 def load() -> str:
@@ -212,22 +229,31 @@ def load() -> str:
 
 
 class CpuMeter:
-    """CPU seconds per named group of processes between `start()` and `stop()`."""
+    """CPU seconds per named group of processes between `start()` and `stop()`. A group is the descendants of
+    some root pids, or (PostgreSQL) the server processes of this run's database, or (RabbitMQ) the broker's
+    `beam.smp`. The broker is shared with everything else on the machine, so its figure is an upper bound."""
 
-    def __init__(self, groups: dict[str, list[int]]) -> None:
-        self.groups = groups
-        self.before: dict[str, float] = {}
+    def __init__(self, roots: dict[str, list[int]], postgres_pids: Callable[[], list[int]]) -> None:
+        self.roots = roots
+        self.postgres_pids = postgres_pids
+        self.before: dict[str, dict[int, float]] = {}
         self.used: dict[str, float] = {}
 
-    def _snapshot(self) -> dict[str, float]:
-        self.groups["postgresql"] = named_pids("postgres")
-        return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.groups.items()}
+    def _snapshot(self) -> dict[str, dict[int, float]]:
+        table = process_table()
+        groups = {name: with_descendants(pids, table) for name, pids in self.roots.items()}
+        groups["postgresql"] = self.postgres_pids()
+        groups["rabbitmq"] = [pid for pid, (name, _) in table.items() if name == "beam.smp"]
+        return {name: {pid: cpu_seconds(pid) for pid in pids} for name, pids in groups.items()}
 
     def start(self) -> None:
         self.before = self._snapshot()
 
     def stop(self) -> None:
-        self.used = {name: s - self.before.get(name, 0.0) for name, s in self._snapshot().items()}
+        """The CPU of the processes alive at the end (a process that ended meanwhile is not counted)."""
+        after = self._snapshot()
+        self.used = {name: sum(s - self.before.get(name, {}).get(pid, 0.0) for pid, s in pids.items() if s > 0)
+                     for name, pids in after.items()}
 
     def per_job(self, jobs: int) -> str:
         total = sum(self.used.values())
@@ -249,7 +275,7 @@ def naive_loop(backend: Backend, sample: int) -> float:
 def wait_started(backend: Backend, n: int, t0: float, stop: threading.Event) -> float | None:
     """Seconds from t0 until the backend counted n job starts (None when `stop` is set first)."""
     while not stop.is_set():
-        if backend.admin("GET", "report").get("started", 0) >= n:
+        if backend.admin("GET", "report")["totals"]["started"] >= n:
             return time.monotonic() - t0
         stop.wait(0.1)
     return None
@@ -271,6 +297,8 @@ def mbjm_rate(backend: Backend, sample: int, parallelism: int, workdir: Path) ->
                                                 spatial_extent=extent, year="2024")
         return cube.create_job(title=f"mbjm {row.name}", out_format="GTiff")
 
+    # With basic auth there is no refresh token: the manager warns at every launch that it cannot refresh it.
+    logging.getLogger("openeo.extra.job_management").setLevel(logging.ERROR)
     manager = MultiBackendJobManager(poll_sleep=1, root_dir=workdir, download_results=False)
     manager.add_backend("local", connection=con, parallel_jobs=parallelism)
     # run_jobs builds its worker pool itself, with 2 job-start threads: give it ours.
@@ -284,7 +312,7 @@ def mbjm_rate(backend: Backend, sample: int, parallelism: int, workdir: Path) ->
     watcher.start()
     try:
         stats = manager.run_jobs(df=df, start_job=start_job, job_db=CsvJobDatabase(workdir / "jobs.csv"))
-        stop.wait(5)  # the last starts are counted within the watcher's next poll
+        watcher.join(timeout=5)  # the last starts are counted within the watcher's next poll
     finally:
         _manager._JobManagerWorkerThreadPool = pool_class  # type: ignore[misc]
         stop.set()
@@ -389,6 +417,7 @@ class Run:
                  prefix: str) -> None:
         self.args = args
         self.db_url = with_database(admin_url, db_name)
+        self.admin_url, self.db_name = admin_url, db_name
         self.rabbitmq_url = rabbitmq_url
         self.prefix = prefix
         self.logs = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -476,9 +505,21 @@ class Run:
                  f"dispatcher {variable}={value}, git {git_head()}")
 
     def cpu_meter(self, backend: Backend) -> CpuMeter:
-        groups = {s.name: [s.process.pid] for s in self.services if s.process and s.process.poll() is None}
-        groups.update({"local-openeo": [backend.process.pid], "postgresql": [], "rabbitmq": named_pids("beam.smp")})
-        return CpuMeter(groups)
+        roots = {s.name: [s.process.pid] for s in self.services if s.process and s.process.poll() is None}
+        roots["local-openeo"] = [backend.process.pid]
+        return CpuMeter(roots, self.postgres_pids)
+
+    def postgres_pids(self) -> list[int]:
+        """The PostgreSQL server processes of this run's database (its clients' connections)."""
+        async def query() -> list[int]:
+            conn = await asyncpg.connect(self.admin_url)
+            try:
+                rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", self.db_name)
+                return [int(row["pid"]) for row in rows]
+            finally:
+                await conn.close()
+
+        return asyncio.run(query())
 
     def throughput(self) -> None:
         args, backend = self.args, self.backends["zero"]
@@ -636,7 +677,7 @@ class Profiler:
             for service in self.targets:
                 assert service.process is not None
                 self.spies.append(subprocess.Popen(
-                    [spy, "record", "--pid", str(service.process.pid), "--format", "raw", "--rate", "50",
+                    [spy, "record", "--pid", str(service.process.pid), "--format", "raw", "--rate", str(PYSPY_RATE),
                      "--nonblocking", "--threads", "--output", str(self.directory / f"{service.name}.pyspy.txt")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
@@ -659,9 +700,27 @@ class Profiler:
             lines.append(f"### {name}")
             for key, value in sorted(delta.items(), key=lambda kv: -kv[1])[:25]:
                 lines.append(f"- {value / jobs:8.3f} per job  {key}")
-        if self.spies:
-            lines.append(f"py-spy raw stacks: {', '.join(str(p) for p in self.directory.glob('*.pyspy.txt'))}")
+        for path in sorted(self.directory.glob("*.pyspy.txt")):
+            lines.append(f"### py-spy {path.name}: CPU ms per job by frame (inclusive; {PYSPY_RATE} samples/s)")
+            for frame, samples in top_frames(path):
+                lines.append(f"- {1000 * samples / PYSPY_RATE / jobs:7.3f} ms  {frame}")
+        for path in self.directory.glob("*-*-*.json"):
+            path.unlink()
         return lines
+
+
+def top_frames(path: Path, n: int = 30) -> list[tuple[str, int]]:
+    """The `n` frames (function and file) with the most samples in a py-spy raw (collapsed stacks) file, each
+    sample counted once per frame however deep its recursion."""
+    totals: Counter[str] = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = {re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")[1:]}
+        for frame in frames:
+            totals[frame] += int(count)
+    return totals.most_common(n)
 
 
 def git_head() -> str:
