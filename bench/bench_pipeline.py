@@ -678,7 +678,8 @@ class Profiler:
                 assert service.process is not None
                 self.spies.append(subprocess.Popen(
                     [spy, "record", "--pid", str(service.process.pid), "--format", "raw", "--rate", str(PYSPY_RATE),
-                     "--nonblocking", "--threads", "--output", str(self.directory / f"{service.name}.pyspy.txt")],
+                     "--nonblocking", "--gil", "--threads",
+                     "--output", str(self.directory / f"{service.name}.pyspy.txt")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def stop(self, jobs: int) -> list[str]:
@@ -701,7 +702,8 @@ class Profiler:
             for key, value in sorted(delta.items(), key=lambda kv: -kv[1])[:25]:
                 lines.append(f"- {value / jobs:8.3f} per job  {key}")
         for path in sorted(self.directory.glob("*.pyspy.txt")):
-            lines.append(f"### py-spy {path.name}: CPU ms per job by frame (inclusive; {PYSPY_RATE} samples/s)")
+            lines.append(f"### py-spy {path.name}: CPU ms per job by frame (inclusive; samples of the GIL holder, "
+                         f"{PYSPY_RATE}/s)")
             for frame, samples in top_frames(path):
                 lines.append(f"- {1000 * samples / PYSPY_RATE / jobs:7.3f} ms  {frame}")
         for path in self.directory.glob("*-*-*.json"):
