@@ -509,6 +509,22 @@ class Run:
         roots["local-openeo"] = [backend.process.pid]
         return CpuMeter(roots, self.postgres_pids)
 
+    def database_stats(self) -> dict[str, int]:
+        """This run's database counters (pg_stat_database: transactions, rows read and written)."""
+        async def query() -> dict[str, int]:
+            conn = await asyncpg.connect(self.admin_url)
+            try:
+                await conn.execute("SELECT pg_stat_clear_snapshot()")
+                row = await conn.fetchrow(
+                    "SELECT xact_commit, xact_rollback, tup_returned, tup_fetched, tup_inserted, tup_updated,"
+                    " tup_deleted, blks_hit + blks_read AS blocks FROM pg_stat_database WHERE datname = $1",
+                    self.db_name)
+                return {key: int(value) for key, value in dict(row or {}).items()}
+            finally:
+                await conn.close()
+
+        return asyncio.run(query())
+
     def postgres_pids(self) -> list[int]:
         """The PostgreSQL server processes of this run's database (its clients' connections)."""
         async def query() -> list[int]:
@@ -532,6 +548,7 @@ class Run:
         profiler = Profiler(args.profile, self.services) if args.profile else None
         if profiler:
             profiler.start()
+            db_before = self.database_stats()
         meter.start()
         t0 = time.monotonic()
         task_id = create_task(self.stub, backend, args.jobs, "bench throughput")
@@ -542,6 +559,10 @@ class Run:
         run_load = load()
         if profiler:
             self.lines.extend(profiler.stop(args.jobs))
+            time.sleep(1)  # PostgreSQL's statistics collector reports about once a second
+            db_after = self.database_stats()
+            self.out("### PostgreSQL, this run's database, per job (all clients): " + ", ".join(
+                f"{key} {(db_after[key] - db_before.get(key, 0)) / args.jobs:.2f}" for key in db_after))
         duplicates = backend.admin("GET", "report").get("duplicates", {}).get("tags", {})
         rate = args.jobs / submitted_s
         self.out(f"\n## Zero-latency backend, {args.dispatchers} dispatcher process(es), {args.jobs} jobs")
