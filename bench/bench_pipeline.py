@@ -303,7 +303,7 @@ def mbjm_rate(backend: Backend, sample: int, parallelism: int, workdir: Path) ->
     manager.add_backend("local", connection=con, parallel_jobs=parallelism)
     # run_jobs builds its worker pool itself, with 2 job-start threads: give it ours.
     pool_class = _manager._JobManagerWorkerThreadPool
-    _manager._JobManagerWorkerThreadPool = functools.partial(  # type: ignore[misc]
+    _manager._JobManagerWorkerThreadPool = functools.partial(  # type: ignore[assignment, misc]
         pool_class, pool_configs={"job_start": parallelism})
     stop = threading.Event()
     result: list[float | None] = [None]
@@ -311,7 +311,9 @@ def mbjm_rate(backend: Backend, sample: int, parallelism: int, workdir: Path) ->
     watcher = threading.Thread(target=lambda: result.__setitem__(0, wait_started(backend, sample, t0, stop)))
     watcher.start()
     try:
-        stats = manager.run_jobs(df=df, start_job=start_job, job_db=CsvJobDatabase(workdir / "jobs.csv"))
+        # (openeo annotates start_job as Callable[[], BatchJob], but calls it with row, connection, ...)
+        stats = manager.run_jobs(df=df, start_job=start_job,  # type: ignore[arg-type]
+                                 job_db=CsvJobDatabase(workdir / "jobs.csv"))
         watcher.join(timeout=5)  # the last starts are counted within the watcher's next poll
     finally:
         _manager._JobManagerWorkerThreadPool = pool_class  # type: ignore[misc]
@@ -342,8 +344,8 @@ def dispatcher_parallelism(env: dict[str, str]) -> tuple[str, int]:
     for name in CONCURRENCY_SETTINGS:
         if name in fields:
             variable = upscaling_config.ENV.get(name, name.upper())
-            raw = env.get(variable)
-            return variable, int(raw) if raw else int(fields[name].default)
+            raw, default = env.get(variable), fields[name].default
+            return variable, int(raw) if raw else int(default) if isinstance(default, (int, float)) else 0
     raise RuntimeError("no dispatcher concurrency setting found in upscaling.config.Settings")
 
 

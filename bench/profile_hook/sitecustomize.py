@@ -113,7 +113,7 @@ def _install_requests() -> None:
         _count("http requests")
         return request(self, method, url, *args, **kwargs)
 
-    requests.Session.request = counted  # type: ignore[method-assign]
+    requests.Session.request = counted  # type: ignore[assignment]
 
 
 def _install_json() -> None:
