@@ -163,12 +163,16 @@ def create_task(stub: upscaling_pb2_grpc.UpscalingServiceStub, backend: Backend,
     return int(reply.task.id)
 
 
-async def progress(db_url: str, task_id: int, n: int, t0: float, want_finished: bool) -> tuple[float, float | None]:
-    """Seconds from t0 until every job was submitted, and until every job finished (if asked)."""
+async def progress(db_url: str, task_id: int, n: int, t0: float, want_finished: bool,
+                   polls: list[int] | None = None) -> tuple[float, float | None]:
+    """Seconds from t0 until every job was submitted, and until every job finished (if asked); each poll (a
+    count over the task's rows) is appended to `polls`."""
     conn = await asyncpg.connect(db_url)
     submitted_at = finished_at = None
     try:
         while True:
+            if polls is not None:
+                polls.append(1)
             row = await conn.fetchrow(
                 "SELECT count(*) FILTER (WHERE status <> 'created') AS submitted, "
                 "count(*) FILTER (WHERE status IN ('finished', 'failed', 'canceled')) AS done "
@@ -555,7 +559,8 @@ class Run:
         t0 = time.monotonic()
         task_id = create_task(self.stub, backend, args.jobs, "bench throughput")
         created_s = time.monotonic() - t0
-        submitted_s, finished_s = asyncio.run(progress(self.db_url, task_id, args.jobs, t0, True))
+        polls: list[int] = []
+        submitted_s, finished_s = asyncio.run(progress(self.db_url, task_id, args.jobs, t0, True, polls))
         assert finished_s is not None
         meter.stop()
         run_load = load()
@@ -564,7 +569,9 @@ class Run:
             time.sleep(1)  # PostgreSQL's statistics collector reports about once a second
             db_after = self.database_stats()
             self.out("### PostgreSQL, this run's database, per job (all clients): " + ", ".join(
-                f"{key} {(db_after[key] - db_before.get(key, 0)) / args.jobs:.2f}" for key in db_after))
+                f"{key} {(db_after[key] - db_before.get(key, 0)) / args.jobs:.2f}" for key in db_after)
+                + f"; of tup_returned, the bench's own progress polls account for about {len(polls):.0f} x "
+                  f"{args.jobs} rows = {len(polls):.0f} per job")
         duplicates = backend.admin("GET", "report").get("duplicates", {}).get("tags", {})
         rate = args.jobs / submitted_s
         self.out(f"\n## Zero-latency backend, {args.dispatchers} dispatcher process(es), {args.jobs} jobs")
