@@ -388,7 +388,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dispatcher-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment of the dispatchers (repeatable; the bench's own is passed through)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="throughput: per-job counts (SQL, broker, HTTP, json) and py-spy profiles into DIR")
+                        help="throughput and latency: per-job counts (SQL, broker, HTTP, json) and py-spy profiles "
+                             "into DIR (DIR/latency for the latency part)")
     args = parser.parse_args(argv)
     args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     unknown = set(args.parts) - set(PARTS)
@@ -628,11 +629,16 @@ class Run:
         backend.admin("POST", "reset", {"jobs": True, "counters": True})
         print(f"Latency {args.latency_ms:.0f} ms: one task of {args.latency_jobs} jobs, one dispatcher ...", flush=True)
         meter = self.cpu_meter(backend)
+        profiler = Profiler(args.profile / "latency", self.services) if args.profile else None
+        if profiler:
+            profiler.start()
         meter.start()
         t0 = time.monotonic()
         task_id = create_task(self.stub, backend, args.latency_jobs, "bench latency")
         submitted_s, _ = asyncio.run(progress(self.db_url, task_id, args.latency_jobs, t0, False))
         meter.stop()
+        if profiler:
+            self.lines.extend(profiler.stop(args.latency_jobs))
         ours_load = load()
         report = backend.admin("GET", "report")
         duplicates = report.get("duplicates", {}).get("tags", {})
@@ -677,6 +683,7 @@ class Profiler:
 
     def __init__(self, directory: Path, services: list[ServiceProcess]) -> None:
         self.directory = directory.resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.targets = [s for s in services if s.process and (s.name == "monitor" or s.name.startswith("disp"))]
         self.spies: list[subprocess.Popen[bytes]] = []
 
@@ -722,7 +729,7 @@ class Profiler:
             except subprocess.TimeoutExpired:
                 spy.kill()
                 spy.wait()
-        lines = [f"\n## Profile of the zero-latency task: per-job counts ({jobs} jobs; files in {self.directory})"]
+        lines = [f"\n## Profile: per-job counts ({jobs} jobs; files in {self.directory})"]
         for name, counts in after.items():
             before = self.before.get(name, {})
             delta = {key: value - before.get(key, 0) for key, value in counts.items()}
