@@ -552,7 +552,7 @@ class Run:
         backend.admin("POST", "reset", {"jobs": True, "counters": True})
         print(f"Throughput: one task of {args.jobs} jobs ...", flush=True)
         meter = self.cpu_meter(backend)
-        profiler = Profiler(args.profile, self.services) if args.profile else None
+        profiler = Profiler(args.profile, args.profile, self.services) if args.profile else None
         if profiler:
             profiler.start()
             db_before = self.database_stats()
@@ -629,7 +629,7 @@ class Run:
         backend.admin("POST", "reset", {"jobs": True, "counters": True})
         print(f"Latency {args.latency_ms:.0f} ms: one task of {args.latency_jobs} jobs, one dispatcher ...", flush=True)
         meter = self.cpu_meter(backend)
-        profiler = Profiler(args.profile / "latency", self.services) if args.profile else None
+        profiler = Profiler(args.profile, args.profile / "latency", self.services) if args.profile else None
         if profiler:
             profiler.start()
         meter.start()
@@ -681,15 +681,16 @@ class Profiler:
     """Per-job counters (bench/profile_hook, snapshots on SIGUSR1) and py-spy recordings of the dispatchers and
     the monitor over one phase."""
 
-    def __init__(self, directory: Path, services: list[ServiceProcess]) -> None:
-        self.directory = directory.resolve()
+    def __init__(self, hook_directory: Path, directory: Path, services: list[ServiceProcess]) -> None:
+        self.hook_directory = hook_directory.resolve()  # where the services' hooks write their snapshots
+        self.directory = directory.resolve()  # where this phase's results go
         self.directory.mkdir(parents=True, exist_ok=True)
         self.targets = [s for s in services if s.process and (s.name == "monitor" or s.name.startswith("disp"))]
         self.spies: list[subprocess.Popen[bytes]] = []
 
     def _snapshot(self) -> dict[str, dict[str, int]]:
         """Signal every target and read the counts it writes."""
-        seen = {p: p.stat().st_mtime for p in self.directory.glob("*.json")}
+        seen = set(self.hook_directory.glob("*.json"))
         for service in self.targets:
             assert service.process is not None
             service.process.send_signal(signal.SIGUSR1)
@@ -698,7 +699,7 @@ class Profiler:
         while len(counts) < len(self.targets) and time.monotonic() < deadline:
             for service in self.targets:
                 assert service.process is not None
-                for path in self.directory.glob(f"*-{service.process.pid}-*.json"):
+                for path in self.hook_directory.glob(f"*-{service.process.pid}-*.json"):
                     if path not in seen and service.name not in counts:
                         try:
                             counts[service.name] = json.loads(path.read_text())
@@ -743,8 +744,10 @@ class Profiler:
                          f"{PYSPY_RATE}/s)")
             for frame, samples in top_frames(path):
                 lines.append(f"- {1000 * samples / PYSPY_RATE / jobs:7.3f} ms  {frame}")
-        for path in self.directory.glob("*-*-*.json"):
-            path.unlink()
+        for service in self.targets:
+            assert service.process is not None
+            for path in self.hook_directory.glob(f"*-{service.process.pid}-*.json"):
+                path.unlink()
         return lines
 
 
