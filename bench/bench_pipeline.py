@@ -685,7 +685,8 @@ class Profiler:
         self.hook_directory = hook_directory.resolve()  # where the services' hooks write their snapshots
         self.directory = directory.resolve()  # where this phase's results go
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.targets = [s for s in services if s.process and (s.name == "monitor" or s.name.startswith("disp"))]
+        self.targets = [s for s in services if s.process and s.process.poll() is None
+                        and (s.name == "monitor" or s.name.startswith("dispatcher"))]
         self.spies: list[subprocess.Popen[bytes]] = []
 
     def _snapshot(self) -> dict[str, dict[str, int]]:
