@@ -1,4 +1,4 @@
-"""`make run RUN_ARGS=--exit-after-demo` (`python -m upscaling.launcher --exit-after-demo`) on a private database
+"""`make run RUN_ARGS=--exit-after-demo` (`python -m devtools.launcher --exit-after-demo`) on a private database
 and broker prefix: the terminal shows a readable summary and the demo's progress, never the services' JSON log
 lines, which go to one file per service; the demo (the Python client) ends with "Demo succeeded"."""
 
@@ -33,7 +33,7 @@ def test_make_run_demo_summary_and_log_files(infra, service_env: dict[str, str],
            "RUN_LOG_DIR": str(tmp_path / "logs"), "DEMO_COUNTRY": "Netherlands", "DEMO_GRID": "50x50km",
            "LOG_FORMAT": "json"}
     try:
-        result = subprocess.run([sys.executable, "-m", "upscaling.launcher", "--exit-after-demo"], cwd=ROOT, env=env,
+        result = subprocess.run([sys.executable, "-m", "devtools.launcher", "--exit-after-demo"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=360, stdin=subprocess.DEVNULL)
     finally:
         asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
