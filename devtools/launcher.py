@@ -1,4 +1,5 @@
-"""`make run` (`python -m devtools.launcher`), a development tool: apply migrations, start every service as a local process, stop them all on Ctrl-C.
+"""`make run` (`python -m devtools.launcher`), a development tool: apply migrations, start every service as a
+local process, run the demo, stop them all on Ctrl-C.
 
 Services run against RABBITMQ_URL / DATABASE_URL (defaults: the local RabbitMQ and PostgreSQL). The local
 openEO backend (package `local_openeo`) starts too, as the built-in default backend.

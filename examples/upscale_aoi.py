@@ -2,8 +2,9 @@
 
     python examples/upscale_aoi.py --address localhost:50051 --aoi examples/aoi/belgium.geojson --grid 20x20km
 
-Tiles the AOI (a GeoJSON file; default Belgium's outline, shipped beside this script), creates the task, follows it with the `upscale` CLI's progress display until it
-ends, then downloads every tile's result and assembles them into one Cloud-Optimised GeoTIFF (and a VRT).
+Tiles the AOI (a GeoJSON file; default Belgium's outline, shipped beside this script), creates the task, follows
+it with the `upscale` CLI's progress display until it ends, then downloads every tile's result and assembles them
+into one Cloud-Optimised GeoTIFF (and a VRT).
 Exits non-zero unless the task finished.
 """
 
