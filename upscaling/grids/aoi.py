@@ -20,6 +20,7 @@ Normalisation:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
@@ -141,7 +142,7 @@ def _polygon(raw: Any, where: str) -> tuple[str, list[np.ndarray]]:
     return where, [_ring(r, f"{where}[{i}]") for i, r in enumerate(raw)]
 
 
-def _coordinates(obj: Mapping, where: str) -> Any:
+def _coordinates(obj: Mapping[str, Any], where: str) -> Any:
     if "coordinates" not in obj:
         raise AoiError(f'{where} ({obj["type"]}) has no "coordinates" member')
     return obj["coordinates"]
@@ -242,7 +243,7 @@ class _RepairBudget:
 
 def _count_crossings(poly: BaseGeometry, limit: int) -> int:
     """Number of proper crossings between the edges of ``poly``'s rings, counted up to just above ``limit``."""
-    segments = []
+    segments: list[Any] = []
     for ring in shapely.get_rings(poly):
         xy = shapely.get_coordinates(ring)
         segments.append(shapely.linestrings(np.stack([xy[:-1], xy[1:]], axis=1)))
@@ -342,6 +343,11 @@ def _ring_region(xy: np.ndarray, where: str, warnings: list[str], budget: _Repai
     return _repair(Polygon(ring), where, warnings, budget, required=required)
 
 
+def _shift_lon(coords: np.ndarray, by: float) -> np.ndarray:
+    shifted: np.ndarray = coords + np.array([by, 0.0])
+    return shifted
+
+
 def split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
     """A lon/lat geometry with longitudes beyond ±180 cut at the odd multiples of 180° (any number of turns), each
     piece shifted by whole turns into [-180, 180]. Pieces overlap only when ``geom`` spans more than one turn;
@@ -349,15 +355,15 @@ def split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
     xmin, _, xmax, _ = geom.bounds
     if xmin >= -180.0 and xmax <= 180.0:
         return geom
-    pieces: list[BaseGeometry] = []
+    pieces: list[Polygon] = []
     for k in range(math.floor((xmin + 180.0) / 360.0), math.ceil((xmax - 180.0) / 360.0) + 1):
         window = shapely.box(-180.0 + 360.0 * k, -90.0, 180.0 + 360.0 * k, 90.0)
         piece = polygonal_part(shapely.intersection(geom, window))
         if piece.is_empty or piece.area <= 0:
             continue
         if k:
-            piece = shapely.transform(piece, lambda c, k=k: c - np.array([360.0 * k, 0.0]))
-        pieces.extend(shapely.get_parts(piece))
+            piece = shapely.transform(piece, functools.partial(_shift_lon, by=-360.0 * k))
+        pieces.extend(p for p in shapely.get_parts(piece) if isinstance(p, Polygon))
     if not pieces:
         return Polygon()
     if xmax - xmin > 360.0:

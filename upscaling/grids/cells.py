@@ -161,7 +161,7 @@ def _unique_inverse(key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]
     return np.flatnonzero(used), (np.cumsum(used) - 1)[key]
 
 
-def _edges(frame: Frame, line: np.ndarray, idx: np.ndarray, vertical: bool) -> tuple:
+def _edges(frame: Frame, line: np.ndarray, idx: np.ndarray, vertical: bool) -> tuple[Any, ...]:
     """Unique grid-line edges (line, idx): inverse map, pieces k and the (m = 1..k-1) interior points."""
     lmin, imin = int(line.min()), int(idx.min())
     base = int(idx.max()) - imin + 2
@@ -421,7 +421,7 @@ def pieces_to_lonlat(
             lon, lat, ring_off = _expand_poles(lon, lat, pole, ring_off, 90.0 if zone.north else -90.0)
     out = shapely.from_ragged_array(GeometryType.POLYGON, np.column_stack([lon, lat]), (ring_off, part_off))
     if multi:
-        out = shapely.multipolygons(out, indices=owner)
+        out = np.asarray(shapely.multipolygons(out, indices=owner))
         single = shapely.get_num_geometries(out) == 1
         out[single] = shapely.get_geometry(out[single], 0)
     for i in np.flatnonzero(~shapely.is_valid(out)):
