@@ -29,16 +29,13 @@ RUN /opt/venv/bin/pip install --no-deps /src \
 
 # --- final: the base image, the virtualenv and the entry point; runs as an unprivileged user ---
 FROM ${BASE_IMAGE}
-RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app \
- && mkdir -p /app/udps
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app
 COPY docker/entrypoint.sh /usr/local/bin/upscaling
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    UPSCALING_SHARED_DIR=/app/shared \
-    LOCAL_OPENEO_UDP_DIR=/app/udps
+    PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 WORKDIR /app
 # gateway HTTP/WebSocket + metrics, gateway gRPC, tiler gRPC, dispatcher/monitor health, local openEO, metrics

@@ -70,7 +70,7 @@ migrate: $(STAMP)
 
 ## Start every service as local processes (gateway, tiler, local openEO backend); Ctrl-C stops them all.
 run: $(STAMP) $(WEB_STAMP)
-	$(BIN)/python -m upscaling.launcher $(RUN_ARGS)
+	$(BIN)/python -m devtools.launcher $(RUN_ARGS)
 
 test: $(STAMP)
 	scripts/ensure-test-tools.sh

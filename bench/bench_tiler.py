@@ -40,8 +40,8 @@ from shapely.geometry import MultiPolygon, shape
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.shared_data import countries_file  # noqa: E402
 from upscaling.grids import parse_aoi, parse_grid, tile_aoi  # noqa: E402
-from upscaling.shared_data import countries_file  # noqa: E402
 
 COUNTRIES = countries_file()
 NAIVE_BUDGET_S = 180.0

@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from local_openeo.faults import FaultSpec, parse_fault_spec
-from upscaling.shared_data import udp_dir
 
 ENV_PREFIX = "LOCAL_OPENEO_"
 API_VERSION = "1.2.0"
 API_PREFIX = "/openeo/1.2"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_UDP_DIR = udp_dir().resolve()
+DEFAULT_UDP_DIR = Path(__file__).resolve().parent / "catalogue"  # the project's own UDPs
 
 
 def parse_users(value: str | Mapping[str, str]) -> dict[str, str]:
@@ -153,7 +151,7 @@ _HELP = {
     "port": "port to bind; 0 picks a free one (default 8081)",
     "public_url": "base URL used in absolute hrefs (default: scheme://host of each request)",
     "users": "basic-auth users as name:password,... (default demo:demo)",
-    "udp_dir": "folder of UDP JSON files served at /udp/<name>.json (default ../shared/data/udps)",
+    "udp_dir": "folder of UDP JSON files served at /udp/<name>.json (default local_openeo/catalogue)",
     "admin_token": "enables /admin/* with this bearer token (default: admin disabled)",
     "queue_seconds": "time a started job stays queued (default 1.0)",
     "run_seconds": "time a job runs before finishing (default 3.0)",

@@ -6,7 +6,7 @@ import json
 from functools import cache
 from typing import Any
 
-from upscaling.shared_data import countries_file
+from tests.shared_data import countries_file
 
 COUNTRIES_FILE = countries_file()
 

@@ -11,7 +11,7 @@ import ast
 import re
 from typing import Any
 
-from upscaling.shared_data import seed_notebook
+from tests.shared_data import seed_notebook
 
 NOTEBOOK = seed_notebook()
 _CELL = re.compile(r"^In \[\d*\]:\s*$", re.MULTILINE)

@@ -23,6 +23,7 @@ from pyproj import Geod, Proj
 from shapely.geometry import MultiPolygon, Polygon, box, shape
 
 from tests import tile_properties as tp
+from tests.shared_data import countries_file
 from upscaling.grids import (
     STANDARD_GRIDS,
     AoiError,
@@ -36,7 +37,6 @@ from upscaling.grids import (
     parse_grid,
     tile_aoi,
 )
-from upscaling.shared_data import countries_file
 
 GEOD = Geod(ellps="WGS84")
 ID_RE = re.compile(r"^(?:(?:0[1-9]|[1-5][0-9]|60)[NS]|UPS[NS])-\d{4,}-\d{4,}$")

@@ -1,4 +1,4 @@
-"""`make run RUN_ARGS=--exit-after-demo` (`python -m upscaling.launcher --exit-after-demo`) on a private database
+"""`make run RUN_ARGS=--exit-after-demo` (`python -m devtools.launcher --exit-after-demo`) on a private database
 and broker prefix: the terminal shows a readable summary and the demo's progress, never the services' JSON log
 lines, which go to one file per service; the demo (the Python client) ends with "Demo succeeded"."""
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
+from tests.aois import countries
 from tests.infra import ROOT, free_port, unique_name, with_database
 from tests.support import admin_sql, drop_private_resources
 
@@ -30,11 +31,13 @@ def test_make_run_demo_summary_and_log_files(infra, service_env: dict[str, str],
            "MONITOR_HEALTH_PORT": str(free_port()), "MONITOR_INTERVAL_MIN_S": "0.2",
            "OPENEO_BACKENDS": json.dumps([{"endpoint": f"{openeo}/openeo/1.2", "max_running_jobs": 8,
                                            "auth": {"method": "basic", "username": "demo", "password": "demo"}}]),
-           "RUN_LOG_DIR": str(tmp_path / "logs"), "DEMO_COUNTRY": "Netherlands", "DEMO_GRID": "50x50km",
-           "LOG_FORMAT": "json"}
+           "RUN_LOG_DIR": str(tmp_path / "logs"), "DEMO_GRID": "50x50km", "LOG_FORMAT": "json"}
+    aoi = tmp_path / "netherlands.geojson"  # the user's own AOI (--aoi); the default is the shipped Belgium
+    aoi.write_text(json.dumps(countries()["Netherlands"]))
     try:
-        result = subprocess.run([sys.executable, "-m", "upscaling.launcher", "--exit-after-demo"], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=360, stdin=subprocess.DEVNULL)
+        command = [sys.executable, "-m", "devtools.launcher", "--exit-after-demo", "--aoi", str(aoi)]
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=360,
+                                stdin=subprocess.DEVNULL)
     finally:
         asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
     output = result.stdout + result.stderr

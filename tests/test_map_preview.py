@@ -67,13 +67,18 @@ async def test_cache_renders_each_asset_once(monkeypatch: pytest.MonkeyPatch) ->
 
     def fake_render(href: str) -> Preview:
         calls.append(href)
+        rendering.set()
         gate.wait(5)
         return Preview(href.encode(), (0.0, 0.0, 1.0, 1.0))
 
     monkeypatch.setattr(preview, "render", fake_render)
     cache = PreviewCache(max_bytes=2 * len(b"http://b/a.tif"))
+    rendering = threading.Event()
     waiting = [asyncio.ensure_future(cache.get("http://b/a.tif")) for _ in range(5)]
-    await asyncio.sleep(0.05)
+    # The first render is under way (the five gets started in one loop pass, before it): all five are waiting.
+    assert await asyncio.to_thread(rendering.wait, 5)
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiting)
     gate.set()
     assert {p.png for p in await asyncio.gather(*waiting)} == {b"http://b/a.tif"}
     assert calls == ["http://b/a.tif"]

@@ -29,7 +29,7 @@ class Launched:
 
 @pytest.fixture(scope="module")
 def launched(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
-    """`python -m upscaling.launcher --no-demo` (what `make run` runs) on free ports."""
+    """`python -m devtools.launcher --no-demo` (what `make run` runs) on free ports."""
     openeo_port, http_port = free_port(), free_port()
     tiler_port = free_port()
     openeo = f"http://127.0.0.1:{openeo_port}"
@@ -51,7 +51,7 @@ def launched(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
     log_path = tmp_path_factory.mktemp("launcher") / "launcher.log"
     env["RUN_LOG_DIR"] = str(log_path.parent / "logs")
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "upscaling.launcher", "--no-demo"], cwd=ROOT, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "devtools.launcher", "--no-demo"], cwd=ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90

@@ -46,8 +46,10 @@ async def failing(checks: dict[str, Check]) -> dict[str, str]:
         except Exception as exc:
             return str(exc) or type(exc).__name__
 
-    results = await asyncio.gather(*(run(c) for c in checks.values()))
-    return {name: error for name, error in zip(checks, results, strict=True) if error is not None}
+    # A snapshot: a service may add a check (e.g. its consumer's) while these run.
+    names, runs = list(checks), [run(c) for c in checks.values()]
+    results = await asyncio.gather(*runs)
+    return {name: error for name, error in zip(names, results, strict=True) if error is not None}
 
 
 class HealthWatch:

@@ -23,7 +23,6 @@ RABBITMQ_IMAGE=localhost/upscaling-rabbitmq:3.10
 APP_IMAGE=localhost/upscaling-service:compose-test
 export COMPOSE_PROJECT_NAME="$PROJECT"
 export CONTAINERS_CONF="$STATE/containers.conf" CONTAINERS_STORAGE_CONF="$STATE/storage.conf"
-export UDP_DIR="${UDP_DIR:-$("$PY" -c 'from upscaling.shared_data import udp_dir; print(udp_dir())')}"
 
 START=$(date +%s.%N)
 PHASE_START=$START

@@ -35,9 +35,10 @@ import asyncpg
 import requests
 from aio_pika.abc import AbstractExchange
 
-from upscaling import backend_limits, jobstore, metrics, openeo_conn, openeo_submit
+from services.dispatcher import backend_limits
+from services.dispatcher.batching import MicroBatcher
+from upscaling import jobstore, metrics, openeo_conn, openeo_submit
 from upscaling.backends import BackendConfig, Backends
-from upscaling.batching import MicroBatcher
 from upscaling.config import Settings
 from upscaling.leases import START_WINDOW_S, lease_seconds
 from upscaling.logs import correlation_id

@@ -9,6 +9,7 @@ from local_openeo_support import ADMIN_TOKEN, LocalBackend, start_backend, stop_
 
 from local_openeo.config import load_settings
 from local_openeo.faults import parse_fault_spec
+from tests.infra import ROOT
 
 
 def test_report_counts_jobs_per_user_title_and_tag(backend: LocalBackend, con: openeo.Connection) -> None:
@@ -105,7 +106,9 @@ def test_flags_override_env_vars() -> None:
         {"demo": "demo"},
         None,
     )
-    assert defaults.udp_dir.name == "udps" and (defaults.udp_dir / "wind_turbine_detection.json").is_file()
+    # the project's own catalogue, inside the repository
+    assert defaults.udp_dir == ROOT / "local_openeo" / "catalogue"
+    assert (defaults.udp_dir / "wind_turbine_detection.json").is_file()
     with pytest.raises(SystemExit):
         load_settings(["--concurrency-status", "500"], {})
 

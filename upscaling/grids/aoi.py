@@ -20,6 +20,7 @@ Normalisation:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
@@ -34,7 +35,8 @@ from shapely.geometry.base import BaseGeometry
 
 from .errors import AoiError
 
-__all__ = ["ACCEPTED_TYPES", "ParsedAoi", "as_aoi_geometry", "drop_slivers", "parse_aoi", "polygonal_part"]
+__all__ = ["ACCEPTED_TYPES", "ParsedAoi", "as_aoi_geometry", "drop_slivers", "parse_aoi", "polygonal_part",
+           "split_antimeridian"]
 
 ACCEPTED_TYPES = ("Polygon", "MultiPolygon", "Feature", "FeatureCollection")
 _ACCEPTED_TEXT = "Polygon, MultiPolygon, Feature or FeatureCollection"
@@ -140,7 +142,7 @@ def _polygon(raw: Any, where: str) -> tuple[str, list[np.ndarray]]:
     return where, [_ring(r, f"{where}[{i}]") for i, r in enumerate(raw)]
 
 
-def _coordinates(obj: Mapping, where: str) -> Any:
+def _coordinates(obj: Mapping[str, Any], where: str) -> Any:
     if "coordinates" not in obj:
         raise AoiError(f'{where} ({obj["type"]}) has no "coordinates" member')
     return obj["coordinates"]
@@ -241,7 +243,7 @@ class _RepairBudget:
 
 def _count_crossings(poly: BaseGeometry, limit: int) -> int:
     """Number of proper crossings between the edges of ``poly``'s rings, counted up to just above ``limit``."""
-    segments = []
+    segments: list[Any] = []
     for ring in shapely.get_rings(poly):
         xy = shapely.get_coordinates(ring)
         segments.append(shapely.linestrings(np.stack([xy[:-1], xy[1:]], axis=1)))
@@ -341,23 +343,35 @@ def _ring_region(xy: np.ndarray, where: str, warnings: list[str], budget: _Repai
     return _repair(Polygon(ring), where, warnings, budget, required=required)
 
 
-def _wrap(geom: BaseGeometry) -> BaseGeometry:
-    """Cut ``geom`` at odd multiples of 180° and shift every piece into [-180, 180]."""
+def _shift_lon(coords: np.ndarray, by: float) -> np.ndarray:
+    shifted: np.ndarray = coords + np.array([by, 0.0])
+    return shifted
+
+
+def split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
+    """A lon/lat geometry with longitudes beyond ±180 cut at the odd multiples of 180° (any number of turns), each
+    piece shifted by whole turns into [-180, 180]. Pieces overlap only when ``geom`` spans more than one turn;
+    then they are merged, otherwise kept as the parts of a MultiPolygon. The one owner of this rule."""
     xmin, _, xmax, _ = geom.bounds
     if xmin >= -180.0 and xmax <= 180.0:
         return geom
-    pieces = []
-    for k in range(math.floor((xmin + 180.0) / 360.0), math.floor((xmax + 180.0) / 360.0) + 1):
+    pieces: list[Polygon] = []
+    for k in range(math.floor((xmin + 180.0) / 360.0), math.ceil((xmax - 180.0) / 360.0) + 1):
         window = shapely.box(-180.0 + 360.0 * k, -90.0, 180.0 + 360.0 * k, 90.0)
         piece = polygonal_part(shapely.intersection(geom, window))
-        if piece.is_empty:
+        if piece.is_empty or piece.area <= 0:
             continue
         if k:
-            piece = shapely.transform(piece, lambda c, k=k: c - np.array([360.0 * k, 0.0]))
-        pieces.append(piece)
-    out = shapely.union_all(pieces) if len(pieces) > 1 else pieces[0] if pieces else Polygon()
+            piece = shapely.transform(piece, functools.partial(_shift_lon, by=-360.0 * k))
+        pieces.extend(p for p in shapely.get_parts(piece) if isinstance(p, Polygon))
+    if not pieces:
+        return Polygon()
+    if xmax - xmin > 360.0:
+        out = polygonal_part(shapely.union_all(pieces))
+    else:
+        out = MultiPolygon(pieces) if len(pieces) > 1 else pieces[0]
     coords = shapely.get_coordinates(out)
-    coords[:, 0] = np.clip(coords[:, 0], -180.0, 180.0)
+    coords[:, 0] = np.clip(coords[:, 0], -180.0, 180.0)  # a shift by whole turns may leave 180 + 1 ulp
     return shapely.set_coordinates(out, coords)
 
 
@@ -366,9 +380,10 @@ def _normalise_polygon(where: str, rings: list[np.ndarray], warnings: list[str],
     if not any(_crosses(r) for r in rings):
         return _repair(Polygon(rings[0], rings[1:]), where, warnings, budget)
     # Antimeridian handling: work ring by ring, each in its own unwrapped frame, then combine in [-180, 180].
-    shell = _wrap(_ring_region(rings[0], f"{where}[0]", warnings, budget, required=True))
+    shell = split_antimeridian(_ring_region(rings[0], f"{where}[0]", warnings, budget, required=True))
     holes = [
-        _wrap(_ring_region(r, f"{where}[{i}]", warnings, budget, required=False)) for i, r in enumerate(rings[1:], 1)
+        split_antimeridian(_ring_region(r, f"{where}[{i}]", warnings, budget, required=False))
+        for i, r in enumerate(rings[1:], 1)
     ]
     holes = [h for h in holes if not h.is_empty]
     if holes:

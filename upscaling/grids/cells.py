@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 import shapely
 from shapely import GeometryType
-from shapely.geometry import MultiPolygon
 from shapely.geometry.base import BaseGeometry
 
-from .aoi import polygonal_part
+from .aoi import polygonal_part, split_antimeridian
 from .zones import UPS_CENTRE, UPS_SCALE, Region, Zone, fast_utm_ok, transformer, zone_for_epsg
 
 __all__ = [
@@ -162,7 +161,7 @@ def _unique_inverse(key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]
     return np.flatnonzero(used), (np.cumsum(used) - 1)[key]
 
 
-def _edges(frame: Frame, line: np.ndarray, idx: np.ndarray, vertical: bool) -> tuple:
+def _edges(frame: Frame, line: np.ndarray, idx: np.ndarray, vertical: bool) -> tuple[Any, ...]:
     """Unique grid-line edges (line, idx): inverse map, pieces k and the (m = 1..k-1) interior points."""
     lmin, imin = int(line.min()), int(idx.min())
     base = int(idx.max()) - imin + 2
@@ -422,7 +421,7 @@ def pieces_to_lonlat(
             lon, lat, ring_off = _expand_poles(lon, lat, pole, ring_off, 90.0 if zone.north else -90.0)
     out = shapely.from_ragged_array(GeometryType.POLYGON, np.column_stack([lon, lat]), (ring_off, part_off))
     if multi:
-        out = shapely.multipolygons(out, indices=owner)
+        out = np.asarray(shapely.multipolygons(out, indices=owner))
         single = shapely.get_num_geometries(out) == 1
         out[single] = shapely.get_geometry(out[single], 0)
     for i in np.flatnonzero(~shapely.is_valid(out)):
@@ -433,23 +432,6 @@ def pieces_to_lonlat(
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
-    """A lon/lat polygon with longitudes beyond ±180 as a MultiPolygon of pieces within [-180, 180]."""
-    xmin, _, xmax, _ = geom.bounds
-    if xmin >= -180.0 and xmax <= 180.0:
-        return geom
-    pieces = []
-    for k in (-1, 0, 1):
-        piece = polygonal_part(
-            shapely.intersection(geom, shapely.box(-180 + 360 * k, -90, 180 + 360 * k, 90))
-        )
-        if not piece.is_empty and piece.area > 0:
-            if k:
-                piece = shapely.transform(piece, lambda c, k=k: c - np.array([360.0 * k, 0.0]))
-            pieces.extend(shapely.get_parts(piece))
-    return MultiPolygon(pieces) if len(pieces) > 1 else pieces[0]
 
 
 def region_for_cell(frame: Frame, col: int, row: int) -> Region:

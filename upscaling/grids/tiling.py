@@ -38,14 +38,13 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from .aoi import ParsedAoi, as_aoi_geometry, drop_slivers, polygonal_part
+from .aoi import ParsedAoi, as_aoi_geometry, drop_slivers, polygonal_part, split_antimeridian
 from .cells import (
     Frame,
     Source,
     cell_polygon,
     cells_to_lonlat,
     pieces_to_lonlat,
-    split_antimeridian,
 )
 from .errors import TooManyTilesError
 from .estimate import bbox_upper_bound, estimate_tile_count

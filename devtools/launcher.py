@@ -1,4 +1,5 @@
-"""`make run`: apply migrations, start every service as a local process, stop them all on Ctrl-C.
+"""`make run` (`python -m devtools.launcher`), a development tool: apply migrations, start every service as a
+local process, run the demo, stop them all on Ctrl-C.
 
 Services run against RABBITMQ_URL / DATABASE_URL (defaults: the local RabbitMQ and PostgreSQL). The local
 openEO backend (package `local_openeo`) starts too, as the built-in default backend.
@@ -26,6 +27,7 @@ from upscaling.metrics import metrics_port
 from upscaling.migrations import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_AOI = ROOT / "examples" / "aoi" / "belgium.geojson"
 
 
 @dataclass
@@ -99,13 +101,13 @@ LOCAL_DEFAULTS = {
 }
 
 
-def _demo(settings: Settings, openeo_url: str, run_dir: Path) -> int:
+def _demo(settings: Settings, openeo_url: str, run_dir: Path, aoi: Path) -> int:
     """Upscale a real AOI through the gateway with the Python client (examples/upscale_aoi.py): the CLI's
     progress display, then the results assembled into one mosaic."""
     script = ROOT / "examples" / "upscale_aoi.py"
     args = [sys.executable, str(script), "--address", f"127.0.0.1:{settings.gateway_grpc_port}",
-            "--openeo", openeo_url, "--country", os.environ.get("DEMO_COUNTRY", "Belgium"),
-            "--grid", os.environ.get("DEMO_GRID", "20x20km"), "--out", str(run_dir / "demo")]
+            "--openeo", openeo_url, "--aoi", str(aoi), "--grid", os.environ.get("DEMO_GRID", "20x20km"),
+            "--out", str(run_dir / "demo")]
     print("\nDemo: " + " ".join(args[1:]), flush=True)
     return subprocess.run(args, cwd=ROOT).returncode
 
@@ -115,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the upscaling stack locally.")
     parser.add_argument("--no-demo", action="store_true", help="do not run the demo upscaling task")
     parser.add_argument("--exit-after-demo", action="store_true", help="stop the stack when the demo is done")
+    parser.add_argument("--aoi", type=Path, default=Path(os.environ.get("DEMO_AOI", DEMO_AOI)),
+                        help="the demo's AOI, a GeoJSON file (default: Belgium, examples/aoi/belgium.geojson)")
     args = parser.parse_args(argv)
+    if not args.aoi.is_file():
+        parser.error(f"--aoi {args.aoi}: no such file")
+    aoi = args.aoi.resolve()
     settings = load_settings()
     configure_logging("launcher", settings.log_level, "text")
     asyncio.run(migrate(settings.database_url))
@@ -161,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         demo = _exists("services.dispatcher") and _exists("services.monitor") and not args.no_demo \
             and os.environ.get("DEMO", "1") != "0"
         if demo:
-            code = _demo(settings, openeo_url or "http://127.0.0.1:8081", log_dir.parent)
+            code = _demo(settings, openeo_url or "http://127.0.0.1:8081", log_dir.parent, aoi)
             print(f"Demo {'succeeded' if code == 0 else 'FAILED'}.", flush=True)
             if args.exit_after_demo:
                 return code

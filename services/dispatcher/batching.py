@@ -47,6 +47,8 @@ class MicroBatcher(Generic[K, R]):
     async def _handle(self, items: list[K], futures: list[asyncio.Future[R]]) -> None:
         try:
             results = await self.handle(items)
+            if len(results) != len(items):
+                raise RuntimeError(f"batch handler returned {len(results)} results for {len(items)} items")
         except Exception as exc:
             for future in futures:
                 if not future.done():
