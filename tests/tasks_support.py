@@ -19,7 +19,8 @@ import requests
 
 from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, wait_http_ok, with_database
 from tests.support import LocalOpenEO, admin_sql, db_connect, drop_private_resources, tiles
-from upscaling import broker, jobstore
+from upscaling import broker
+from upscaling import jobs as jobstore
 from upscaling.v1 import jobs_pb2
 
 MAX_VALUES = 50
