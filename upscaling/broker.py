@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
 
-
 # The routing key of job messages (the job queue's binding on the jobs exchange).
 JOBS_ROUTING_KEY = "submit"
+
 
 @dataclass(frozen=True)
 class Topology:

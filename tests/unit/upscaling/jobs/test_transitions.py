@@ -87,8 +87,8 @@ def test_private_fields_change_without_an_event() -> None:
 
 
 def test_a_stale_tag_leaves_the_job_alone() -> None:
-    plan = transitions.plan(fresh_jobs(), {"created": 4},
-                            [(1, {"status": "queued", "expect_tag": "t-9"}), (2, {"status": "queued", "expect_tag": "t-2"})])
+    plan = transitions.plan(fresh_jobs(), {"created": 4}, [(1, {"status": "queued", "expect_tag": "t-9"}),
+                                                           (2, {"status": "queued", "expect_tag": "t-2"})])
     assert plan.stale == {1} and set(plan.rows) == {2} and plan.counts == {"created": 3, "queued": 1}
 
 
