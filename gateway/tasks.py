@@ -343,11 +343,13 @@ class TaskService:
             statuses or None, before, size + 1, caller.owner_filter)
         next_token = encode_page_token(rows[size - 1]["id"]) if len(rows) > size else ""
         rows = rows[:size]
-        counts: dict[int, dict[str, int]] = {r["id"]: {} for r in rows}
-        if rows:
+        # The jobs-per-status `upscaling.jobs` keeps on each task row; counted only for a task without them.
+        counts: dict[int, dict[str, int]] = {r["id"]: dict(r["job_counts"] or {}) for r in rows}
+        uncounted = [r["id"] for r in rows if r["job_counts"] is None]
+        if uncounted:
             for r in await self.pool.fetch(
                     "SELECT task_id, status, count(*) AS n FROM unit_jobs WHERE task_id = ANY($1::bigint[])"
-                    " GROUP BY task_id, status", list(counts)):
+                    " GROUP BY task_id, status", uncounted):
                 counts[r["task_id"]][r["status"]] = r["n"]
         return list(rows), counts, next_token
 
