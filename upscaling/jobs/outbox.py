@@ -13,6 +13,7 @@ import asyncpg
 from upscaling.broker import JOBS_ROUTING_KEY
 from upscaling.jobs.events import PendingEvent, broker_messages
 from upscaling.jobs.messages import MESSAGE_TYPE
+from upscaling.logs import correlation_id
 from upscaling.v1 import jobs_pb2
 
 NOTIFY_CHANNEL = "upscaling_outbox"
@@ -48,7 +49,7 @@ async def enqueue_events(conn: asyncpg.Connection, events: list[PendingEvent]) -
         " SELECT u.k, u.p, $5, u.t, u.c, u.h::jsonb"
         " FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $6::text[]) AS u(k, p, t, c, h)",
         [m.routing_key for m in messages], [m.body for m in messages], [m.message_type for m in messages],
-        [m.correlation_id for m in messages], EVENTS,
+        [m.correlation_id if m.correlation_id is not None else correlation_id.get() for m in messages], EVENTS,
         [json.dumps(m.headers) for m in messages])
     await notify(conn)
 

@@ -144,7 +144,8 @@ async def record(conn: asyncpg.Connection, changes: Sequence[tuple[int, transiti
     else:
         task_ids = [] if task_id is None else [task_id]
     tasks = {r["id"]: r for r in await conn.fetch(
-        f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", task_ids)}
+        f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", task_ids)
+    } if task_ids else {}
     rows = await conn.fetch(f"SELECT {_JOB_STATE} FROM unit_jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
                             ids)
     if any(r["task_id"] is not None and r["task_id"] not in tasks for r in rows):

@@ -18,6 +18,7 @@ PUBLIC = frozenset({"status", "backend_job_id", "progress", "message"})
 # Keys of a change that are not columns: may a terminal job change status (retries, resubmissions); the
 # correlation id of the change (its event carries it); the tag the change was made for (else the job is stale).
 OPTIONS = frozenset({"allow_from_terminal", "correlation_id", "expect_tag"})
+_KEYS = OPTIONS | PUBLIC | frozenset(FIELDS)
 
 Change = Mapping[str, Any]
 
@@ -25,9 +26,8 @@ Change = Mapping[str, Any]
 def apply(job: Mapping[str, Any], change: Change) -> dict[str, Any]:
     """The columns `change` changes on `job` (empty: nothing to record). A terminal job keeps its status unless
     the change allows leaving a terminal status."""
-    unknown = change.keys() - OPTIONS - PUBLIC - set(FIELDS)
-    if unknown:
-        raise ValueError(f"not a job change: {sorted(unknown)}")
+    if not _KEYS.issuperset(change):
+        raise ValueError(f"not a job change: {sorted(set(change) - _KEYS)}")
     changed: dict[str, Any] = {}
     status = change.get("status")
     if status is not None and status != job["status"]:
