@@ -46,8 +46,9 @@ async def failing(checks: dict[str, Check]) -> dict[str, str]:
         except Exception as exc:
             return str(exc) or type(exc).__name__
 
-    results = await asyncio.gather(*(run(c) for c in checks.values()))
-    return {name: error for name, error in zip(checks, results, strict=True) if error is not None}
+    named = list(checks.items())  # a service may add checks while these run
+    results = await asyncio.gather(*(run(c) for _, c in named))
+    return {name: error for (name, _), error in zip(named, results, strict=True) if error is not None}
 
 
 class HealthWatch:
