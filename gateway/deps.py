@@ -22,7 +22,6 @@ from upscaling.config import Settings
 from upscaling.errors import Unavailable
 from upscaling.limits import Limits, RateLimiter, SubscriptionCounter, load_limits
 from upscaling.migrations import apply_migrations
-from upscaling.outbox import OutboxRelay
 from upscaling.startup import with_retry
 
 log = logging.getLogger(__name__)
@@ -40,13 +39,11 @@ class Dependencies:
     topology: broker.Topology = field(default_factory=broker.Topology)
     udps: UdpCache | None = None
     hub: EventsHub | None = None
-    relay: OutboxRelay | None = None
     tasks: TaskService | None = None
     publish_channel: AbstractChannel | None = None
     cluster_state: metrics.ClusterState | None = None
     auth: AuthSettings = field(default_factory=load_auth_settings)
     limits: Limits = field(default_factory=load_limits)
-    run_relay: bool = True  # the outbox relay (one worker of a multi-worker gateway runs it)
 
     def __post_init__(self) -> None:
         self.authenticator: Authenticator = create_authenticator(self.auth)
@@ -75,7 +72,7 @@ class Dependencies:
 
     async def start(self) -> None:
         """Connect (waiting for each dependency), apply migrations if configured, declare the topology, start
-        the events subscription and the outbox relay."""
+        the events subscription (the outbox relays run in the dispatchers and monitors)."""
         s = self.settings
         backends = load_backends()
         self.topology = broker.Topology(prefix=s.broker_prefix)
@@ -85,24 +82,19 @@ class Dependencies:
                 await apply_migrations(conn)
         self.amqp = await with_retry("RabbitMQ", lambda: broker.connect(s.rabbitmq_url, "gateway"))
         self.publish_channel = await broker.open_channel(self.amqp)
-        declared = await broker.declare(self.publish_channel, self.topology)
+        await broker.declare(self.publish_channel, self.topology)
         self.tiler = TilerClient(s)
         self.udps = UdpCache(EgressFetcher(policy_from_settings(s), s.udp_fetch_timeout_s), ttl_s=s.udp_cache_ttl_s)
-        self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values, declared.events_exchange,
+        self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values,
                                  max_in_flight_per_user=self.limits.max_tasks_in_flight_per_user)
         self.hub = EventsHub(self.amqp, self.topology, self.pool, self._load_task)
         await self.hub.start()
-        if self.run_relay:
-            self.relay = OutboxRelay(self.pool, s.database_url, self.amqp, self.topology, poll_s=s.outbox_poll_s)
-            self.relay.start()
         self.cluster_state = metrics.ClusterState(self.pool, self.amqp, self.topology)
         log.info("authentication", extra={"auth_mode": self.auth.mode})
 
     async def stop(self) -> None:
         """Close every connection."""
         await self.authenticator.close()
-        if self.relay:
-            await self.relay.stop()
         if self.cluster_state:
             await self.cluster_state.close()
         if self.hub:

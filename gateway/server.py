@@ -40,7 +40,7 @@ async def main(settings: Settings, worker: int = 0, ws_deflate: bool = False) ->
     """One gateway worker until SIGTERM/SIGINT."""
     stop = shutdown_event()
     tls = GatewayTls.from_settings(settings)
-    deps = Dependencies(settings, run_relay=worker == 0)
+    deps = Dependencies(settings)
     await deps.start()
     assert deps.tiler is not None and deps.pool is not None and deps.cluster_state is not None
     metrics.register("gateway", deps.cluster_state)

@@ -7,34 +7,32 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from aio_pika.abc import AbstractExchange
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.audit import AuditLog, admin_read, audited
 from gateway.udp import Udp, UdpCache, coerce_value, validate_arguments
-from upscaling import jobstore, outbox
+from upscaling import jobs
 from upscaling.auth import Principal
 from upscaling.backends import Backends
 from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, TooManyRequests
+from upscaling.jobs import outbox
+from upscaling.jobs.messages import DEFAULT_FORMAT, FORMATS
 from upscaling.limits import exceeded
 from upscaling.logs import correlation_id
-from upscaling.statuses import TASK_STATUSES, TERMINAL_JOB_STATUSES
-from upscaling.v1 import common_pb2, jobs_pb2
+from upscaling.statuses import ACTIVE_JOB_STATUSES, TASK_STATUSES, TERMINAL_JOB_STATUSES
 
-FORMATS = ("gtiff", "geojson", "netcdf", "json")
 LABELS = ("openeo", "ogc_api_process")
 MAX_ATTEMPTS = 5
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 # Tasks (and standalone unit jobs) of a user that count against MAX_TASKS_IN_FLIGHT_PER_USER.
-_IN_FLIGHT = ("created", "queued", "running")
+_IN_FLIGHT = sorted(ACTIVE_JOB_STATUSES & set(TASK_STATUSES))
 # Rows are scoped to their owner: `$n` is the caller's user id, or NULL for an admin (every row).
 _JOB_COLUMNS = ("id, task_id, seq, title, label, status, service, parameters, format, backend_job_id, progress,"
                 " message, created, updated")
@@ -136,19 +134,19 @@ def _owned(row: asyncpg.Record, caller: Principal) -> bool:
 
 
 class TaskService:
-    """Task operations over the database, the UDP cache and the events exchange.
+    """Task operations over the database and the UDP cache. The gateway publishes nothing to the broker: job
+    messages and status events go to the outbox, in the transaction of their change (`upscaling.jobs`).
 
     Every operation takes the caller: rows are stored with the caller as owner and read, changed and listed only
     by their owner (or an admin); another user's task or job is "not found", exactly like one that does not exist.
     """
 
     def __init__(self, pool: asyncpg.Pool, backends: Backends, udps: UdpCache, max_dimension_values: int,
-                 events_exchange: AbstractExchange | None = None, max_in_flight_per_user: int = 0) -> None:
+                 max_in_flight_per_user: int = 0) -> None:
         self.pool = pool
         self.backends = backends
         self.udps = udps
         self.max_dimension_values = max_dimension_values
-        self.events_exchange = events_exchange
         self.max_in_flight_per_user = max_in_flight_per_user
         self.audit: AuditLog | None = AuditLog(pool)
 
@@ -163,7 +161,7 @@ class TaskService:
         n = await conn.fetchval(
             "SELECT (SELECT count(*) FROM upscale_tasks WHERE owner = $1 AND status = ANY($2::text[]))"
             " + (SELECT count(*) FROM unit_jobs WHERE owner = $1 AND task_id IS NULL AND status = ANY($2::text[]))",
-            caller.user_id, list(_IN_FLIGHT))
+            caller.user_id, _IN_FLIGHT)
         if n >= limit:
             raise TooManyRequests(exceeded("MAX_TASKS_IN_FLIGHT_PER_USER", limit,
                                            f"{n} tasks of this user are not finished yet"),
@@ -196,7 +194,7 @@ class TaskService:
 
     @staticmethod
     def _check_format(fmt: str | None) -> str:
-        fmt = (fmt or "gtiff").lower()
+        fmt = (fmt or DEFAULT_FORMAT).lower()
         if fmt not in FORMATS:
             raise InvalidArgument(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         return fmt
@@ -254,35 +252,24 @@ class TaskService:
             await self._check_in_flight(conn, caller)
             task = await conn.fetchrow(
                 "INSERT INTO upscale_tasks (title, label, service, parameters, format, dimension_name, correlation_id,"
-                " process_id, job_count, max_attempts, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                " RETURNING *",
+                " process_id, job_count, max_attempts, owner, job_counts)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
                 title, spec.label, service, spec.parameters, fmt, dim, cid, udp.id, len(values), max_attempts,
-                caller.user_id)
-            jobs = await conn.fetch(
-                "INSERT INTO unit_jobs (task_id, seq, title, label, status, service, parameters, format, tag,"
+                caller.user_id, {"created": len(values)})
+            rows = await conn.fetch(
+                "INSERT INTO unit_jobs (task_id, seq, title, label, service, parameters, format, tag,"
                 " backend, process_id, submit_arguments, owner)"
-                " SELECT $1, u.n, $2 || ' - Processing Job ' || u.n, $3, 'created', $4, $5::jsonb ||"
+                " SELECT $1, u.n, $2 || ' - Processing Job ' || u.n, $3, $4, $5::jsonb ||"
                 " jsonb_build_object($6::text, u.v), $7, 'uj-' || gen_random_uuid(), $8, $9, $10::jsonb ||"
                 " jsonb_build_object($6::text, u.sv), $13"
                 " FROM unnest($11::jsonb[], $12::jsonb[]) WITH ORDINALITY AS u(v, sv, n)"
                 " RETURNING id, seq, tag",
                 task["id"], title, spec.label, service, spec.parameters, dim, fmt, endpoint, udp.id, base, values,
                 converted, caller.user_id)
-            service_ref = common_pb2.ServiceRef(endpoint=service["endpoint"], application=service["application"],
-                                                namespace=service.get("namespace", ""))
-            payloads = []
-            for job in jobs:
-                arguments = {**base, dim: converted[job["seq"] - 1]}
-                payloads.append(jobs_pb2.SubmitJobMessage(
-                    job_id=job["id"], task_id=task["id"], service=service_ref,
-                    parameters_json=json.dumps(arguments, separators=(",", ":")), format=fmt,
-                    title=f"{title} - Processing Job {job['seq']}", tag=job["tag"], correlation_id=cid, attempt=1,
-                    process_id=udp.id).SerializeToString())
-            await conn.execute(
-                "INSERT INTO outbox (job_id, routing_key, payload)"
-                " SELECT u.j, 'submit', u.p FROM unnest($1::bigint[], $2::bytea[]) AS u(j, p)",
-                [j["id"] for j in jobs], payloads)
-            await outbox.notify(conn)
+            await jobs.submit_new(conn, [
+                {"id": job["id"], "task_id": task["id"], "service": service, "format": fmt, "attempts": 0,
+                 "submit_arguments": {**base, dim: converted[job["seq"] - 1]}, "process_id": udp.id,
+                 "title": f"{title} - Processing Job {job['seq']}", "tag": job["tag"]} for job in rows], cid)
         return task
 
     @audited("job.create", "job")
@@ -300,19 +287,11 @@ class TaskService:
         async with self.pool.acquire() as conn, conn.transaction():
             await self._check_in_flight(conn, caller)
             job = await conn.fetchrow(
-                "INSERT INTO unit_jobs (task_id, seq, title, label, status, service, parameters, format, tag, backend,"
-                " process_id, submit_arguments, owner) VALUES (NULL, 1, $1, $2, 'created', $3, $4, $5,"
+                "INSERT INTO unit_jobs (task_id, seq, title, label, service, parameters, format, tag, backend,"
+                " process_id, submit_arguments, owner) VALUES (NULL, 1, $1, $2, $3, $4, $5,"
                 " 'uj-' || gen_random_uuid(), $6, $7, $8, $9) RETURNING *",
                 title, spec.label, service, spec.parameters, fmt, endpoint, udp.id, arguments, caller.user_id)
-            message = jobs_pb2.SubmitJobMessage(
-                job_id=job["id"], task_id=0,
-                service=common_pb2.ServiceRef(endpoint=service["endpoint"], application=service["application"],
-                                              namespace=service.get("namespace", "")),
-                parameters_json=json.dumps(arguments, separators=(",", ":")), format=fmt, title=title,
-                tag=job["tag"], correlation_id=cid, attempt=1, process_id=udp.id)
-            await conn.execute("INSERT INTO outbox (job_id, routing_key, payload) VALUES ($1, 'submit', $2)",
-                               job["id"], message.SerializeToString())
-            await outbox.notify(conn)
+            await jobs.submit_new(conn, [job], cid)
         return job
 
     # ---- read -------------------------------------------------------------------------------------------
@@ -364,11 +343,13 @@ class TaskService:
             statuses or None, before, size + 1, caller.owner_filter)
         next_token = encode_page_token(rows[size - 1]["id"]) if len(rows) > size else ""
         rows = rows[:size]
-        counts: dict[int, dict[str, int]] = {r["id"]: {} for r in rows}
-        if rows:
+        # The jobs-per-status `upscaling.jobs` keeps on each task row; counted only for a task without them.
+        counts: dict[int, dict[str, int]] = {r["id"]: dict(r["job_counts"] or {}) for r in rows}
+        uncounted = [r["id"] for r in rows if r["job_counts"] is None]
+        if uncounted:
             for r in await self.pool.fetch(
                     "SELECT task_id, status, count(*) AS n FROM unit_jobs WHERE task_id = ANY($1::bigint[])"
-                    " GROUP BY task_id, status", list(counts)):
+                    " GROUP BY task_id, status", uncounted):
                 counts[r["task_id"]][r["status"]] = r["n"]
         return list(rows), counts, next_token
 
@@ -423,10 +404,6 @@ class TaskService:
 
     # ---- cancel / retry ---------------------------------------------------------------------------------
 
-    async def _publish(self, events: list[jobstore.PendingEvent]) -> None:
-        if events and self.events_exchange is not None:
-            await jobstore.publish(self.events_exchange, events)
-
     @audited("task.cancel", "task")
     async def cancel_task(self, task_id: int, caller: Principal) -> None:
         """Request cancellation: unsubmitted jobs become canceled now, submitted ones are stopped by the monitor."""
@@ -438,20 +415,8 @@ class TaskService:
                 if task["status"] in TERMINAL_JOB_STATUSES:
                     raise FailedPrecondition(f"upscale task {task_id} is already {task['status']}",
                                              error_code="TASK_ALREADY_TERMINAL")
-                task = await conn.fetchrow(
-                    "UPDATE upscale_tasks SET cancel_requested = true, updated = now() WHERE id = $1 RETURNING *",
-                    task_id)
-                await conn.execute(
-                    "UPDATE unit_jobs SET cancel_requested = true, updated = now() WHERE id IN (SELECT id FROM"
-                    " unit_jobs WHERE task_id = $1 AND status IN ('created', 'queued', 'running', 'unknown')"
-                    " ORDER BY id FOR UPDATE)", task_id)
-                changed = await conn.fetch(
-                    "UPDATE unit_jobs SET status = 'canceled', finished_at = now(), updated = now()"
-                    " WHERE task_id = $1 AND status = 'created' AND backend_job_id IS NULL AND submitted_at IS NULL"
-                    " RETURNING id, progress, message", task_id)
-                changed = sorted(changed, key=lambda r: r["id"])
-                events = await jobstore.record_bulk_change(conn, task, changed, "canceled")
-        await self._publish(events)
+                events = await jobs.request_task_cancel(conn, task_id)
+                await outbox.enqueue_events(conn, events)
 
     @audited("task.retry", "task")
     async def retry_failed(self, task_id: int, caller: Principal) -> int:
@@ -464,25 +429,9 @@ class TaskService:
                 if task["cancel_requested"]:
                     raise FailedPrecondition(f"upscale task {task_id} was canceled; its jobs cannot be retried",
                                              error_code="TASK_CANCELED")
-                jobs = await conn.fetch(
-                    "UPDATE unit_jobs SET status = 'created', backend_job_id = NULL, message = NULL, progress = NULL,"
-                    " results = NULL, usage = NULL, costs = NULL, submitted_at = NULL, finished_at = NULL,"
-                    " cancel_requested = false, tag = 'uj-' || gen_random_uuid(), updated = now()"
-                    " WHERE id IN (SELECT id FROM unit_jobs WHERE task_id = $1 AND status = 'failed' ORDER BY id"
-                    " FOR UPDATE) RETURNING *", task_id)
-                jobs = sorted(jobs, key=lambda r: r["id"])
-                if not jobs:
-                    return 0
-                cid = correlation_id.get() or ""
-                payloads = [_submit_message(j, cid).SerializeToString() for j in jobs]
-                await conn.execute(
-                    "INSERT INTO outbox (job_id, routing_key, payload)"
-                    " SELECT u.j, 'submit', u.p FROM unnest($1::bigint[], $2::bytea[]) AS u(j, p)",
-                    [j["id"] for j in jobs], payloads)
-                events = await jobstore.record_bulk_change(conn, task, jobs, "created")
-                await outbox.notify(conn)
-        await self._publish(events)
-        return len(jobs)
+                retried, events = await jobs.retry_failed(conn, task_id, correlation_id.get() or "")
+                await outbox.enqueue_events(conn, events)
+        return retried
 
     @audited("job.cancel", "job")
     async def cancel_job(self, job_id: int, caller: Principal) -> asyncpg.Record:
@@ -498,22 +447,7 @@ class TaskService:
                 if job["status"] in TERMINAL_JOB_STATUSES:
                     raise FailedPrecondition(f"unit job {job_id} is already {job['status']}",
                                              error_code="JOB_ALREADY_TERMINAL")
-                await conn.execute("UPDATE unit_jobs SET cancel_requested = true, updated = now() WHERE id = $1",
-                                   job_id)
-                events: list[jobstore.PendingEvent] = []
-                if job["status"] == "created" and job["backend_job_id"] is None and job["submitted_at"] is None:
-                    events = await jobstore.update_job(conn, job_id, status="canceled")
+                await outbox.enqueue_events(conn, await jobs.request_job_cancel(conn, job))
                 job = await conn.fetchrow("SELECT * FROM unit_jobs WHERE id = $1", job_id)
-        await self._publish(events)
         return job
 
-
-def _submit_message(job: asyncpg.Record, cid: str) -> jobs_pb2.SubmitJobMessage:
-    service = job["service"] or {}
-    return jobs_pb2.SubmitJobMessage(
-        job_id=job["id"], task_id=job["task_id"] or 0,
-        service=common_pb2.ServiceRef(endpoint=service.get("endpoint", ""), application=service.get("application", ""),
-                                      namespace=service.get("namespace") or ""),
-        parameters_json=json.dumps(job["submit_arguments"] or {}, separators=(",", ":")), format=job["format"],
-        title=job["title"], tag=job["tag"], correlation_id=cid, attempt=job["attempts"] + 1,
-        process_id=job["process_id"] or "")

@@ -19,7 +19,8 @@ import requests
 
 from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, wait_http_ok, with_database
 from tests.support import LocalOpenEO, admin_sql, db_connect, drop_private_resources, tiles
-from upscaling import broker, jobstore
+from upscaling import broker
+from upscaling import jobs as jobstore
 from upscaling.v1 import jobs_pb2
 
 MAX_VALUES = 50
@@ -61,11 +62,11 @@ def create(gw: Gateway, n: int = 2, **changes: Any) -> int:
 @contextlib.contextmanager
 def gateway_process(stack: Any, service_env: dict[str, str], infra: Any, log_dir: Path, name: str = "tasks",
                     **extra_env: str) -> Iterator[Gateway]:
-    """A gateway with its own broker prefix and database (no dispatcher consumes its queue) and its own local
-    openEO backend; `extra_env` adds or overrides variables (e.g. GATEWAY_WORKERS)."""
+    """A gateway with its own broker prefix and database (no dispatcher consumes its queue), an outbox relay
+    and its own local openEO backend; `extra_env` adds or overrides variables (e.g. GATEWAY_WORKERS)."""
     backend = LocalOpenEO()
     prefix = unique_name(name)
-    # A database of its own: the outbox is per database, and the stack's gateway relays every row it sees.
+    # A database of its own: the outbox is per database, and the stack's relays publish every row they see.
     db_name = unique_name(f"{name}_test")
     asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
     database_url = with_database(infra.admin_database_url, db_name)
@@ -76,6 +77,9 @@ def gateway_process(stack: Any, service_env: dict[str, str], infra: Any, log_dir
            "UDP_ALLOWED_URLS": backend.udp_catalogue, "UDP_FETCH_TIMEOUT_S": "5", **extra_env}
     proc = ServiceProcess(f"{name}-gateway", "gateway", env, log_dir / "gateway.log")
     proc.start()
+    # The outbox relay the dispatchers and monitors run (no dispatcher or monitor runs for this gateway).
+    relay = ServiceProcess(f"{name}-relay", "upscaling.jobs.relay", env, log_dir / "relay.log")
+    relay.start()
     try:
         wait_http_ok(f"http://127.0.0.1:{http_port}/health", proc)
         wait_grpc_serving(f"127.0.0.1:{grpc_port}", proc)
@@ -83,6 +87,7 @@ def gateway_process(stack: Any, service_env: dict[str, str], infra: Any, log_dir
                       database_url, infra.rabbitmq_url)
     finally:
         proc.stop()
+        relay.stop()
         backend.stop()
         asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
 

@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import Infra
 from tests.infra import unique_name
-from upscaling import broker, event_wire, jobstore
+from upscaling import broker, event_wire
+from upscaling import jobs as jobstore
 from upscaling.v1 import jobs_pb2, upscaling_pb2
 
 

@@ -160,7 +160,10 @@ async def test_errored_job_is_resubmitted_until_max_attempts(
         assert job["status"] == "created" and job["backend_job_id"] is None and job["submitted_at"] is None
         assert job["tag"] != old_tag and job["tag"].startswith("uj-")
         assert f"Simulated processing failure of job {old_backend_id}" in job["message"]
-        assert outbox["routing_key"] == "submit" and outbox["sent_at"] is None
+        assert outbox["routing_key"] == "submit" and outbox["exchange"] == "jobs"
+        # No gateway runs here: the monitor's own outbox relay publishes the resubmission.
+        await wait_until(lambda: conn.fetchval("SELECT sent_at IS NOT NULL FROM outbox WHERE job_id = $1", job_id),
+                         limit_s=20, what="outbox row published by the monitor")
         message = jobs_pb2.SubmitJobMessage.FromString(outbox["payload"])
         assert (message.job_id, message.task_id, message.tag, message.attempt) == (job_id, task_id, job["tag"], 2)
         assert json.loads(message.parameters_json) == job["submit_arguments"]

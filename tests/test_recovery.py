@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from tests.dispatcher_support import job_message, one_backend_job_per_tag
+from tests.infra import ServiceProcess
 from tests.ops_support import OpsStack, Service, StackConfig, json_lines, ops_stack, value
 from tests.support import db_connect
 from upscaling import broker
@@ -115,9 +116,15 @@ async def _die_holding_messages(ops: OpsStack, expected_dead: int) -> int:
 
 def test_messages_dead_lettered_by_consumer_deaths_are_recovered_and_their_jobs_finish(ops: OpsStack) -> None:
     ops.backend.reset()
-    task_id = ops.create(3)  # no dispatcher yet: the messages wait in the queue
-    topology = broker.Topology(ops.env["BROKER_PREFIX"])
-    _wait(lambda: _run(_queue_ready(ops, topology.jobs_queue)) >= 3, "the job messages in the queue")
+    # No dispatcher or monitor yet (the messages wait in the queue): a relay of its own publishes them.
+    relay = ServiceProcess("relay", "upscaling.jobs.relay", ops.env, ops.logs / "relay.log")
+    relay.start()
+    try:
+        task_id = ops.create(3)
+        topology = broker.Topology(ops.env["BROKER_PREFIX"])
+        _wait(lambda: _run(_queue_ready(ops, topology.jobs_queue)) >= 3, "the job messages in the queue")
+    finally:
+        relay.stop()
     deaths = _run(_die_holding_messages(ops, 3))
     assert deaths >= 5, deaths  # the quorum queue's delivery limit: these healthy jobs were dead-lettered
     assert {k: v for k, v in ops.task(task_id)["job_counts"].items() if v} == {"created": 3}

@@ -13,7 +13,7 @@ import websockets
 
 from tests import tasks_support
 from tests.tasks_support import Gateway, change_job, create
-from upscaling import jobstore
+from upscaling import jobs as jobstore
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
 # fixtures of the support module

@@ -22,7 +22,7 @@ from gateway.workers import WORKER_HEADER
 from tests.infra import wait_grpc_serving, wait_http_ok
 from tests.support import db_connect
 from tests.tasks_support import Gateway, create, events_exchange_of, gateway_process
-from upscaling import jobstore
+from upscaling import jobs as jobstore
 from upscaling.statuses import TERMINAL_TASK_STATUSES
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
@@ -116,7 +116,7 @@ async def drive(conn: Any, exchange: Any, task_id: int, jobs: list[int]) -> None
     tags = {r["id"]: r["tag"] for r in await conn.fetch("SELECT id, tag FROM unit_jobs WHERE id = ANY($1::bigint[])",
                                                        jobs[:10])}
     async with conn.transaction():
-        events, stale = await jobstore.record_submitted_bulk(
+        events, stale = await jobstore.record_submitted(
             conn, task_id, [(j, f"b-{j}", None, tags[j]) for j in jobs[:10]])
     assert not stale
     await jobstore.publish(exchange, events)
@@ -127,11 +127,12 @@ async def drive(conn: Any, exchange: Any, task_id: int, jobs: list[int]) -> None
     for events in reversed(singles):
         await jobstore.publish(exchange, events)
     async with conn.transaction():  # stored, never published: filled from the database
-        await jobstore.update_jobs_bulk(conn, task_id, [(j, {"status": "running", "progress": 5.0}) for j in jobs[:5]])
+        await jobstore.update_jobs(conn, [(j, {"status": "running", "progress": 5.0}) for j in jobs[:5]],
+                                   task_id=task_id)
     for round_ in range(1, 4):
         async with conn.transaction():
-            events = await jobstore.update_jobs_bulk(
-                conn, task_id, [(j, {"status": "running", "progress": 10.0 * round_}) for j in jobs])
+            events = await jobstore.update_jobs(
+                conn, [(j, {"status": "running", "progress": 10.0 * round_}) for j in jobs], task_id=task_id)
         await jobstore.publish_many(exchange, events)
     for i, job in enumerate(jobs):
         async with conn.transaction():
@@ -237,7 +238,7 @@ async def test_a_stalled_watcher_delays_nobody_does_not_grow_memory_and_is_not_c
     rounds = 100
     for r in range(rounds):
         async with wdb.transaction():
-            events = await jobstore.update_jobs_bulk(wdb, task_id, [(j, {"message": f"{r}:{big}"}) for j in jobs])
+            events = await jobstore.update_jobs(wdb, [(j, {"message": f"{r}:{big}"}) for j in jobs], task_id=task_id)
         await jobstore.publish_many(wexchange, events)
     last = await last_sequence(wdb, task_id)
     for w in healthy:

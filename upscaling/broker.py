@@ -15,6 +15,9 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
 
+# The routing key of job messages (the job queue's binding on the jobs exchange).
+JOBS_ROUTING_KEY = "submit"
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -33,7 +36,7 @@ class Topology:
 
     @property
     def jobs_routing_key(self) -> str:
-        return "submit"
+        return JOBS_ROUTING_KEY
 
     @property
     def dead_letter_exchange(self) -> str:

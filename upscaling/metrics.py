@@ -97,7 +97,8 @@ EVENTS_FANNED_OUT = Counter("upscaling_events_fanned_out",
                             "Status events handed to watchers (one per event and watcher)", registry=None)
 WATCHERS = Gauge("upscaling_watchers", "Watchers connected (grpc: WatchTask streams, websocket: WebSockets)",
                  ["kind"], registry=None, multiprocess_mode="livesum")
-OUTBOX_PUBLISHED = Counter("upscaling_outbox_published", "Job messages the outbox relay published (confirmed)",
+OUTBOX_PUBLISHED = Counter("upscaling_outbox_published",
+                           "Outbox rows (job messages, status events) this process's relay published (confirmed)",
                            registry=None)
 # --- tiler ---------------------------------------------------------------------------------------------------
 TILER_REQUESTS = Counter("upscaling_tiler_requests", "TileAoi calls by outcome (ok, error)", ["outcome"],
@@ -108,10 +109,11 @@ TILER_SECONDS = Histogram("upscaling_tiler_seconds", "Duration of TileAoi calls"
 
 GROUPS: dict[str, tuple[Collector, ...]] = {
     "dispatcher": (SUBMISSIONS, SUBMISSION_SECONDS, BACKEND_REQUEST_SECONDS, BACKEND_ERRORS, RETRIES, DEAD_LETTERS,
-                   DELIVERY_FAILURES),
+                   DELIVERY_FAILURES, OUTBOX_PUBLISHED),
     "monitor": (CYCLE_SECONDS, CYCLE_CALLS, BACKEND_CALLS, MONITOR_LOCK_HELD, JOB_CHANGES, BACKEND_ERRORS,
-                RETRIES, RECONCILED, RECONCILER_LOCK_HELD),
-    "gateway": (EVENTS_RECEIVED, EVENTS_FANNED_OUT, WATCHERS, OUTBOX_PUBLISHED),
+                RETRIES, RECONCILED, RECONCILER_LOCK_HELD, OUTBOX_PUBLISHED),
+    "relay": (OUTBOX_PUBLISHED,),
+    "gateway": (EVENTS_RECEIVED, EVENTS_FANNED_OUT, WATCHERS),
     "tiler": (TILER_REQUESTS, TILES, TILER_SECONDS),
 }
 for _kind in ("grpc", "websocket"):

@@ -13,9 +13,8 @@ import openeo
 import requests
 from openeo.rest import OpenEoApiError, OpenEoApiPlainError
 
-# Output format names of unit jobs -> openEO `save_result` format names.
-OUTPUT_FORMATS = {"": "GTiff", "gtiff": "GTiff", "geotiff": "GTiff", "geojson": "GeoJSON", "netcdf": "netCDF",
-                  "json": "JSON"}
+from upscaling.jobs.messages import openeo_format
+
 # openEO error codes meaning "too many jobs right now": wait and retry, never fail.
 LIMIT_CODES = frozenset({"ConcurrentJobLimit", "TooManyRequests"})
 
@@ -27,11 +26,6 @@ class ErrorKind(enum.Enum):
     TRANSIENT = "transient"  # connection error, timeout, 5xx: retry with backoff, up to a maximum
     AUTH = "auth"            # 401/403: re-authenticate once
     PERMANENT = "permanent"  # any other 4xx: the job fails with the backend's message
-
-
-def output_format(fmt: str) -> str:
-    """The openEO format name of a unit job format (unknown names are passed through)."""
-    return OUTPUT_FORMATS.get((fmt or "").lower(), fmt)
 
 
 def tag_marker(tag: str) -> str:
@@ -92,7 +86,7 @@ def create_job(conn: openeo.Connection, *, process_id: str, namespace: str | Non
                title: str, description: str, fmt: str) -> str:
     """Create (not start) a batch job calling the UDP with `arguments`; returns the backend job id."""
     cube = conn.datacube_from_process(process_id, namespace=namespace or None, **arguments)
-    job = cube.create_job(title=title, description=description, out_format=output_format(fmt))
+    job = cube.create_job(title=title, description=description, out_format=openeo_format(fmt))
     return job.job_id
 
 

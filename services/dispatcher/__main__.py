@@ -1,5 +1,5 @@
-"""`python -m services.dispatcher`: submits unit jobs from the job queue and handles its dead letters; gRPC health
-on DISPATCHER_HEALTH_PORT."""
+"""`python -m services.dispatcher`: submits unit jobs from the job queue, handles its dead letters and relays the
+outbox; gRPC health on DISPATCHER_HEALTH_PORT."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from services.dispatcher.delivery import Heartbeat
 from services.dispatcher.submit import Submitter
 from upscaling import broker, event_loop
 from upscaling.config import load_settings
+from upscaling.jobs.relay import OutboxRelay
 from upscaling.worker_runtime import worker_runtime
 
 log = logging.getLogger("services.dispatcher")
@@ -36,6 +37,9 @@ async def main() -> None:
         log.info("dispatcher started", extra={"backends": rt.backends.endpoints(),
                                               "prefetch": settings.dispatcher_prefetch,
                                               "threads": settings.dispatcher_threads})
+        relay = OutboxRelay(rt.pool, settings.database_url, rt.connection, broker.Topology(settings.broker_prefix),
+                            poll_s=settings.outbox_poll_s)
+        relay.start()
         heartbeat.start()
         await dead_letters.start()
         try:
@@ -43,6 +47,7 @@ async def main() -> None:
         finally:
             await dead_letters.stop()
             await heartbeat.stop()
+            await relay.stop()
         log.info("dispatcher stopped consuming")
 
 

@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueu
 
 from services.dispatcher import delivery
 from services.dispatcher.consumer import parse
-from upscaling import jobstore, metrics
+from upscaling import jobs, metrics
 from upscaling.config import Settings
 from upscaling.v1 import jobs_pb2
 
@@ -179,17 +179,17 @@ class DeadLetterHandler:
         """Fail a poison message's job (if it is still waiting for submission) with a message saying why."""
         text = f"not submitted: {why}"
         async with self.pool.acquire() as conn, conn.transaction():
-            # Lock order of jobstore: the task row, then the job row.
+            # Lock order of upscaling.jobs: the task row, then the job row.
             task_id = await conn.fetchval("SELECT task_id FROM unit_jobs WHERE id = $1", job_id)
             if task_id is not None:
                 await conn.execute("SELECT 1 FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
             status = await conn.fetchval("SELECT status FROM unit_jobs WHERE id = $1 FOR UPDATE", job_id)
-            events = await jobstore.update_job(conn, job_id, status="failed", message=text) \
+            events = await jobs.update_job(conn, job_id, status="failed", message=text) \
                 if status == "created" else []
             await delivery.log_dead_letter(conn, job_id, "failed" if events else "obsolete", text, message.body)
         decision = "failed" if events else "obsolete"
         metrics.DEAD_LETTERS.labels(decision).inc()
         log.error("poison job message: unit job failed", extra={"job_id": job_id, "reason": text,
                                                                 "death": death_reason(message)})
-        await jobstore.publish_committed(self.events, events)
+        await jobs.publish_committed(self.events, events)
         await message.ack()

@@ -37,7 +37,7 @@ from aio_pika.abc import AbstractExchange
 
 from services.dispatcher import backend_limits
 from services.dispatcher.batching import MicroBatcher
-from upscaling import jobstore, metrics, openeo_conn, openeo_submit
+from upscaling import jobs, metrics, openeo_conn, openeo_submit
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
 from upscaling.leases import START_WINDOW_S, lease_seconds
@@ -139,7 +139,7 @@ _Item = tuple[int | None, int, str, str | None, str]  # task id, job id, backend
 
 class QueuedRecorder:
     """Records submitted jobs as `queued` in batches (`MicroBatcher`): each task's jobs of a batch go in one
-    transaction (`jobstore.record_submitted_bulk`), their events are published with one confirm wait, and one
+    transaction (`jobs.record_submitted`), their events are published with one confirm wait, and one
     log line names them. `record` returns once its job's batch committed and was published; it raises StaleTry
     when the job's tag is no longer the one submitted."""
 
@@ -170,9 +170,9 @@ class QueuedRecorder:
         token = correlation_id.set(items[0][3])
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                events, stale = await jobstore.record_submitted_bulk(
+                events, stale = await jobs.record_submitted(
                     conn, task_id, [(j, b, c, tag) for _, j, b, c, tag in items])
-            await jobstore.publish_committed(self.events, events)
+            await jobs.publish_committed(self.events, events)
             # One line per recorded batch (per job at DEBUG): a 10,000-job task does not cost 10,000 log lines.
             log.info("unit jobs submitted", extra={"task_id": task_id, "count": len(items) - len(stale),
                                                    "job_ids": [i[1] for i in items if i[1] not in stale]})
@@ -242,8 +242,8 @@ class Submitter:
 
     async def _update(self, job_id: int, **changes: Any) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            events = await jobstore.update_job(conn, job_id, **changes)
-        await jobstore.publish_committed(self.events, events)
+            events = await jobs.update_job(conn, job_id, **changes)
+        await jobs.publish_committed(self.events, events)
 
     async def _fail(self, job_id: int, message: str) -> None:
         log.warning("unit job failed", extra={"job_id": job_id, "reason": message})

@@ -1,5 +1,5 @@
-"""`python -m services.monitor`: tracks active unit jobs on their backends and reconciles stranded ones; gRPC health
-on MONITOR_HEALTH_PORT."""
+"""`python -m services.monitor`: tracks active unit jobs on their backends, reconciles stranded ones and relays the
+outbox; gRPC health on MONITOR_HEALTH_PORT."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from services.monitor.poller import Monitor
 from services.monitor.reconciler import Reconciler
 from upscaling import broker, event_loop
 from upscaling.config import load_settings
+from upscaling.jobs.relay import OutboxRelay
 from upscaling.worker_runtime import worker_runtime
 
 log = logging.getLogger("services.monitor")
@@ -29,12 +30,16 @@ async def main() -> None:
                                            "reconcile_after_s": settings.reconcile_after_s})
         reconciler = Reconciler(settings, rt.pool, rt.connection, broker.Topology(settings.broker_prefix), locks)
         reconciling = asyncio.create_task(reconciler.run(rt.stop), name="reconciler")
+        relay = OutboxRelay(rt.pool, settings.database_url, rt.connection, broker.Topology(settings.broker_prefix),
+                            poll_s=settings.outbox_poll_s)
+        relay.start()
         try:
             await Monitor(settings, rt.backends, rt.pool, rt.topology.events_exchange, locks, rt.executor).run(rt.stop)
             log.info("shutdown signal received; cycle completed")
         finally:
             rt.stop.set()
             await reconciling
+            await relay.stop()
             await locks.close()
 
 

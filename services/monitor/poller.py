@@ -21,7 +21,7 @@ from services.monitor import backend_api, cancel, store
 from services.monitor.backend_api import CallCounter
 from services.monitor.locks import BackendLocks
 from services.monitor.store import JobChange
-from upscaling import jobstore, metrics
+from upscaling import jobs, metrics
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
 from upscaling.logs import correlation_id
@@ -248,7 +248,7 @@ class Monitor:
                 metrics.job_changes(statuses)
                 # One line per task and cycle (with the task's correlation id), not one per job.
                 log.info("jobs recorded", extra={"task_id": task_id, "count": len(group), "statuses": dict(statuses)})
-                await jobstore.publish_committed(self.events, events)
+                await jobs.publish_committed(self.events, events)
             except Exception:
                 log.exception("cannot record job changes", extra={"task_id": task_id})
             finally:

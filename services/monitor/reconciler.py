@@ -22,9 +22,8 @@ from collections import Counter
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from services.monitor import store
 from services.monitor.locks import BackendLocks
-from upscaling import broker, metrics, outbox
+from upscaling import broker, jobs, metrics
 from upscaling.config import Settings
 from upscaling.leases import lease_seconds
 
@@ -49,14 +48,6 @@ WHERE uj.status = 'created'
                   WHERE h.seen_at > now() - make_interval(secs => $3) AND uj.id = ANY (h.job_ids))
 ORDER BY uj.id
 """
-
-_JOBS_SQL = """
-SELECT uj.*, t.correlation_id AS task_correlation_id
-FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id
-WHERE uj.id = ANY($1::bigint[]) AND uj.status = 'created'
-ORDER BY uj.id
-"""
-
 
 class Reconciler:
     """Republishes stranded unit jobs while this replica holds the reconciler lock."""
@@ -114,17 +105,11 @@ class Reconciler:
             return 0
         reasons = {r["id"]: r["reason"] for r in chosen}
         async with self.pool.acquire() as conn, conn.transaction():
-            jobs = await conn.fetch(_JOBS_SQL, list(reasons))
-            payloads = [store.submit_message(j, j["task_correlation_id"]).SerializeToString() for j in jobs]
-            await conn.execute(
-                "INSERT INTO outbox (job_id, routing_key, payload)"
-                " SELECT u.j, $3, u.p FROM unnest($1::bigint[], $2::bytea[]) AS u(j, p)",
-                [j["id"] for j in jobs], payloads, self.topology.jobs_routing_key)
-            await outbox.notify(conn)
-        by_reason = Counter(reasons[j["id"]] for j in jobs)
+            republished = await jobs.republish(conn, list(reasons))
+        by_reason = Counter(reasons[job_id] for job_id in republished)
         for reason, n in by_reason.items():
             metrics.RECONCILED.labels(reason).inc(n)
             log.warning("stranded unit jobs published again", extra={
-                "reason": reason, "count": n, "job_ids": [j["id"] for j in jobs if reasons[j["id"]] == reason][:100],
+                "reason": reason, "count": n, "job_ids": [j for j in republished if reasons[j] == reason][:100],
                 "after_s": self.after_s, "ready_messages": ready})
-        return len(jobs)
+        return len(republished)

@@ -1,16 +1,15 @@
 """Database side of the monitor: which jobs are active, and recording changes (status updates, resubmissions,
-cancellations of jobs never submitted) through `upscaling.jobstore`."""
+cancellations of jobs never submitted) through `upscaling.jobs`."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from upscaling import jobstore
-from upscaling.v1 import common_pb2, jobs_pb2
+from upscaling import jobs
+from upscaling.statuses import ACTIVE_JOB_STATUSES, TERMINAL_TASK_STATUSES
 
 _ACTIVE_SQL = """
 SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.progress, uj.message, uj.attempts,
@@ -18,7 +17,7 @@ SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.progress, uj.message,
        coalesce(t.max_attempts, 1) AS max_attempts, t.correlation_id
 FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id
 WHERE uj.backend = ANY($1::text[]) AND uj.backend_job_id IS NOT NULL
-  AND uj.status IN ('created', 'queued', 'running', 'unknown')
+  AND uj.status = ANY($2::text[])
 ORDER BY uj.id
 """
 
@@ -26,8 +25,8 @@ _SIGNATURE_SQL = """
 SELECT count(*) FILTER (WHERE uj.backend_job_id IS NOT NULL AND uj.status <> 'created') AS active,
        count(*) FILTER (WHERE uj.cancel_requested) AS cancels,
        (SELECT count(*) FROM upscale_tasks WHERE cancel_requested
-           AND status NOT IN ('finished', 'failed', 'canceled')) AS task_cancels
-FROM unit_jobs uj WHERE uj.status IN ('created', 'queued', 'running', 'unknown')
+           AND NOT status = ANY($2::text[])) AS task_cancels
+FROM unit_jobs uj WHERE uj.status = ANY($1::text[])
 """
 
 _UNSUBMITTED_CANCELS_SQL = """
@@ -38,7 +37,8 @@ WHERE uj.status = 'created' AND uj.backend_job_id IS NULL AND uj.submitted_at IS
 ORDER BY uj.task_id, uj.id
 """
 
-_FORMAT_NAMES = {"gtiff": "gtiff", "geotiff": "gtiff", "geojson": "geojson", "netcdf": "netcdf", "json": "json"}
+_ACTIVE = sorted(ACTIVE_JOB_STATUSES)
+_TERMINAL_TASK = sorted(TERMINAL_TASK_STATUSES)
 
 
 @dataclass
@@ -54,12 +54,12 @@ class JobChange:
 
 async def active_jobs(pool: asyncpg.Pool, endpoints: list[str]) -> list[asyncpg.Record]:
     """Jobs of a backend (any spelling of its endpoint) whose backend job is known and not terminal."""
-    return await pool.fetch(_ACTIVE_SQL, endpoints)
+    return await pool.fetch(_ACTIVE_SQL, endpoints, _ACTIVE)
 
 
 async def signature(pool: asyncpg.Pool) -> tuple[int, int, int]:
     """A cheap fingerprint of the work to do (active jobs, cancellations); a change wakes the monitor up."""
-    row = await pool.fetchrow(_SIGNATURE_SQL)
+    row = await pool.fetchrow(_SIGNATURE_SQL, _ACTIVE, _TERMINAL_TASK)
     return row["active"], row["cancels"], row["task_cancels"]
 
 
@@ -75,48 +75,18 @@ async def mark_checked(pool: asyncpg.Pool, job_ids: list[int]) -> None:
                            job_ids, CHECKED_AT_PRECISION_S)
 
 
-def submit_message(job: asyncpg.Record, correlation_id: str | None) -> jobs_pb2.SubmitJobMessage:
-    """The job message for a (re)submission of a unit job row."""
-    service = job["service"] or {}
-    return jobs_pb2.SubmitJobMessage(
-        job_id=job["id"], task_id=job["task_id"] or 0,
-        service=common_pb2.ServiceRef(endpoint=service.get("endpoint", ""),
-                                      application=service.get("application", ""),
-                                      namespace=service.get("namespace") or ""),
-        parameters_json=json.dumps(job["submit_arguments"] or {}, separators=(",", ":")),
-        format=_FORMAT_NAMES.get((job["format"] or "").lower(), (job["format"] or "").lower()),
-        title=job["title"], tag=job["tag"], correlation_id=correlation_id or "",
-        attempt=job["attempts"] + 1, process_id=job["process_id"] or "")
-
-
-async def _resubmit(conn: asyncpg.Connection, change: JobChange) -> list[jobstore.PendingEvent]:
-    events = await jobstore.update_job(
-        conn, change.job_id, status="created", allow_from_terminal=True, backend_job_id=None, progress=None,
-        message=change.fields.get("message"), usage=None, costs=None, results=None)
-    job = await conn.fetchrow(
-        "UPDATE unit_jobs SET tag = 'uj-' || gen_random_uuid(), submitted_at = NULL, backend_job_id = NULL,"
-        " finished_at = NULL, updated = now() WHERE id = $1 RETURNING *", change.job_id)
-    message = submit_message(job, change.correlation_id)
-    await conn.execute("INSERT INTO outbox (job_id, routing_key, payload) VALUES ($1, 'submit', $2)",
-                       change.job_id, message.SerializeToString())
-    return events
-
-
-async def record(pool: asyncpg.Pool, changes: list[JobChange]) -> list[jobstore.PendingEvent]:
-    """Record the changes of one task's jobs in one transaction; returns the events to publish after commit."""
-    events: list[jobstore.PendingEvent] = []
-    plain = [c for c in changes if not c.resubmit]
-    task_id = changes[0].task_id if changes else None
+async def record(pool: asyncpg.Pool, changes: list[JobChange]) -> list[jobs.PendingEvent]:
+    """Record the changes of one task's jobs in one transaction (plain changes as one batch, then the
+    resubmissions, whose job messages go to the outbox); returns the events to publish after commit."""
+    if not changes:
+        return []
+    task_id = changes[0].task_id if all(c.task_id == changes[0].task_id for c in changes) else jobs.UNKNOWN
+    plain = [(c.job_id, c.fields) for c in sorted(changes, key=lambda c: c.job_id) if not c.resubmit]
+    again = [(c.job_id, c.fields.get("message"), c.correlation_id)
+             for c in sorted(changes, key=lambda c: c.job_id) if c.resubmit]
     async with pool.acquire() as conn, conn.transaction():
-        if len(plain) > 1 and task_id is not None and all(c.task_id == task_id for c in changes):
-            # Many plain updates of one task: one statement each for the jobs, their events and the task.
-            events.extend(await jobstore.update_jobs_bulk(conn, task_id, [(c.job_id, c.fields) for c in plain]))
-            plain = []
-        for change in sorted(changes, key=lambda c: c.job_id):
-            if change.resubmit:
-                events.extend(await _resubmit(conn, change))
-            elif plain:
-                events.extend(await jobstore.update_job(conn, change.job_id, **change.fields))
+        events = await jobs.update_jobs(conn, plain, task_id=task_id) if plain else []
+        events.extend(await jobs.resubmit(conn, again, task_id=task_id))
     return events
 
 
