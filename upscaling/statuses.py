@@ -10,6 +10,7 @@ Task status rules (explicit, unlike APEx's):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from upscaling.v1 import common_pb2
 
@@ -57,9 +58,9 @@ def derive_task_status(counts: Mapping[str, int], cancel_requested: bool = False
     return "canceled"
 
 
-def job_status_to_proto(status: str) -> int:
+def job_status_to_proto(status: str) -> common_pb2.JobStatus:
     """`common_pb2.JobStatus` value of a job status name."""
-    return common_pb2.JobStatus.Value(f"JOB_STATUS_{status.upper()}")
+    return cast(common_pb2.JobStatus, common_pb2.JobStatus.Value(f"JOB_STATUS_{status.upper()}"))
 
 
 def job_status_from_proto(value: int) -> str:
@@ -67,9 +68,9 @@ def job_status_from_proto(value: int) -> str:
     return common_pb2.JobStatus.Name(value).removeprefix("JOB_STATUS_").lower()
 
 
-def task_status_to_proto(status: str) -> int:
+def task_status_to_proto(status: str) -> common_pb2.TaskStatus:
     """`common_pb2.TaskStatus` value of a task status name."""
-    return common_pb2.TaskStatus.Value(f"TASK_STATUS_{status.upper()}")
+    return cast(common_pb2.TaskStatus, common_pb2.TaskStatus.Value(f"TASK_STATUS_{status.upper()}"))
 
 
 def task_status_from_proto(value: int) -> str:

@@ -4,9 +4,8 @@ formats (the names a unit job may ask for, their aliases, and the openEO `save_r
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
 
+from upscaling.db import Row
 from upscaling.v1 import common_pb2, jobs_pb2
 
 # Output format of a unit job -> its openEO `save_result` format name. The keys are the formats a request may name.
@@ -28,7 +27,7 @@ def openeo_format(fmt: str | None) -> str:
     return OUTPUT_FORMATS.get(normalise_format(fmt), fmt or "")
 
 
-def submit_message(job: Mapping[str, Any], correlation_id: str | None) -> jobs_pb2.SubmitJobMessage:
+def submit_message(job: Row, correlation_id: str | None) -> jobs_pb2.SubmitJobMessage:
     """The job message of a unit job row (id, task_id, service, submit_arguments, format, title, tag, attempts,
     process_id) for its next submission."""
     service = job["service"] or {}

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from upscaling.db import Row
 from upscaling.jobs import outbox, transitions
 from upscaling.jobs.events import PendingEvent, job_event, now_proto, task_event
 from upscaling.jobs.messages import submit_message
@@ -88,7 +89,7 @@ async def _write_rows(conn: asyncpg.Connection, plan: transitions.Plan) -> None:
         [r["id"] in plan.finish for r in rows])
 
 
-async def _record_task(conn: asyncpg.Connection, task: asyncpg.Record | None, jobs: dict[int, asyncpg.Record],
+async def _record_task(conn: asyncpg.Connection, task: asyncpg.Record | None, jobs: Mapping[int, Any],
                        changes: list[tuple[int, transitions.Change]]) -> tuple[list[PendingEvent], set[int]]:
     """Apply the changes of one task's jobs (task None: standalone jobs, no events)."""
     if task is None:
@@ -209,7 +210,7 @@ async def resubmit(conn: asyncpg.Connection, jobs: Sequence[tuple[int, str | Non
     return events
 
 
-async def submit_new(conn: asyncpg.Connection, jobs: Sequence[Mapping[str, Any]], cid: str | None) -> None:
+async def submit_new(conn: asyncpg.Connection, jobs: Sequence[Row], cid: str | None) -> None:
     """Queue the job messages of newly stored jobs (rows or dicts with the columns of a job message)."""
     await outbox.enqueue_jobs(conn, [submit_message(job, cid) for job in jobs])
 

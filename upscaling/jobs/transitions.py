@@ -71,7 +71,7 @@ class CountsMissed(Exception):
     """The stored jobs-per-status do not hold a job that changes status: they must be counted again."""
 
 
-def plan(jobs: Mapping[int, Mapping[str, Any]], counts: Mapping[str, int] | None,
+def plan(jobs: Mapping[int, Any], counts: Mapping[str, int] | None,
          changes: Sequence[tuple[int, Change]]) -> Plan:
     """Apply `changes` in order to `jobs` (id -> state; a job may change several times) and to `counts`
     (None: not counted, standalone jobs). Raises CountsMissed when `counts` lack a job's old status."""
