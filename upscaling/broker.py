@@ -48,13 +48,19 @@ class Topology:
 
 
 @dataclass
-class DeclaredTopology:
-    """The declared exchanges and queues of one channel."""
+class DeclaredExchanges:
+    """The declared exchanges a publisher needs (what a service declares that owns no queue)."""
 
     jobs_exchange: AbstractExchange
+    events_exchange: AbstractExchange
+
+
+@dataclass
+class DeclaredTopology(DeclaredExchanges):
+    """The declared exchanges and queues of one channel."""
+
     jobs_queue: AbstractQueue
     dead_letter_queue: AbstractQueue
-    events_exchange: AbstractExchange
 
 
 def event_routing_key(task_id: int, job_id: int | None = None) -> str:
@@ -125,7 +131,17 @@ async def declare(channel: AbstractChannel, topology: Topology) -> DeclaredTopol
     await jobs_queue.bind(jobs_exchange, routing_key=topology.jobs_routing_key)
     events = await channel.declare_exchange(topology.events_exchange, aio_pika.ExchangeType.TOPIC,
                                             durable=True)
-    return DeclaredTopology(jobs_exchange, jobs_queue, dead, events)
+    return DeclaredTopology(jobs_exchange=jobs_exchange, events_exchange=events, jobs_queue=jobs_queue,
+                            dead_letter_queue=dead)
+
+
+async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> DeclaredExchanges:
+    """Declare (idempotently) the job and events exchanges only: for publishers that may not configure the queues
+    (least privilege, upscaling/accounts.py); the queues are declared by the dispatcher and by provisioning."""
+    jobs_exchange = await channel.declare_exchange(topology.jobs_exchange, aio_pika.ExchangeType.DIRECT,
+                                                   durable=True)
+    events = await channel.declare_exchange(topology.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    return DeclaredExchanges(jobs_exchange, events)
 
 
 async def queue_counts(channel: AbstractChannel, name: str) -> tuple[int, int]:
