@@ -23,7 +23,7 @@ import pytest
 import requests
 from aiormq.exceptions import ChannelAccessRefused
 
-from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, wait_http_ok, with_database
+from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, with_database
 from tests.support import LocalOpenEO, admin_sql, drop_private_resources, tiles
 from upscaling import accounts, broker
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
@@ -218,7 +218,8 @@ async def test_broker_refuses_what_a_user_may_not_do(provisioned: Provisioned,
     # what they may do: the monitor publishes a status event, the gateway consumes it through its own queue
     channel = await amqp["gateway"].channel()
     events = await channel.declare_exchange(t.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    queue = await channel.declare_queue(f"{t.gateway_queue_prefix}{uuid.uuid4().hex}", exclusive=True,
+                                        auto_delete=True)
     await queue.bind(events, routing_key="task.#")
     publisher = await amqp["monitor"].channel(publisher_confirms=True)
     await (await publisher.get_exchange(t.events_exchange)).publish(aio_pika.Message(b"ok"), routing_key="task.7")
@@ -253,7 +254,7 @@ def test_stack_runs_a_task_with_one_account_per_service(provisioned: Provisioned
             proc.start()
         wait_grpc_serving(f"127.0.0.1:{env['DISPATCHER_HEALTH_PORT']}", processes[0])
         wait_grpc_serving(f"127.0.0.1:{env['MONITOR_HEALTH_PORT']}", processes[1])
-        wait_http_ok(f"http://127.0.0.1:{http_port}/health", processes[2])
+        wait_grpc_serving(f"127.0.0.1:{grpc_port}", processes[2])  # (its /health also wants a tiler: none here)
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             stub = upscaling_pb2_grpc.UpscalingServiceStub(channel)
             reply = stub.CreateTask(upscaling_pb2.CreateTaskRequest(

@@ -4,8 +4,8 @@ with the admin credentials (`python -m upscaling.accounts`, `upscaling accounts`
 Who may do what is decided here and nowhere else:
 - RabbitMQ: configure/write/read permission regexes per service, limited to the names of its `BROKER_PREFIX`
   (upscaling/broker.py Topology). Only the dispatcher and the monitor may publish (job messages and status events);
-  the gateway may only declare the events exchange and its own server-named (`amq.gen-…`) exclusive queue, bind
-  that queue and consume it. The monitor reads no queue (it only counts messages, which needs no permission).
+  the gateway may only declare the events exchange and its own exclusive events queues (`<prefix>.gateway.<uuid>`),
+  bind them and consume them. The monitor reads no queue (it only counts messages, which needs no permission).
 - PostgreSQL: per service, the privileges on each table it uses (GRANTS below). Migrations run as the owner (the
   admin URL), never as a service role; a table that is in no service's GRANTS is the owner's alone.
 The tiler uses neither the broker nor the database, so it has no account.
@@ -95,7 +95,7 @@ def rabbitmq_permissions(service: str, prefix: str) -> Permissions:
     def names(*names: str) -> str:
         return "^(" + "|".join(re.escape(n) for n in names) + ")$"
 
-    server_named = r"amq\.gen-.*"  # the gateway's exclusive, auto-delete events queue (one per process)
+    own_queues = re.escape(t.gateway_queue_prefix) + "[0-9a-f]{32}"  # each gateway process's events queue
     if service == "dispatcher":  # declares the whole topology; consumes the job and dead-letter queues
         every = names(t.jobs_exchange, t.jobs_queue, t.dead_letter_exchange, t.dead_letter_queue, t.events_exchange)
         return Permissions(configure=every, write=every,
@@ -104,9 +104,8 @@ def rabbitmq_permissions(service: str, prefix: str) -> Permissions:
         exchanges = names(t.jobs_exchange, t.events_exchange)
         return Permissions(configure=exchanges, write=exchanges, read="")
     if service == "gateway":  # consumes status events through its own queue; publishes nothing
-        return Permissions(configure=f"^({re.escape(t.events_exchange)}|{server_named})$",
-                           write=f"^{server_named}$",
-                           read=f"^({re.escape(t.events_exchange)}|{server_named})$")
+        return Permissions(configure=f"^({re.escape(t.events_exchange)}|{own_queues})$", write=f"^{own_queues}$",
+                           read=f"^({re.escape(t.events_exchange)}|{own_queues})$")
     raise ValueError(f"no RabbitMQ account for service {service!r}")
 
 

@@ -3,7 +3,8 @@
 Topology (names carry BROKER_PREFIX, so test runs and deployments can share one broker):
 - `<p>.jobs` direct exchange → `<p>.jobs.submit` durable quorum queue (job messages for the dispatcher),
   dead-lettered to `<p>.dlx` → `<p>.jobs.dead` after `delivery_limit` redeliveries or a reject;
-- `<p>.events` topic exchange for status events (routing keys `task.<task_id>.job.<job_id>`).
+- `<p>.events` topic exchange for status events (routing keys `task.<task_id>.job.<job_id>`), consumed by each
+  gateway process through an exclusive auto-delete queue `<p>.gateway.<uuid hex>` bound to `task.#`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ class Topology:
     @property
     def events_exchange(self) -> str:
         return f"{self.prefix}.events"
+
+    @property
+    def gateway_queue_prefix(self) -> str:
+        """Start of the name of each gateway process's exclusive events queue (`<p>.gateway.<uuid hex>`)."""
+        return f"{self.prefix}.gateway."
 
 
 @dataclass
