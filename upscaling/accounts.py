@@ -77,6 +77,8 @@ OWNER_ONLY = ("schema_migrations",)
 
 # Environment variable of each service's password (generated when unset).
 PASSWORD_ENV = {service: f"{service.upper()}_ACCOUNT_PASSWORD" for service in SERVICES}
+# Environment variables the provisioning tool reads besides upscaling.config's.
+TOOL_ENV = frozenset({*PASSWORD_ENV.values(), "RABBITMQ_API_URL", "RABBITMQ_NODE", "ACCOUNT_PREFIX"})
 
 
 @dataclass(frozen=True)
