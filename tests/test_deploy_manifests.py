@@ -31,7 +31,8 @@ K8S_VERSION = "1.31.0"
 CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication"),
         ("cert-manager.io/v1", "Certificate")}
 # Secrets an overlay leaves to be managed outside the manifests.
-EXTERNAL_SECRETS = {"production": {"upscaling-connections", "upscaling-backend-credentials", "upscaling-account-passwords",
+EXTERNAL_SECRETS = {"production": {"upscaling-connections", "upscaling-backend-credentials",
+                                   "upscaling-account-passwords",
                                    *(f"upscaling-{s}-account" for s in accounts.SERVICES)}}
 # Settings the services read besides upscaling.config.ENV.
 OTHER_ENV = {"OPENEO_BACKENDS", "OPENEO_BACKENDS_FILE", "METRICS_PORT", "HOME", "UPSCALING_SHARED_DIR", WORKERS_ENV,

@@ -172,7 +172,8 @@ def test_database_refuses_what_a_role_may_not_do(provisioned: Provisioned) -> No
 
 @pytest.fixture
 async def amqp(provisioned: Provisioned) -> AsyncIterator[dict[str, aio_pika.abc.AbstractConnection]]:
-    connections = {s: await aio_pika.connect(u.rabbitmq_url) for s, u in provisioned.urls.items()}
+    connections: dict[str, aio_pika.abc.AbstractConnection] = {
+        s: await aio_pika.connect(u.rabbitmq_url) for s, u in provisioned.urls.items()}
     yield connections
     for connection in connections.values():
         await connection.close()

@@ -235,8 +235,8 @@ class RabbitmqApi:
 
     def __init__(self, api_url: str) -> None:
         parts = urllib.parse.urlsplit(api_url)
-        self.base = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port
-                                                                                     else ""), path="/api"))
+        netloc = parts.netloc.rpartition("@")[2]  # without the credentials (sent as a header)
+        self.base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/api", "", ""))
         credentials = f"{urllib.parse.unquote(parts.username or '')}:{urllib.parse.unquote(parts.password or '')}"
         self.auth = "Basic " + base64.b64encode(credentials.encode()).decode()
 
