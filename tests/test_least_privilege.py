@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -278,3 +279,71 @@ def test_stack_runs_a_task_with_one_account_per_service(provisioned: Provisioned
         for proc in reversed(processes):
             proc.stop()
         backend.stop()
+
+
+# --- provisioning through the management HTTP API (what compose and Kubernetes use) ---
+
+@pytest.fixture(scope="module")
+def managed_rabbitmq() -> Iterator[tuple[str, str]]:
+    """(AMQP URL, management API URL) of a private RabbitMQ node with the management plugin (the machine's own
+    node has none enabled, and stays untouched)."""
+    if not shutil.which("rabbitmq-server"):
+        pytest.skip("no rabbitmq-server to start a private node with the management plugin")
+    from tests.chaos.servers import PrivateRabbitMQ, _chown
+
+    node = PrivateRabbitMQ()
+    api_port = free_port()
+    (node.dir / "plugins").write_text("[rabbitmq_management].\n")
+    with (node.dir / "rabbitmq.conf").open("a") as conf:
+        conf.write(f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {api_port}\n")
+    _chown(node.dir, "rabbitmq")
+    try:
+        node.start()
+        deadline = time.monotonic() + 60
+        while True:  # the plugin answers a few seconds after the AMQP port
+            try:
+                if requests.get(f"http://127.0.0.1:{api_port}/api/overview", auth=("guest", "guest"),
+                                timeout=3).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the management API did not answer"
+            time.sleep(0.3)
+        yield node.url, f"http://guest:guest@127.0.0.1:{api_port}"
+    finally:
+        node.destroy()
+
+
+async def _publish_as(url: str, exchange: str) -> None:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await (await channel.get_exchange(exchange)).publish(aio_pika.Message(b"x"), routing_key="task.1")
+    finally:
+        await connection.close()
+
+
+def test_provisioning_through_the_management_api(infra: Any, managed_rabbitmq: tuple[str, str],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    amqp_url, api_url = managed_rabbitmq
+    db_name, prefix, user_prefix = unique_name("lp_api"), unique_name("lpapi"), f"lpapi{uuid.uuid4().hex[:8]}"
+    asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
+    database_url = with_database(infra.admin_database_url, db_name)
+    args = ["--database-url", database_url, "--rabbitmq-url", amqp_url, "--rabbitmq-api", api_url,
+            "--prefix", prefix, "--user-prefix", user_prefix]
+    try:
+        assert accounts.main(args) == 0
+        printed = dict(line.split("  #")[0].split("=", 1) for line in capsys.readouterr().out.splitlines())
+        t = broker.Topology(prefix)
+        asyncio.run(_publish_as(printed["MONITOR_RABBITMQ_URL"], t.events_exchange))  # allowed
+        with pytest.raises(ChannelAccessRefused):
+            asyncio.run(_publish_as(printed["GATEWAY_RABBITMQ_URL"], t.events_exchange))
+        assert accounts.main(args) == 0  # again: idempotent (new generated passwords replace the old ones)
+        again = dict(line.split("  #")[0].split("=", 1) for line in capsys.readouterr().out.splitlines())
+        asyncio.run(_publish_as(again["DISPATCHER_RABBITMQ_URL"], t.jobs_exchange))
+        assert accounts.main([*args, "--remove"]) == 0
+        with pytest.raises(aio_pika.exceptions.AMQPConnectionError):  # the user is gone
+            asyncio.run(_publish_as(again["DISPATCHER_RABBITMQ_URL"], t.jobs_exchange))
+    finally:
+        accounts.main([*args, "--remove"])
+        asyncio.run(admin_sql(infra.admin_database_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
