@@ -213,6 +213,16 @@ async def test_broker_refuses_what_a_user_may_not_do(provisioned: Provisioned,
     channel = await amqp["monitor"].channel()
     await _refusal(channel.declare_queue(t.jobs_queue, durable=True, arguments={"x-queue-type": "quorum"}))
 
+    # so the monitor declares just the exchanges it publishes to; an admin (all other tests) the whole topology
+    for url, whole in ((provisioned.urls["monitor"].rabbitmq_url, False), (provisioned.admin_rabbitmq_url, True)):
+        robust = await broker.connect(url, "least-privilege test")
+        try:
+            declared = await broker.declare_permitted(robust, t)
+            assert isinstance(declared, broker.DeclaredTopology) is whole
+            assert declared.events_exchange.name == t.events_exchange
+        finally:
+            await robust.close()
+
     # the dispatcher may not go outside its prefix
     channel = await amqp["dispatcher"].channel()
     await _refusal(channel.declare_exchange(f"{provisioned.prefix}x.jobs", aio_pika.ExchangeType.DIRECT))

@@ -10,10 +10,12 @@ Topology (names carry BROKER_PREFIX, so test runs and deployments can share one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
+from aiormq.exceptions import ChannelAccessRefused
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,19 @@ async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> Dec
                                                    durable=True)
     events = await channel.declare_exchange(topology.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
     return DeclaredExchanges(jobs_exchange, events)
+
+
+async def declare_permitted(connection: AbstractRobustConnection, topology: Topology) -> DeclaredExchanges:
+    """For a publisher: the whole topology if its broker user may configure it (so nothing it publishes is lost
+    for want of a queue), else only the exchanges it publishes to (the queues are declared by provisioning and the
+    dispatcher)."""
+    channel = await open_channel(connection)
+    try:
+        return await declare(channel, topology)
+    except ChannelAccessRefused:
+        with contextlib.suppress(Exception):
+            await channel.close()
+        return await declare_exchanges(await open_channel(connection), topology)
 
 
 async def queue_counts(channel: AbstractChannel, name: str) -> tuple[int, int]:

@@ -45,8 +45,8 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
                          queue_gauges: bool = False, own_queues: bool = False) -> AsyncIterator[WorkerRuntime]:
     """Open everything a worker needs (waiting for PostgreSQL and RabbitMQ), serve gRPC health on
     `health_port` (NOT_SERVING while a dependency is down) and the metrics of `service` (with the database / queue
-    gauges if asked), and close it all again on exit. Only the service that consumes the job queues (`own_queues`)
-    declares them; the others declare the exchanges they publish to (their broker users may not configure queues)."""
+    gauges if asked), and close it all again on exit. The service that consumes the job queues (`own_queues`) declares
+    the whole topology; the others too where their broker user may, else the exchanges they publish to."""
     configure_logging(service, settings.log_level, settings.log_format)
     backends = load_backends()
     stop = shutdown_event()
@@ -62,9 +62,9 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
     checks: dict[str, Check] = {"database": database_check(pool), "rabbitmq": broker_check(connection)}
     metrics_server: metrics.MetricsServer | None = None
     try:
-        channel = await broker.open_channel(connection)
-        declare = broker.declare if own_queues else broker.declare_exchanges
-        topology = await declare(channel, broker.Topology(settings.broker_prefix))
+        names = broker.Topology(settings.broker_prefix)
+        topology = await (broker.declare(await broker.open_channel(connection), names) if own_queues
+                          else broker.declare_permitted(connection, names))
         state = metrics.ClusterState(pool if db_gauges else None, connection if queue_gauges else None,
                                      broker.Topology(settings.broker_prefix))
         metrics_server = await metrics.start_server(settings, service, state)
