@@ -85,7 +85,7 @@ class Dependencies:
                 await apply_migrations(conn)
         self.amqp = await with_retry("RabbitMQ", lambda: broker.connect(s.rabbitmq_url, "gateway"))
         self.publish_channel = await broker.open_channel(self.amqp)
-        declared = await broker.declare(self.publish_channel, self.topology)
+        declared = await broker.declare_permitted(self.amqp, self.topology)  # least privilege: the broker user decides
         self.tiler = TilerClient(s)
         self.udps = UdpCache(EgressFetcher(policy_from_settings(s), s.udp_fetch_timeout_s), ttl_s=s.udp_cache_ttl_s)
         self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values, declared.events_exchange,

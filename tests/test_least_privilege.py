@@ -213,13 +213,17 @@ async def test_broker_refuses_what_a_user_may_not_do(provisioned: Provisioned,
     channel = await amqp["monitor"].channel()
     await _refusal(channel.declare_queue(t.jobs_queue, durable=True, arguments={"x-queue-type": "quorum"}))
 
-    # so the monitor declares just the exchanges it publishes to; an admin (all other tests) the whole topology
-    for url, whole in ((provisioned.urls["monitor"].rabbitmq_url, False), (provisioned.admin_rabbitmq_url, True)):
+    # so the monitor declares just the exchanges it publishes to, the gateway looks them up (and may not publish),
+    # an admin (all other tests) declares the whole topology
+    for service in ("monitor", "gateway", "admin"):
+        url = provisioned.admin_rabbitmq_url if service == "admin" else provisioned.urls[service].rabbitmq_url
         robust = await broker.connect(url, "least-privilege test")
         try:
             declared = await broker.declare_permitted(robust, t)
-            assert isinstance(declared, broker.DeclaredTopology) is whole
+            assert isinstance(declared, broker.DeclaredTopology) is (service == "admin")
             assert declared.events_exchange.name == t.events_exchange
+            if service == "gateway":
+                await _refusal(declared.events_exchange.publish(message, routing_key="task.1"))
         finally:
             await robust.close()
 

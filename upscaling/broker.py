@@ -153,16 +153,20 @@ async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> Dec
 
 
 async def declare_permitted(connection: AbstractRobustConnection, topology: Topology) -> DeclaredExchanges:
-    """For a publisher: the whole topology if its broker user may configure it (so nothing it publishes is lost
-    for want of a queue), else only the exchanges it publishes to (the queues are declared by provisioning and the
-    dispatcher)."""
+    """The whole topology if this broker user may configure it (so nothing published is lost for want of a queue),
+    else the exchanges (the monitor), else the exchanges looked up passively (the gateway); under least privilege
+    (upscaling/accounts.py) provisioning and the dispatcher declare the rest."""
+    for how in (declare, declare_exchanges):
+        channel = await open_channel(connection)
+        try:
+            return await how(channel, topology)
+        except ChannelAccessRefused:
+            with contextlib.suppress(Exception):
+                await channel.close()
+    # may declare neither (the gateway): look them up; the broker refuses what this user may not publish
     channel = await open_channel(connection)
-    try:
-        return await declare(channel, topology)
-    except ChannelAccessRefused:
-        with contextlib.suppress(Exception):
-            await channel.close()
-        return await declare_exchanges(await open_channel(connection), topology)
+    return DeclaredExchanges(await channel.get_exchange(topology.jobs_exchange),
+                             await channel.get_exchange(topology.events_exchange))
 
 
 async def queue_counts(channel: AbstractChannel, name: str) -> tuple[int, int]:
