@@ -27,8 +27,14 @@ def stack_env(settings: Settings) -> dict[str, dict[str, str]]:
     manager = accounts.user_manager(api, os.environ.get("RABBITMQ_NODE", ""))
     passwords = {s: os.environ[name] for s, name in accounts.PASSWORD_ENV.items() if os.environ.get(name)}
     service_accounts = accounts.accounts(settings.broker_prefix, passwords)
-    atexit.register(lambda: asyncio.run(accounts.remove(settings.database_url, manager,
-                                                        [a.user for a in service_accounts])))
+    users = [a.user for a in service_accounts]
+
+    def remove() -> None:  # at exit no thread may start: the users one by one, then the roles
+        for user in users:
+            manager.delete_user(user)
+        asyncio.run(accounts.drop_postgres(settings.database_url, users))
+
+    atexit.register(remove)
     urls = asyncio.run(accounts.provision(settings.database_url, settings.rabbitmq_url, settings.broker_prefix,
                                           manager, service_accounts))
     print("service accounts: " + ", ".join(a.user for a in service_accounts) + " (least privilege)", flush=True)
