@@ -65,8 +65,6 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "unit_jobs": ("SELECT", "UPDATE"),
         "outbox": ("SELECT", "INSERT", "UPDATE"),
         "task_events": ("SELECT", "INSERT"),
-        "job_delivery_state": ("SELECT",),
-        "dead_letters": ("SELECT",),
         # the reconciler reads which jobs dispatchers hold and forgets dispatchers gone for an hour
         "dispatcher_heartbeats": ("SELECT", "DELETE"),
     },
