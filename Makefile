@@ -89,10 +89,11 @@ chaos: $(STAMP)
 	CHAOS_PROFILE=full CHAOS_SEED=$(CHAOS_SEED) $(BIN)/python -m pytest -p no:cacheprovider tests/chaos -s $(CHAOS_ARGS)
 
 ## Benchmarks (not part of `make test`): each prints its figures against a baseline measured in the same run.
+## PIPELINE_ARGS passes options to bench/bench_pipeline.py (e.g. PIPELINE_ARGS="--parts latency,limit").
 bench: $(STAMP)
 	$(BIN)/python bench/bench_tiler.py
 	$(BIN)/python bench/bench_local_openeo.py
-	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_pipeline.py $(PIPELINE_ARGS)
 	$(BIN)/python bench/bench_watchers.py
 
 ## Build the image with podman, bring docker-compose.yml up, run the notebook + gRPC flows, scale, tear down.
