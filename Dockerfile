@@ -1,5 +1,5 @@
 # One image for every Python service of the upscaling stack (see docker/entrypoint.sh):
-#   tiler | dispatcher | monitor | gateway | migrate | local-openeo | health (probe for health checks)
+#   tiler | dispatcher | monitor | gateway | migrate | accounts | local-openeo | health (probe for health checks)
 # BASE_IMAGE: any Debian-like image with python3 >= 3.11 and its venv module (default: the official slim Python).
 ARG BASE_IMAGE=python:3.11-slim
 

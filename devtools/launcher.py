@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools import service_accounts
 from upscaling.backends import DEFAULT_BACKENDS
 from upscaling.config import Settings, load_settings
 from upscaling.logs import configure_logging
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     # The gateway fetches UDPs only at public addresses unless allowlisted: allow the built-in catalogue.
     catalogue = f"http://127.0.0.1:{port}/udp/ http://localhost:{port}/udp/"
     env = {**LOCAL_DEFAULTS, "UDP_ALLOWED_URLS": catalogue, **os.environ, "MIGRATE_ON_START": "false"}
+    own_env = service_accounts.stack_env(settings)  # each service under its own broker user and database role
     children = _children()
     log_dir = Path(os.environ.get("RUN_LOG_DIR", ROOT / ".run" / "logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         for child in children:
             child.log_path = log_dir / f"{child.name}.log"
             with child.log_path.open("wb") as log:
-                child.process = subprocess.Popen([sys.executable, "-m", child.module], env=env, stdout=log,
+                child.process = subprocess.Popen([sys.executable, "-m", child.module],
+                                                 env={**env, **own_env.get(child.name, {})}, stdout=log,
                                                  stderr=subprocess.STDOUT)
             print(f"  started {child.name:<13} log: {child.log_path}", flush=True)
             if child.ready_url and not _wait_http(child.ready_url, 60, child):

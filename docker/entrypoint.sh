@@ -9,8 +9,9 @@ case "$service" in
   monitor) exec python -m services.monitor "$@" ;;
   gateway) exec python -m gateway "$@" ;;
   migrate) exec python -m upscaling.migrations "$@" ;;
+  accounts) exec python -m upscaling.accounts "$@" ;;
   local-openeo) exec python -m local_openeo "$@" ;;
   health) exec python -m upscaling.healthcheck "$@" ;;
-  *) echo "unknown service: $service (tiler, dispatcher, monitor, gateway, migrate, local-openeo, health)" >&2
+  *) echo "unknown service: $service (tiler, dispatcher, monitor, gateway, migrate, accounts, local-openeo, health)" >&2
      exit 64 ;;
 esac

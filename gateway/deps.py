@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 
 from gateway.egress import EgressFetcher, policy_from_settings
 from gateway.events_hub import EventsHub
@@ -40,7 +40,6 @@ class Dependencies:
     udps: UdpCache | None = None
     hub: EventsHub | None = None
     tasks: TaskService | None = None
-    publish_channel: AbstractChannel | None = None
     cluster_state: metrics.ClusterState | None = None
     auth: AuthSettings = field(default_factory=load_auth_settings)
     limits: Limits = field(default_factory=load_limits)
@@ -81,8 +80,9 @@ class Dependencies:
             async with self.pool.acquire() as conn:
                 await apply_migrations(conn)
         self.amqp = await with_retry("RabbitMQ", lambda: broker.connect(s.rabbitmq_url, "gateway"))
-        self.publish_channel = await broker.open_channel(self.amqp)
-        await broker.declare(self.publish_channel, self.topology)
+        # The gateway publishes nothing (its messages go through the outbox): it only needs the exchanges to
+        # exist for its events queues; its broker user decides what it may declare (least privilege).
+        await broker.declare_permitted(self.amqp, self.topology)
         self.tiler = TilerClient(s)
         self.udps = UdpCache(EgressFetcher(policy_from_settings(s), s.udp_fetch_timeout_s), ttl_s=s.udp_cache_ttl_s)
         self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -65,7 +66,10 @@ class EventsHub:
         self._channel = await self.amqp.channel()
         exchange = await self._channel.declare_exchange(self.topology.events_exchange, aio_pika.ExchangeType.TOPIC,
                                                         durable=True)
-        queue = await self._channel.declare_queue(exclusive=True, auto_delete=True,
+        # named under the broker prefix (Topology.gateway_queue_prefix): the gateway's broker user may configure
+        # no other queue (upscaling/accounts.py)
+        queue = await self._channel.declare_queue(f"{self.topology.gateway_queue_prefix}{uuid.uuid4().hex}",
+                                                  exclusive=True, auto_delete=True,
                                                   arguments={"x-max-length": 100_000})
         await queue.bind(exchange, routing_key="task.#")
         await queue.consume(self._on_message, no_ack=True)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from gateway.workers import WORKERS_ENV
+from upscaling import accounts
 from upscaling.backends import load_backends
 from upscaling.broker import Topology
 from upscaling.config import ENV
@@ -30,10 +31,13 @@ K8S_VERSION = "1.31.0"
 CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication"),
         ("cert-manager.io/v1", "Certificate")}
 # Secrets an overlay leaves to be managed outside the manifests.
-EXTERNAL_SECRETS = {"production": {"upscaling-connections", "upscaling-backend-credentials"}}
+EXTERNAL_SECRETS = {"production": {"upscaling-connections", "upscaling-backend-credentials",
+                                   "upscaling-account-passwords",
+                                   *(f"upscaling-{s}-account" for s in accounts.SERVICES)}}
 # Settings the services read besides upscaling.config.ENV.
-OTHER_ENV = {"OPENEO_BACKENDS", "OPENEO_BACKENDS_FILE", "METRICS_PORT", "HOME", "UPSCALING_SHARED_DIR", WORKERS_ENV}
-APP_SERVICES = {"tiler", "dispatcher", "monitor", "gateway", "migrate", "local-openeo"}
+OTHER_ENV = {"OPENEO_BACKENDS", "OPENEO_BACKENDS_FILE", "METRICS_PORT", "HOME", "UPSCALING_SHARED_DIR", WORKERS_ENV,
+             *accounts.TOOL_ENV}
+APP_SERVICES = {"tiler", "dispatcher", "monitor", "gateway", "migrate", "accounts", "local-openeo"}
 
 _STR = {"type": "string", "minLength": 1}
 CRD_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -198,7 +202,7 @@ def test_workloads_are_hardened_probed_and_scraped(rendered: dict[str, list[dict
     docs = rendered[overlay]
     workloads = [d for d in docs if d["kind"] in ("Deployment", "Job")]
     services = {c["args"][0] for d in workloads for c in d["spec"]["template"]["spec"]["containers"]}
-    assert {"gateway", "tiler", "dispatcher", "monitor", "migrate"} <= services
+    assert {"gateway", "tiler", "dispatcher", "monitor", "accounts"} <= services
     for workload in workloads:
         pod = workload["spec"]["template"]
         name = f"{overlay}: {workload['kind']}/{workload['metadata']['name']}"
@@ -302,7 +306,7 @@ def test_compose_services_health_checks_and_order(compose_config: dict[str, Any]
     services = compose_config["services"]
     assert set(services) == APP_SERVICES | {"postgres", "rabbitmq"}
     for name, service in services.items():
-        if name != "migrate":
+        if name not in ("migrate", "accounts"):  # one-shots
             assert service["healthcheck"]["test"][0] == "CMD", name
     assert services["postgres"]["healthcheck"]["test"][1] == "pg_isready"
     assert services["rabbitmq"]["healthcheck"]["test"][1:3] == ["rabbitmq-diagnostics", "-q"]
@@ -340,3 +344,46 @@ def test_compose_ports_scaling_image_and_environment(compose_config: dict[str, A
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["rabbitmq"]["image"].startswith("rabbitmq:")
     assert set(compose_config["volumes"]) == {"pgdata", "rabbitmqdata"}
+
+
+# --- least privilege: one account per service --------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_reads_only_its_own_account(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    """The admin URLs (`upscaling-connections`) reach only the provisioning Job; each service has its own Secret."""
+    docs = rendered[overlay]
+    secret_refs: dict[str, set[str]] = {}
+    for workload in (d for d in docs if d["kind"] in ("Deployment", "Job")):
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            secret_refs[container["args"][0]] = {s["secretRef"]["name"] for s in container.get("envFrom", [])
+                                                 if "secretRef" in s}
+    assert {"upscaling-connections", "upscaling-account-passwords"} <= secret_refs["accounts"]
+    for service in accounts.SERVICES:
+        assert f"upscaling-{service}-account" in secret_refs[service], service
+        assert not secret_refs[service] & {"upscaling-connections", "upscaling-account-passwords"}, service
+    assert not {r for r in secret_refs["tiler"] if r.endswith("-account") or r == "upscaling-connections"}
+    secrets = _named(docs, "Secret")
+    for service in accounts.SERVICES:  # the dev values: the account name the tool gives, the password it is given
+        name = f"upscaling-{service}-account"
+        if name in EXTERNAL_SECRETS.get(overlay, set()):
+            continue
+        data = secrets[name]["stringData"]
+        password = secrets["upscaling-account-passwords"]["stringData"][accounts.PASSWORD_ENV[service]]
+        (account,) = accounts.accounts("upscaling", {service: password}, [service])
+        for key in ("DATABASE_URL", "RABBITMQ_URL"):
+            assert data[key] == accounts.service_url(secrets["upscaling-connections"]["stringData"][key], account)
+
+
+def test_compose_services_connect_with_their_own_accounts(compose_config: dict[str, Any]) -> None:
+    services = compose_config["services"]
+    admin = services["accounts"]["environment"]
+    assert services["migrate"]["environment"]["DATABASE_URL"] == admin["DATABASE_URL"]
+    assert services["accounts"]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    for service in accounts.SERVICES:
+        env = services[service]["environment"]
+        assert services[service]["depends_on"]["accounts"] == {"condition": "service_completed_successfully"}
+        (account,) = accounts.accounts("upscaling", {service: admin[accounts.PASSWORD_ENV[service]]}, [service])
+        for key in ("DATABASE_URL", "RABBITMQ_URL"):
+            assert env[key] == accounts.service_url(admin[key], account), (service, key)
+    assert "DATABASE_URL" not in services["tiler"]["environment"]
+    assert "RABBITMQ_URL" not in services["tiler"]["environment"]

@@ -3,17 +3,20 @@
 Topology (names carry BROKER_PREFIX, so test runs and deployments can share one broker):
 - `<p>.jobs` direct exchange → `<p>.jobs.submit` durable quorum queue (job messages for the dispatcher),
   dead-lettered to `<p>.dlx` → `<p>.jobs.dead` after `delivery_limit` redeliveries or a reject;
-- `<p>.events` topic exchange for status events (routing keys `task.<task_id>.job.<job_id>`).
+- `<p>.events` topic exchange for status events (routing keys `task.<task_id>.job.<job_id>`), consumed by each
+  gateway process through an exclusive auto-delete queue `<p>.gateway.<uuid hex>` bound to `task.#`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
+from aiormq.exceptions import ChannelAccessRefused
 
 # The routing key of job messages (the job queue's binding on the jobs exchange).
 JOBS_ROUTING_KEY = "submit"
@@ -50,15 +53,26 @@ class Topology:
     def events_exchange(self) -> str:
         return f"{self.prefix}.events"
 
+    @property
+    def gateway_queue_prefix(self) -> str:
+        """Start of the name of each gateway process's exclusive events queue (`<p>.gateway.<uuid hex>`)."""
+        return f"{self.prefix}.gateway."
+
 
 @dataclass
-class DeclaredTopology:
-    """The declared exchanges and queues of one channel."""
+class DeclaredExchanges:
+    """The declared exchanges a publisher needs (what a service declares that owns no queue)."""
 
     jobs_exchange: AbstractExchange
+    events_exchange: AbstractExchange
+
+
+@dataclass
+class DeclaredTopology(DeclaredExchanges):
+    """The declared exchanges and queues of one channel."""
+
     jobs_queue: AbstractQueue
     dead_letter_queue: AbstractQueue
-    events_exchange: AbstractExchange
 
 
 def event_routing_key(task_id: int, job_id: int | None = None) -> str:
@@ -129,7 +143,34 @@ async def declare(channel: AbstractChannel, topology: Topology) -> DeclaredTopol
     await jobs_queue.bind(jobs_exchange, routing_key=topology.jobs_routing_key)
     events = await channel.declare_exchange(topology.events_exchange, aio_pika.ExchangeType.TOPIC,
                                             durable=True)
-    return DeclaredTopology(jobs_exchange, jobs_queue, dead, events)
+    return DeclaredTopology(jobs_exchange=jobs_exchange, events_exchange=events, jobs_queue=jobs_queue,
+                            dead_letter_queue=dead)
+
+
+async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> DeclaredExchanges:
+    """Declare (idempotently) the job and events exchanges only: for publishers that may not configure the queues
+    (least privilege, upscaling/accounts.py); the queues are declared by the dispatcher and by provisioning."""
+    jobs_exchange = await channel.declare_exchange(topology.jobs_exchange, aio_pika.ExchangeType.DIRECT,
+                                                   durable=True)
+    events = await channel.declare_exchange(topology.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    return DeclaredExchanges(jobs_exchange, events)
+
+
+async def declare_permitted(connection: AbstractRobustConnection, topology: Topology) -> DeclaredExchanges:
+    """The whole topology if this broker user may configure it (so nothing published is lost for want of a queue),
+    else the exchanges (the monitor), else the exchanges looked up passively (the gateway); under least privilege
+    (upscaling/accounts.py) provisioning and the dispatcher declare the rest."""
+    for how in (declare, declare_exchanges):
+        channel = await open_channel(connection)
+        try:
+            return await how(channel, topology)
+        except ChannelAccessRefused:
+            with contextlib.suppress(Exception):
+                await channel.close()
+    # may declare neither (the gateway): look them up; the broker refuses what this user may not publish
+    channel = await open_channel(connection)
+    return DeclaredExchanges(await channel.get_exchange(topology.jobs_exchange),
+                             await channel.get_exchange(topology.events_exchange))
 
 
 async def queue_counts(channel: AbstractChannel, name: str) -> tuple[int, int]:

@@ -33,7 +33,7 @@ class WorkerRuntime:
     stop: asyncio.Event
     pool: asyncpg.Pool
     connection: AbstractRobustConnection
-    topology: broker.DeclaredTopology
+    topology: broker.DeclaredExchanges
     executor: ThreadPoolExecutor
     # The checks gRPC health follows: a service adds its own (e.g. that its consumers are registered).
     health_checks: dict[str, Check] = field(default_factory=dict)
@@ -42,10 +42,11 @@ class WorkerRuntime:
 @contextlib.asynccontextmanager
 async def worker_runtime(service: str, settings: Settings, health_port: int | None = None,
                          threads: int | None = None, *, db_gauges: bool = False,
-                         queue_gauges: bool = False) -> AsyncIterator[WorkerRuntime]:
+                         queue_gauges: bool = False, own_queues: bool = False) -> AsyncIterator[WorkerRuntime]:
     """Open everything a worker needs (waiting for PostgreSQL and RabbitMQ), serve gRPC health on
     `health_port` (NOT_SERVING while a dependency is down) and the metrics of `service` (with the database / queue
-    gauges if asked), and close it all again on exit."""
+    gauges if asked), and close it all again on exit. The service that consumes the job queues (`own_queues`) declares
+    the whole topology; the others too where their broker user may, else the exchanges they publish to."""
     configure_logging(service, settings.log_level, settings.log_format)
     backends = load_backends()
     stop = shutdown_event()
@@ -61,8 +62,9 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
     checks: dict[str, Check] = {"database": database_check(pool), "rabbitmq": broker_check(connection)}
     metrics_server: metrics.MetricsServer | None = None
     try:
-        channel = await broker.open_channel(connection)
-        topology = await broker.declare(channel, broker.Topology(settings.broker_prefix))
+        names = broker.Topology(settings.broker_prefix)
+        topology = await (broker.declare(await broker.open_channel(connection), names) if own_queues
+                          else broker.declare_permitted(connection, names))
         state = metrics.ClusterState(pool if db_gauges else None, connection if queue_gauges else None,
                                      broker.Topology(settings.broker_prefix))
         metrics_server = await metrics.start_server(settings, service, state)

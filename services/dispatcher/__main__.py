@@ -20,15 +20,15 @@ log = logging.getLogger("services.dispatcher")
 async def main() -> None:
     settings = load_settings()
     async with worker_runtime("dispatcher", settings, settings.dispatcher_health_port,
-                              settings.dispatcher_threads, queue_gauges=True) as rt:
-        jobs_queue = await broker.consumer_queue(rt.connection, rt.topology.jobs_queue.name,
-                                                 settings.dispatcher_prefetch)
-        dead_queue = await broker.consumer_queue(rt.connection, rt.topology.dead_letter_queue.name,
+                              settings.dispatcher_threads, queue_gauges=True, own_queues=True) as rt:
+        names = broker.Topology(settings.broker_prefix)
+        jobs_queue = await broker.consumer_queue(rt.connection, names.jobs_queue, settings.dispatcher_prefetch)
+        dead_queue = await broker.consumer_queue(rt.connection, names.dead_letter_queue,
                                                  settings.dead_letter_prefetch)
         submitter = Submitter(settings, rt.backends, rt.pool, rt.topology.events_exchange, rt.executor)
         consumer = Consumer(jobs_queue, submitter, settings.grpc_grace_s, settings.poison_failures)
         dead_letters = DeadLetterHandler(dead_queue, rt.topology.jobs_exchange,
-                                         broker.Topology(settings.broker_prefix).jobs_routing_key, rt.pool,
+                                         names.jobs_routing_key, rt.pool,
                                          rt.topology.events_exchange, settings)
         # Ready only while both consumers are registered on the broker (a lost consumer is not SERVING).
         rt.health_checks["job consumer"] = lambda: broker.consuming(jobs_queue, consumer.consumer_tag)
