@@ -260,7 +260,7 @@ def _multiprocess_registry(state: ClusterState | None) -> CollectorRegistry:
     from prometheus_client import multiprocess as mp
 
     registry = CollectorRegistry()
-    mp.MultiProcessCollector(registry)
+    mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     if state is not None:

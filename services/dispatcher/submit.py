@@ -14,6 +14,11 @@ Exactly one backend job per unit job:
 - The backend job id is stored as soon as it is known: before the job is started when a start rate limit
   separates create and start, else (create and start in one worker-thread call) with the `queued` status, or
   right after a failed start. A crash in between leaves the lease set, so the next try finds the job by its tag.
+
+A try runs named steps (`services.dispatcher.attempt`: find by tag, create, ask the status, start, record queued)
+until the job is recorded, fails, or another try takes it over; a failed backend call (a typed
+`upscaling.openeo_backend.errors.BackendError`) starts a new round after a backoff, or fails the job.
+Backend calls run on the dispatcher's worker threads (DISPATCHER_THREADS: the backend calls in flight).
 """
 
 from __future__ import annotations
