@@ -27,6 +27,7 @@ class ScriptedConnection:
     """Answers GET requests from a list of pages (or exceptions to raise), recording the requests."""
 
     def __init__(self, script: list[Any]) -> None:
+        self.auth = object()
         self.script = script
         self.requests: list[tuple[str, dict[str, Any] | None]] = []
 
@@ -47,7 +48,8 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedConnection]:
     def connect(backend: BackendConfig, timeout_s: float) -> ScriptedConnection:
         return conns[used[0]]
 
-    def forget(backend: BackendConfig) -> None:
+    def forget(backend: BackendConfig, refused: object = None) -> None:
+        assert refused is None or refused is conns[used[0]].auth
         used[0] += 1
 
     monkeypatch.setattr(connection, "connect", connect)
