@@ -62,6 +62,7 @@ api-docs-check: $(STAMP)
 
 lint: $(STAMP) api-docs-check
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/buf lint
 
 migrate: $(STAMP)

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from gateway.audit_api import create_audit_router
@@ -70,7 +71,7 @@ def create_app(deps: Dependencies) -> FastAPI:
              response_class=PlainTextResponse,
              responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}})
     async def prometheus_metrics() -> Response:
-        return Response(await metrics.render(deps.cluster_state), media_type=metrics.CONTENT_TYPE_LATEST)
+        return Response(await metrics.render(deps.cluster_state), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/tiles", status_code=201, summary="Split an AOI into the tiles of a kilometre grid",
               dependencies=[Depends(caller)], responses=error_responses(400, 413))

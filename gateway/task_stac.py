@@ -12,7 +12,8 @@ from typing import Any
 
 from shapely.geometry import box, mapping, shape
 
-Row = Mapping[str, Any]
+from upscaling.db import Row
+
 STAC_VERSION = "1.1.0"
 WHOLE_WORLD = [-180.0, -90.0, 180.0, 90.0]
 

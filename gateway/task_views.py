@@ -6,14 +6,13 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from upscaling.db import Row
 from upscaling.statuses import JOB_STATUSES, TERMINAL_JOB_STATUSES, job_status_to_proto, task_status_to_proto
 from upscaling.v1 import common_pb2, upscaling_pb2
-
-Row = Mapping[str, Any]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -101,7 +100,7 @@ def service_proto(service: Mapping[str, Any] | None) -> common_pb2.ServiceRef:
 def job_proto(job: Row) -> upscaling_pb2.UnitJob:
     return upscaling_pb2.UnitJob(
         id=job["id"], task_id=job["task_id"] or 0, title=job["title"], label=job["label"],
-        status=job_status_to_proto(job["status"]), service=service_proto(job["service"]),
+        status=cast(common_pb2.JobStatus, job_status_to_proto(job["status"])), service=service_proto(job["service"]),
         parameters_json=_json(job["parameters"]), backend_job_id=job["backend_job_id"] or "",
         progress=job["progress"] or 0.0, message=job["message"] or "", created=_stamp(job["created"]),
         updated=_stamp(job["updated"]))
@@ -116,7 +115,8 @@ def task_proto(task: Row, jobs: Sequence[Row] | None = None, counts: Mapping[str
     if jobs:
         dimension.values_json.extend(_json((j["parameters"] or {}).get(task["dimension_name"])) for j in jobs)
     return upscaling_pb2.Task(
-        id=task["id"], title=task["title"], label=task["label"], status=task_status_to_proto(task["status"]),
+        id=task["id"], title=task["title"], label=task["label"],
+        status=cast(common_pb2.TaskStatus, task_status_to_proto(task["status"])),
         service=service_proto(task["service"]), parameters_json=_json(task["parameters"]), format=task["format"],
         dimension=dimension, job_counts={k: v for k, v in (counts or {}).items() if v},
         jobs=[job_proto(j) for j in jobs or ()], created=_stamp(task["created"]), updated=_stamp(task["updated"]))

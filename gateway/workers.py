@@ -149,9 +149,9 @@ def run(count: int, run_worker: Callable[[int], None], on_exit: Callable[[int], 
             pid, status = os.wait()
         except ChildProcessError:
             break
-        index = children.pop(pid, None)
-        if index is None:
+        if pid not in children:
             continue
+        index = children.pop(pid)
         if on_exit is not None:
             with contextlib.suppress(Exception):
                 on_exit(pid)

@@ -112,13 +112,13 @@ async def _inject(backend: Backend, name: str, kind: str, method: Handler, reque
             "time": rfc3339(time.time()),
         }
     )
-    status = LOST_KINDS[kind]
-    if status is None:
+    lost_status = LOST_KINDS[kind]
+    if lost_status is None:
         if request.transport is not None:
             request.transport.abort()
         return response
     return error_response(
-        status,
-        ERROR_CODES[status],
+        lost_status,
+        ERROR_CODES[lost_status],
         f"Injected fault {kind} on {name}: the request was processed (HTTP {response.status}), its answer lost.",
     )

@@ -191,6 +191,7 @@ def _transformer(crs: str) -> Transformer:
 
 def _to_wgs84(crs: str, bounds: tuple[float, ...]) -> tuple[float, ...]:
     try:
-        return tuple(_transformer(crs).transform_bounds(*bounds))
+        west, south, east, north = bounds
+        return tuple(_transformer(crs).transform_bounds(west, south, east, north))
     except Exception as exc:  # pyproj raises several types for unknown CRSs
         raise ValueError(f"can't transform from CRS {crs!r} ({exc})") from None

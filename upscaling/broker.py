@@ -12,6 +12,7 @@ import asyncio
 from dataclasses import dataclass
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
 
 
@@ -100,7 +101,7 @@ async def consuming(queue: AbstractQueue, consumer_tag: str | None) -> None:
         channel = await asyncio.wait_for(queue.channel.get_underlay_channel(), 0.5)
     except TimeoutError as exc:
         raise ConnectionError(f"not consuming {queue.name} (channel reconnecting)") from exc
-    if consumer_tag is None or consumer_tag not in channel.consumers:
+    if consumer_tag is None or not isinstance(channel, aiormq.Channel) or consumer_tag not in channel.consumers:
         raise ConnectionError(f"not consuming {queue.name} (consumer not registered)")
 
 
@@ -131,6 +132,7 @@ async def declare(channel: AbstractChannel, topology: Topology) -> DeclaredTopol
 async def queue_counts(channel: AbstractChannel, name: str) -> tuple[int, int]:
     """(messages ready, consumers) of a queue right now. (A robust channel answers a passive declaration of a queue
     it declared before from its cache, with the counts of back then: `robust=False` asks the broker.)"""
+    declared: AbstractQueue
     if isinstance(channel, aio_pika.RobustChannel):
         declared = await channel.declare_queue(name, passive=True, robust=False)
     else:

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import json
+from typing import Any, Protocol, overload
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from upscaling.config import Settings
+
+# A connection of its own or one acquired from a pool: both run queries the same way.
+AnyConnection = asyncpg.Connection | PoolConnectionProxy
+
+
+class Row(Protocol):
+    """A row by column name: an asyncpg Record, or any mapping standing in for one (events, tests)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+    @overload
+    def get(self, key: str, /) -> Any: ...
+
+    @overload
+    def get(self, key: str, default: Any, /) -> Any: ...
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -52,7 +52,7 @@ async def _abort_for(context: grpc.aio.ServicerContext, exc: Exception, method: 
                         f"internal error (correlation id {correlation_id.get()})")
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     """Sets the correlation id from metadata and turns exceptions into status codes with a message."""
 
     def __init__(self, prefix: str = "/upscaling.") -> None:
@@ -154,7 +154,7 @@ class GrpcServer:
     def add_port(self, host: str, port: int, credentials: grpc.ServerCredentials | None = None) -> int:
         """Listen on host:port too (TLS with `credentials`); returns the bound port."""
         address = f"{host}:{port}"
-        bound = self.server.add_secure_port(address, credentials) if credentials is not None \
+        bound: int = self.server.add_secure_port(address, credentials) if credentials is not None \
             else self.server.add_insecure_port(address)
         if bound == 0:
             raise RuntimeError(f"cannot bind gRPC port {address}")

@@ -35,7 +35,8 @@ def bbox_list(box: common_pb2.BoundingBox) -> list[float]:
 
 def tile_geometry(tile: tiler_pb2.Tile) -> dict[str, Any]:
     """The GeoJSON geometry of a tile message."""
-    return json.loads(tile.geometry_geojson)
+    geometry: dict[str, Any] = json.loads(tile.geometry_geojson)
+    return geometry
 
 
 def tile_feature(tile: tiler_pb2.Tile, grid: str) -> dict[str, Any]:

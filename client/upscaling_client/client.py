@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -136,9 +136,15 @@ class Client:
                  "default": json.loads(p.default_json) if p.default_json else None,
                  "options": json.loads(p.options_json) if p.options_json else None} for p in reply.parameters]
 
-    def _watch_stream(self, task_id: int, after: int) -> Iterator[upscaling_pb2.WatchTaskResponse]:
+    def _watch_stream(self, task_id: int, after: int) -> _WatchStream:
         return self._tasks.WatchTask(upscaling_pb2.WatchTaskRequest(task_id=task_id, after_sequence=after),
                                      metadata=self._metadata)
+
+
+class _WatchStream(Iterator[upscaling_pb2.WatchTaskResponse], Protocol):
+    """A WatchTask call: its responses, and cancel() to end the stream."""
+
+    def cancel(self) -> bool: ...
 
 
 class Task:
@@ -170,7 +176,7 @@ class Task:
         self._info = TaskInfo.from_proto(reply.task)
         return self._info
 
-    def watch(self, after_sequence: int = 0, *, reconnect_s: float = 300.0) -> Iterator[TaskEvent]:
+    def watch(self, after_sequence: int = 0, *, reconnect_s: float = 300.0) -> Generator[TaskEvent, None, None]:
         """The task's events: a snapshot (unless resuming after `after_sequence`), then one event per change,
         ending after the event that makes the task terminal. A dropped stream (the gateway restarted, the network
         failed) is resumed after the last sequence received, so no event is missed or repeated; after

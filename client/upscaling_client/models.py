@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from upscaling_client._proto import common_pb2, tiler_pb2, upscaling_pb2
 
@@ -35,9 +35,10 @@ def task_status_name(value: int) -> str:
         return "unspecified"
 
 
-def task_status_value(name: str) -> int:
+def task_status_value(name: str) -> common_pb2.TaskStatus:
     """``"running"`` → `TASK_STATUS_RUNNING` (ValueError for an unknown name)."""
-    return common_pb2.TaskStatus.Value(f"TASK_STATUS_{name.upper()}")
+    # protoc's stubs type the enum's members as the enum class but Value() as a plain int
+    return cast(common_pb2.TaskStatus, common_pb2.TaskStatus.Value(f"TASK_STATUS_{name.upper()}"))
 
 
 def _time(stamp: Any) -> datetime | None:
@@ -198,13 +199,13 @@ class TaskEvent:
             task = TaskInfo.from_proto(item.snapshot)
             return cls(item.sequence, "snapshot", task.status, task=task, job_counts=task.job_counts)
         if which == "job_event":
-            event = item.job_event
-            return cls(item.sequence, "job", job_status_name(event.status), job_id=event.job_id,
-                       message=event.message)
+            job_event = item.job_event
+            return cls(item.sequence, "job", job_status_name(job_event.status), job_id=job_event.job_id,
+                       message=job_event.message)
         if which == "task_event":
-            event = item.task_event
-            counts = {s: int(event.job_counts.get(s, 0)) for s in JOB_STATUSES}
-            return cls(item.sequence, "task", task_status_name(event.status), job_counts=counts)
+            task_event = item.task_event
+            counts = {s: int(task_event.job_counts.get(s, 0)) for s in JOB_STATUSES}
+            return cls(item.sequence, "task", task_status_name(task_event.status), job_counts=counts)
         return cls(item.sequence, "unknown", "unknown")
 
     def to_dict(self) -> dict[str, Any]:

@@ -79,7 +79,8 @@ class JwksCache:
             raise RuntimeError("the OpenID configuration has no jwks_uri")
         if config.get("issuer") and config["issuer"].rstrip("/") != issuer:
             raise RuntimeError(f"the OpenID configuration names issuer {config['issuer']!r}, not {issuer!r}")
-        return config["jwks_uri"]
+        jwks_uri: str = config["jwks_uri"]
+        return jwks_uri
 
     async def _fetch(self) -> None:
         document = await self._get_json(await self._jwks_url())

@@ -28,6 +28,7 @@ quadrant lines) is tiled:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -56,15 +57,18 @@ __all__ = ["DENSIFY_DEG", "Tile", "geojson_geometry", "tile_aoi"]
 DENSIFY_DEG = 0.01  # max AOI edge length (degrees) before projecting
 _FAN_OUT = 16  # k-d tree groups of at most this many boundary cells are clipped straight to each cell
 
+_clip_rects: Callable[[Any, Any, Any, Any, Any], np.ndarray]
 try:  # the ufunc broadcasts rectangles too; shapely.clip_by_rect only takes scalars
     _clip_rects = shapely.lib.clip_by_rect
 except AttributeError:  # pragma: no cover - other shapely builds
 
-    def _clip_rects(geoms: Any, x0: Any, y0: Any, x1: Any, y1: Any) -> np.ndarray:
+    def _clip_rects_each(geoms: Any, x0: Any, y0: Any, x1: Any, y1: Any) -> np.ndarray:
         g, a, b, c, d = np.broadcast_arrays(geoms, x0, y0, x1, y1)
         return np.array(
             [shapely.clip_by_rect(*args) for args in zip(g, a, b, c, d, strict=True)], dtype=object
         )
+
+    _clip_rects = _clip_rects_each
 
 
 def _clip(geoms: np.ndarray, x0: Any, y0: Any, x1: Any, y1: Any) -> np.ndarray:
@@ -85,7 +89,7 @@ def _clip(geoms: np.ndarray, x0: Any, y0: Any, x1: Any, y1: Any) -> np.ndarray:
 def geojson_geometry(geom: BaseGeometry) -> dict[str, Any]:
     """GeoJSON dict (lists, not tuples) of a lon/lat Polygon or MultiPolygon."""
 
-    def poly(p: Polygon) -> list:
+    def poly(p: Polygon) -> list[list[list[float]]]:
         return [shapely.get_coordinates(r).tolist() for r in (p.exterior, *p.interiors)]
 
     if isinstance(geom, Polygon):
@@ -273,7 +277,7 @@ def _clean_pieces(
     return g
 
 
-def _rings_coords(geom: BaseGeometry) -> tuple[np.ndarray, np.ndarray]:
+def _rings_coords(geom: BaseGeometry | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All ring vertices of a (Multi)Polygon (same order as get_coordinates) and each one's ring index."""
     return shapely.get_coordinates(shapely.get_rings(shapely.get_parts(geom)), return_index=True)
 
@@ -292,7 +296,9 @@ def _densify(lonlat: np.ndarray, ridx: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.insert(lonlat, seg + 1, pts, axis=0), np.insert(ridx, seg + 1, ridx[seg])
 
 
-def _project_piece(frame: Frame, part_ll: BaseGeometry) -> tuple[BaseGeometry, Source | None, tuple | None]:
+def _project_piece(
+    frame: Frame, part_ll: BaseGeometry
+) -> tuple[BaseGeometry, Source | None, tuple[np.ndarray, np.ndarray] | None]:
     """Densify a lon/lat zone piece and project it.
 
     Returns the projected piece, its vertices for the way back (None if they were changed) and its
@@ -325,7 +331,7 @@ def _repaired(xy: BaseGeometry) -> BaseGeometry:
     )
 
 
-def _bboxes(b: np.ndarray) -> list:
+def _bboxes(b: np.ndarray) -> list[tuple[float, float, float, float]]:
     """Cell lon/lat bounds -> (w, s, e, n) tuples; across ±180 in RFC 7946 style (w > e)."""
     west, east = b[:, 0].copy(), b[:, 2].copy()
     cross = (west < -180.0) | (east > 180.0)
@@ -364,9 +370,9 @@ def _tile_region(region: Region, part_ll: BaseGeometry, grid: Grid, clip: bool) 
         geoms = cells
     if not zone.polar:
         cross = np.flatnonzero((bounds[:, 0] < -180.0) | (bounds[:, 2] > 180.0))
-        for i in cross:
-            if not clip or i < n_in:
-                geoms[i] = split_antimeridian(geoms[i])
+        for c in cross:
+            if not clip or c < n_in:
+                geoms[c] = split_antimeridian(geoms[c])
     key, epsg = zone.key, zone.epsg
     cl, rl = cols.tolist(), rows.tolist()
     cmin, rmin = min(cl), min(rl)

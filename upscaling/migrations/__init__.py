@@ -11,8 +11,12 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from upscaling.db import AnyConnection
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-async def apply_migrations(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[int]:
+async def apply_migrations(conn: AnyConnection, directory: Path = MIGRATIONS_DIR) -> list[int]:
     """Apply pending migrations under an advisory lock; return the versions applied now."""
     migrations = discover(directory)
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
