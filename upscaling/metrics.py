@@ -207,8 +207,9 @@ class ClusterState(Collector):
             async with self.pool.acquire() as conn:
                 self.tasks = {r["status"]: r["n"] for r in await conn.fetch(_TASKS_SQL)}
                 self.jobs = {r["status"]: r["n"] for r in await conn.fetch(_JOBS_SQL)}
-                row = await conn.fetchrow(_OUTBOX_SQL)
-                self.outbox = (row["n"], row["age"])
+                row = await conn.fetchrow(_OUTBOX_SQL)  # an aggregate: always one row
+                if row is not None:
+                    self.outbox = (row["n"], row["age"])
         if self.amqp is not None and self.topology is not None:
             if self._channel is None or self._channel.is_closed:
                 self._channel = await self.amqp.channel()
