@@ -224,6 +224,55 @@ async def test_backend_refusals_wait_and_start_rate_is_kept(
     assert report["totals"]["rejections"].get("start_rate", 0) == 0
 
 
+async def test_many_backend_calls_in_flight_with_a_slow_backend_and_the_start_rate_kept(
+        backend: LocalOpenEO, conn: asyncpg.Connection, mq: Broker, service_env: dict[str, str],
+        procs: list[ServiceProcess], logs: Path) -> None:
+    # Every create and every start is held DELAY_S by the backend: a job costs 2 * DELAY_S of backend latency, so
+    # 8 calls in flight (the old ceiling) need at least n * 2 * DELAY_S / 8 to submit n jobs.
+    delay_s = 1.0
+    backend.configure(faults={"create_job": {"delay": 1.0}, "start_job": {"delay": 1.0}}, fault_delay=delay_s)
+    env = dispatcher_env(service_env, backend, mq.topology.prefix)
+    first = _start("dispatcher", env, logs / "dispatcher.log", procs)
+    n = 48
+    task_id, job_ids = await insert_task(conn, backend, n)
+    started = time.monotonic()
+    await mq.publish_jobs(conn, job_ids)
+    await wait_until(lambda: all_in(conn, task_id, {"queued", "running", "finished"}, n), what="jobs queued")
+    took = time.monotonic() - started
+    eight_in_flight = n * 2 * delay_s / 8
+    assert took < eight_in_flight / 2, f"{n} jobs took {took:.2f} s (8 calls in flight: >= {eight_in_flight} s)"
+    print(f"{n} jobs, {delay_s} s per create and start: submitted in {took:.2f} s (8 in flight: >= "
+          f"{eight_in_flight} s)")
+    report = backend.report()
+    assert report["totals"]["started"] == n
+    one_backend_job_per_tag(report, await _tags(conn, job_ids))
+    assert first.stop() == 0
+
+    # With a start rate limit: the creates still overlap, the starts keep 10 per second. The backend refuses more
+    # than 20 per second with a burst of 3: each start is sent in its slot or later, and one sent late (a busy
+    # event loop, 30 worker threads sharing the GIL on 2 cores) may arrive close to the next one. Calls take 1 s
+    # here, so 8 in flight could not come near the rate's 3.9 s.
+    backend.admin("POST", "reset", {"jobs": True, "counters": True})
+    backend.configure(start_rate=20, start_burst=3)
+    rate, n = 10.0, 40
+    _start("dispatcher", {**env, "OPENEO_BACKENDS": backend.backends_env(starts_per_second=rate)},
+           logs / "dispatcher-rated.log", procs)
+    task_id, job_ids = await insert_task(conn, backend, n)
+    started = time.monotonic()
+    await mq.publish_jobs(conn, job_ids)
+    await wait_until(lambda: all_in(conn, task_id, {"queued", "running", "finished"}, n), what="jobs queued")
+    took = time.monotonic() - started
+    assert took >= (n - 1) / rate, f"{n} starts in {took:.2f} s at {rate}/s"
+    eight_in_flight = n * 2 * delay_s / 8
+    assert took < eight_in_flight - 1.0, f"{n} jobs took {took:.2f} s (8 calls in flight: >= {eight_in_flight} s)"
+    print(f"{n} jobs, {delay_s} s per call, {rate} starts/s: submitted in {took:.2f} s (8 in flight: >= "
+          f"{eight_in_flight} s)")
+    report = backend.report()
+    assert report["totals"]["started"] == n
+    assert report["totals"]["rejections"].get("start_rate", 0) == 0
+    one_backend_job_per_tag(report, await _tags(conn, job_ids))
+
+
 async def test_running_limit_shared_by_replicas(
         backend: LocalOpenEO, conn: asyncpg.Connection, mq: Broker, service_env: dict[str, str],
         procs: list[ServiceProcess], logs: Path) -> None:

@@ -79,7 +79,7 @@ class Settings:
     udp_max_redirects: int = 3
     outbox_poll_s: float = 1.0
     dispatcher_prefetch: int = 256
-    dispatcher_threads: int = 8
+    dispatcher_threads: int = 64  # concurrent backend calls per dispatcher (worker threads of the openeo client)
     submit_max_attempts: int = 8
     submit_backoff_base_s: float = 0.5
     submit_backoff_max_s: float = 30.0

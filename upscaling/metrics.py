@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
@@ -34,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from upscaling import broker
 from upscaling.config import Settings
+from upscaling.openeo_backend.errors import BackendError
 from upscaling.statuses import JOB_STATUSES, TASK_STATUSES
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ SUBMISSION_SECONDS = Histogram(
     ["backend"], buckets=_LATENCY_BUCKETS, registry=None)
 BACKEND_REQUEST_SECONDS = Histogram(
     "upscaling_backend_request_seconds",
-    "Duration of one backend call of the dispatcher (create_and_start = create + start in one go)",
+    "Duration of one backend call of the dispatcher by operation (create_and_start = create + start in one go)",
     ["backend", "call"], buckets=_LATENCY_BUCKETS, registry=None)
 DEAD_LETTERS = Counter("upscaling_dead_letters",
                        "Dead letters handled, by decision (republished, failed, dropped, obsolete)", ["decision"],
@@ -132,25 +132,9 @@ def register(service: str, *extra: Collector) -> None:
 
 # --- hooks ---------------------------------------------------------------------------------------------------
 
-def error_code(exc: BaseException) -> str:
-    """The openEO error code of a backend error, else its HTTP status, else the exception's class name."""
-    cause = getattr(exc, "cause", exc)
-    code = getattr(cause, "code", None)
-    if isinstance(code, str) and code:
-        return code
-    status = getattr(cause, "http_status_code", None)
-    response = getattr(cause, "response", None)
-    if status is None and response is not None:
-        status = getattr(response, "status_code", None)
-    return str(status) if status else type(cause).__name__
-
-
-def backend_error(backend: str, exc: BaseException) -> None:
-    """Count a failed backend call (a `BackendCallError` or an exception of the openeo client)."""
-    from upscaling.openeo_submit import classify  # the openeo client: only in services that call backends
-
-    kind = getattr(exc, "kind", None) or classify(getattr(exc, "cause", exc))
-    BACKEND_ERRORS.labels(backend, kind.value, error_code(exc)).inc()
+def backend_error(backend: str, error: BackendError) -> None:
+    """Count a failed backend call by its kind and the backend's error code (else the HTTP status)."""
+    BACKEND_ERRORS.labels(backend, error.kind.value, error.label).inc()
 
 
 def submitted(backend: str, started: float) -> None:
@@ -159,10 +143,9 @@ def submitted(backend: str, started: float) -> None:
     SUBMISSION_SECONDS.labels(backend).observe(time.monotonic() - started)
 
 
-def backend_call(backend: str, call: Any, started: float) -> None:
-    """Time one backend call of the dispatcher (`call`: the function run; `started`: time.perf_counter())."""
-    name = getattr(call, "__qualname__", "call").split(".")[0].lstrip("_").removesuffix("_job")
-    BACKEND_REQUEST_SECONDS.labels(backend, name).observe(time.perf_counter() - started)
+def backend_call(backend: str, call: str, started: float) -> None:
+    """Time one backend call of the dispatcher (`call`: the operation's name; `started`: time.perf_counter())."""
+    BACKEND_REQUEST_SECONDS.labels(backend, call).observe(time.perf_counter() - started)
 
 
 def monitor_cycle(backend: str, duration_s: float, calls: dict[str, int], resubmitted: int) -> None:
@@ -226,8 +209,9 @@ class ClusterState(Collector):
             async with self.pool.acquire() as conn:
                 self.tasks = {r["status"]: r["n"] for r in await conn.fetch(_TASKS_SQL)}
                 self.jobs = {r["status"]: r["n"] for r in await conn.fetch(_JOBS_SQL)}
-                row = await conn.fetchrow(_OUTBOX_SQL)
-                self.outbox = (row["n"], row["age"])
+                row = await conn.fetchrow(_OUTBOX_SQL)  # an aggregate: always one row
+                if row is not None:
+                    self.outbox = (row["n"], row["age"])
         if self.amqp is not None and self.topology is not None:
             if self._channel is None or self._channel.is_closed:
                 self._channel = await self.amqp.channel()
@@ -279,7 +263,7 @@ def _multiprocess_registry(state: ClusterState | None) -> CollectorRegistry:
     from prometheus_client import multiprocess as mp
 
     registry = CollectorRegistry()
-    mp.MultiProcessCollector(registry)
+    mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     if state is not None:

@@ -14,6 +14,11 @@ Exactly one backend job per unit job:
 - The backend job id is stored as soon as it is known: before the job is started when a start rate limit
   separates create and start, else (create and start in one worker-thread call) with the `queued` status, or
   right after a failed start. A crash in between leaves the lease set, so the next try finds the job by its tag.
+
+A try runs named steps (`services.dispatcher.attempt`: find by tag, create, ask the status, start, record queued)
+until the job is recorded, fails, or another try takes it over; a failed backend call (a typed
+`upscaling.openeo_backend.errors.BackendError`) starts a new round after a backoff, or fails the job.
+Backend calls run on the dispatcher's worker threads (DISPATCHER_THREADS: the backend calls in flight).
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
-import json
 import logging
 import random
 import time
@@ -32,17 +36,18 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
-import requests
 from aio_pika.abc import AbstractExchange
 
 from services.dispatcher import backend_limits
+from services.dispatcher.attempt import Lease, Reaction, Step, SubmitTry, job_spec, message_arguments, next_step, react
 from services.dispatcher.batching import MicroBatcher
-from upscaling import jobs, metrics, openeo_conn, openeo_submit
+from upscaling import jobs, metrics
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
 from upscaling.leases import START_WINDOW_S, lease_seconds
 from upscaling.logs import correlation_id
-from upscaling.openeo_submit import ErrorKind
+from upscaling.openeo_backend import jobs as backend_jobs
+from upscaling.openeo_backend.errors import BackendError, BackendTimeoutError, ErrorKind
 from upscaling.v1 import jobs_pb2
 
 log = logging.getLogger(__name__)
@@ -93,13 +98,6 @@ class Reservation:
     wait_s: float = 0.0            # LEASED: until the lease expires
 
 
-@dataclass
-class _Lease:
-    job_id: int
-    value: datetime  # `submitted_at` as last set by this try
-    renewed: float   # time.monotonic() of that
-
-
 class UnknownJobError(Exception):
     """A job message names no unit job (the consumer dead-letters it)."""
 
@@ -108,26 +106,12 @@ class LeaseStale(Exception):
     """A create request waited for a worker thread past its lease's renewal window: nothing was sent."""
 
 
-class BackendCallError(Exception):
-    """An error raised by the openeo client, with its kind."""
+class Flow(enum.Enum):
+    """Where a try goes after a step."""
 
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(openeo_submit.describe_error(cause))
-        self.cause = cause
-        self.kind = openeo_submit.classify(cause)
-
-
-def _create_and_start(backend: BackendConfig) -> Callable[..., tuple[str, Exception | None]]:
-    """`openeo_submit.create_and_start_job` for a worker thread; an auth error of the start drops the thread's
-    cached connection as `Submitter._call` does for raised ones."""
-
-    def work(conn: Any, **kwargs: Any) -> tuple[str, Exception | None]:
-        job_id, error = openeo_submit.create_and_start_job(conn, **kwargs)
-        if error is not None and openeo_submit.classify(error) is ErrorKind.AUTH:
-            openeo_conn.forget(backend)
-        return job_id, error
-
-    return work
+    NEXT = "next"    # on to its next step
+    AGAIN = "again"  # a new round (nothing was sent)
+    STOP = "stop"    # the try is over: the job is recorded, or another try took it over
 
 
 class StaleTry(Exception):
@@ -217,11 +201,11 @@ class Submitter:
         ceiling = min(self.settings.submit_backoff_max_s, self.settings.submit_backoff_base_s * 2 ** (n - 1))
         return random.uniform(0, ceiling)
 
-    async def _call(self, backend: BackendConfig, fn: Callable[..., T], *args: Any, not_after: float | None = None,
-                    **kwargs: Any) -> T:
-        """Run `fn(connection, *args, **kwargs)` in a worker thread; errors become BackendCallError (auth
-        errors drop the thread's cached connection first). With `not_after` (time.monotonic()), a call that only
-        gets a thread later raises LeaseStale instead of sending anything."""
+    async def _call(self, backend: BackendConfig, operation: Callable[..., T], *args: Any,
+                    not_after: float | None = None) -> T:
+        """Run `operation(backend, client timeout, *args)` (an `upscaling.openeo_backend.jobs` operation: it raises
+        typed BackendErrors) in a worker thread, timed by its name. With `not_after` (time.monotonic()), a call that
+        only gets a thread later raises LeaseStale instead of sending anything."""
         timeout = self.settings.openeo_timeout_s
 
         def work() -> T:
@@ -229,15 +213,11 @@ class Submitter:
                 raise LeaseStale()
             started = time.perf_counter()
             try:
-                return fn(openeo_conn.connect(backend, timeout), *args, **kwargs)
-            except Exception as exc:
-                if openeo_submit.classify(exc) is ErrorKind.AUTH:
-                    openeo_conn.forget(backend)
-                raise BackendCallError(exc) from exc
+                return operation(backend, timeout, *args)
             finally:
-                metrics.backend_call(backend.endpoint, fn, started)
+                metrics.backend_call(backend.endpoint, operation.__name__, started)
 
-        context = contextvars.copy_context()  # log lines of the worker thread keep the correlation id
+        context = contextvars.copy_context()  # log lines and requests of the worker thread keep the correlation id
         return await asyncio.get_running_loop().run_in_executor(self.executor, context.run, work)
 
     async def _update(self, job_id: int, **changes: Any) -> None:
@@ -294,25 +274,27 @@ class Submitter:
         if row["backend_job_id"] is not None:
             # Created on the backend by an earlier delivery that did not get to record the start.
             return await self._submit(msg, row, backend, Reservation(Outcome.RESERVED))
+        reservation = await self._reserve_when_free(row, backend)
+        if reservation.outcome is Outcome.CHANGED:
+            return True
+        if reservation.outcome is Outcome.LEASED:
+            log.info("another try holds the job; waiting for its lease to expire",
+                     extra={"job_id": row["id"], "wait_s": round(reservation.wait_s, 3)})
+            await asyncio.sleep(reservation.wait_s + random.uniform(0.0, 0.2))
+            return True
+        return await self._submit(msg, row, backend, reservation)
+
+    async def _reserve_when_free(self, row: asyncpg.Record, backend: BackendConfig) -> Reservation:
+        """`_reserve`, waiting (with growing pauses) while the backend is at its running-jobs limit."""
         waits = 0
-        while True:
-            reservation = await self._reserve(row, backend)
-            if reservation.outcome is Outcome.CHANGED:
-                return True
-            if reservation.outcome is Outcome.RESERVED:
-                break
-            if reservation.outcome is Outcome.LEASED:
-                log.info("another try holds the job; waiting for its lease to expire",
-                         extra={"job_id": row["id"], "wait_s": round(reservation.wait_s, 3)})
-                await asyncio.sleep(reservation.wait_s + random.uniform(0.0, 0.2))
-                return True
+        while (reservation := await self._reserve(row, backend)).outcome is Outcome.BUSY:
             waits += 1
             if waits == 1:
                 log.info("backend at its running-jobs limit; waiting",
                          extra={"job_id": row["id"], "backend": backend.endpoint,
                                 "max_running_jobs": backend.max_running_jobs})
             await asyncio.sleep(min(0.05 * 2 ** min(waits, 5), 1.0) * random.uniform(0.5, 1.0))
-        return await self._submit(msg, row, backend, reservation)
+        return reservation
 
     @property
     def lease_s(self) -> float:
@@ -355,7 +337,7 @@ class Submitter:
                 return Reservation(Outcome.CHANGED)
         return Reservation(Outcome.RESERVED, lease=lease, search_first=search_first)
 
-    async def _keep_lease(self, state: _Lease | None) -> bool:
+    async def _keep_lease(self, state: Lease | None) -> bool:
         """Renew this try's lease on its job unless it was taken a moment ago; False when another try took it
         over. (A request sent within START_WINDOW_S of the lease's renewal ends before the lease does.)"""
         if state is None:
@@ -370,141 +352,162 @@ class Submitter:
         state.value, state.renewed = value, time.monotonic()
         return True
 
+    # --- one try: its steps (`services.dispatcher.attempt.next_step` picks the next one) ---------------------
+
     async def _submit(self, msg: jobs_pb2.SubmitJobMessage, row: asyncpg.Record, backend: BackendConfig,
                       reservation: Reservation) -> bool:
         """Create (or find) and start the backend job, retrying transient errors; record the outcome."""
-        job_id, tag = row["id"], row["tag"]
-        if msg.parameters_json:
-            arguments = json.loads(msg.parameters_json)
-        else:
-            arguments = await self.pool.fetchval("SELECT submit_arguments FROM unit_jobs WHERE id = $1", job_id) or {}
-        process_id = msg.process_id or row["process_id"]
-        service = row["service"] or {}
-        namespace = service.get("application") or msg.service.application or None
-        title = msg.title or row["title"]
-        description = f"Unit job {job_id} of task {row['task_id']} {openeo_submit.tag_marker(tag)}"
-        fmt = msg.format or row["format"] or ""
-        backend_job_id: str | None = row["backend_job_id"]
-        backend_status: str | None = None  # openEO status when known, None = ask the backend
-        lease_state = None if reservation.lease is None else _Lease(job_id, reservation.lease, time.monotonic())
-        maybe_created = reservation.search_first  # a create may have happened: look for the job first
-        search_not_before = 0.0
-        started = time.monotonic()
-        failures = 0
-        limit_waits = 0
-        auth_retried = False
+        arguments = message_arguments(msg)
+        if arguments is None:
+            arguments = await self.pool.fetchval("SELECT submit_arguments FROM unit_jobs WHERE id = $1",
+                                                 row["id"]) or {}
+        lease = None if reservation.lease is None else Lease(row["id"], reservation.lease, time.monotonic())
+        attempt = SubmitTry(row["id"], row["task_id"], row["tag"], job_spec(msg, row, arguments), lease,
+                            backend_job_id=row["backend_job_id"], maybe_created=reservation.search_first)
         try:
-            while True:
-                try:
-                    if backend_job_id is None:
-                        start_error: Exception | None = None
-                        if maybe_created:
-                            await asyncio.sleep(max(0.0, search_not_before - time.monotonic()))
-                            if not await self._keep_lease(lease_state):
-                                log.info("another try took the job over", extra={"job_id": job_id})
-                                return False
-                            found = await self._call(backend, openeo_submit.find_job_by_tag, tag)
-                            if found is not None:
-                                backend_job_id, backend_status = found
-                                log.info("found the backend job of an earlier try by its tag",
-                                         extra={"job_id": job_id, "backend_job_id": backend_job_id})
-                        if backend_job_id is None:
-                            earlier_maybe_created = maybe_created
-                            maybe_created = True  # from here on a failure leaves it unknown whether it exists
-                            search_not_before = time.monotonic()
-                            # At most one create per worker thread waits for its thread: a renewed lease is
-                            # not spent queueing.
-                            async with self._create_slots:
-                                if not await self._keep_lease(lease_state):
-                                    log.info("another try took the job over", extra={"job_id": job_id})
-                                    return False
-                                # Without a start rate limit the job is started in the same worker-thread call.
-                                start_now = backend.starts_per_second <= 0
-                                # The create must be sent within START_WINDOW_S of the lease's renewal (so it ends
-                                # before the lease does), however long it waits for a worker thread.
-                                not_after = None if lease_state is None else lease_state.renewed + 0.9 * START_WINDOW_S
-                                try:
-                                    backend_job_id, start_error = await self._call(
-                                        backend, _create_and_start(backend) if start_now
-                                        else openeo_submit.create_only_job, process_id=process_id, namespace=namespace,
-                                        arguments=arguments, title=title, description=description, fmt=fmt,
-                                        not_after=not_after)
-                                except LeaseStale:
-                                    maybe_created = earlier_maybe_created  # nothing was sent: renew and try again
-                                    log.debug("create waited past its lease window; renewing", extra={"job_id": job_id})
-                                    continue
-                                except BackendCallError as exc:
-                                    if isinstance(exc.cause, requests.Timeout):
-                                        # The backend may still be handling the request: do not look too early.
-                                        search_not_before += (self.settings.openeo_timeout_s
-                                                          + self.settings.submit_settle_s)
-                                    raise
-                            if start_now and start_error is None:
-                                # Created and started: recorded with the `queued` status below.
-                                await self._queued.record(row["task_id"], job_id, backend_job_id, tag)
-                                metrics.submitted(backend.endpoint, started)
-                                log.debug("unit job submitted", extra={
-                                    "job_id": job_id, "backend_job_id": backend_job_id, "backend": backend.endpoint})
-                                return False
-                            backend_status = None if start_now else "created"
-                        # Recorded before the start (no event yet: the `queued` event carries it), unless the job
-                        # was resubmitted meanwhile (a new tag).
-                        if await self.pool.fetchval(
-                                "UPDATE unit_jobs SET backend_job_id = $2, updated = now() WHERE id = $1 AND tag = $3"
-                                " AND status = 'created' RETURNING id", job_id, backend_job_id, tag) is None:
-                            raise StaleTry(f"unit job {job_id} changed while submitting")
-                        if start_error is not None:
-                            raise BackendCallError(start_error)
-                    if backend_status is None:
-                        backend_status = await self._call(backend, openeo_submit.job_status, backend_job_id)
-                    if backend_status == "created":
-                        await asyncio.sleep(await backend_limits.start_slot_wait(self.pool, backend))
-                        backend_status = None  # if the start fails, ask before starting again
-                        await self._call(backend, openeo_submit.start_job, backend_job_id)
-                    await self._queued.record(row["task_id"], job_id, backend_job_id, tag)
-                    metrics.submitted(backend.endpoint, started)
-                    log.debug("unit job submitted", extra={"job_id": job_id, "backend_job_id": backend_job_id,
-                                                           "backend": backend.endpoint})
-                    return False
-                except StaleTry as exc:
-                    log.info("unit job resubmitted or changed while this try worked on it; the try stops",
-                             extra={"job_id": job_id, "backend_job_id": backend_job_id, "error": str(exc)})
-                    return False
-                except BackendCallError as exc:
-                    metrics.backend_error(backend.endpoint, exc)
-                    if exc.kind is ErrorKind.AUTH and not auth_retried:
-                        auth_retried = True
-                        metrics.RETRIES.labels(backend.endpoint, "auth").inc()
-                        log.warning("backend refused the credentials; re-authenticating",
-                                    extra={"job_id": job_id, "backend": backend.endpoint})
-                        continue
-                    if exc.kind is ErrorKind.LIMIT:
-                        limit_waits += 1
-                        metrics.RETRIES.labels(backend.endpoint, "limit").inc()
-                        delay = self._backoff(min(limit_waits, 30))
-                        log.info("backend over a limit; retrying",
-                                 extra={"job_id": job_id, "error": str(exc), "retry_in_s": round(delay, 3)})
-                        await asyncio.sleep(delay)
-                        continue
-                    if exc.kind is ErrorKind.TRANSIENT:
-                        failures += 1
-                        if failures >= self.settings.submit_max_attempts:
-                            metrics.SUBMISSIONS.labels(backend.endpoint, "failed").inc()
-                            await self._fail(job_id, f"gave up after {failures} attempts: {exc}")
-                            return False
-                        metrics.RETRIES.labels(backend.endpoint, "transient").inc()
-                        delay = self._backoff(failures)
-                        log.warning("transient backend error; retrying",
-                                    extra={"job_id": job_id, "error": str(exc), "attempt": failures,
-                                           "retry_in_s": round(delay, 3)})
-                        await asyncio.sleep(delay)
-                        continue
-                    metrics.SUBMISSIONS.labels(backend.endpoint, "failed").inc()
-                    await self._fail(job_id, str(exc))
-                    return False
+            await self._run_try(attempt, backend)
         except BaseException:
-            if not maybe_created and backend_job_id is None:
+            if attempt.nothing_sent:
                 # No create was sent: free the running-job slot for others right away.
                 await asyncio.shield(backend_limits.release_running_slot(
-                    self.pool, job_id, lease_state.value if lease_state else None))
+                    self.pool, attempt.job_id, attempt.lease.value if attempt.lease else None))
             raise
+        return False
+
+    async def _run_try(self, t: SubmitTry, backend: BackendConfig) -> None:
+        """Run the try's steps until the job is recorded queued, failed, or taken over by another try."""
+        while True:
+            try:
+                flow = await self._step(t, backend)
+            except StaleTry as exc:
+                log.info("unit job resubmitted or changed while this try worked on it; the try stops",
+                         extra={"job_id": t.job_id, "backend_job_id": t.backend_job_id, "error": str(exc)})
+                return
+            except BackendError as exc:
+                if not await self._after_error(t, backend, exc):
+                    return
+                flow = Flow.AGAIN
+            if flow is Flow.STOP:
+                return
+            if flow is Flow.AGAIN:
+                t.new_round()
+
+    async def _step(self, t: SubmitTry, backend: BackendConfig) -> Flow:
+        step = next_step(t)
+        if step is Step.FIND:
+            return await self._find(t, backend)
+        if step is Step.CREATE:
+            return await self._create(t, backend)
+        if step is Step.STATUS:
+            t.backend_status = await self._call(backend, backend_jobs.job_status, t.backend_job_id)
+            return Flow.NEXT
+        if step is Step.START:
+            await self._start(t, backend)
+            return Flow.NEXT
+        await self._record_queued(t, backend)
+        return Flow.STOP
+
+    async def _find(self, t: SubmitTry, backend: BackendConfig) -> Flow:
+        """Look for the backend job an earlier create request may have made (once that request can have taken
+        effect); store its id when found."""
+        t.searched = True
+        await asyncio.sleep(max(0.0, t.search_not_before - time.monotonic()))
+        if not await self._keep_lease(t.lease):
+            log.info("another try took the job over", extra={"job_id": t.job_id})
+            return Flow.STOP
+        found = await self._call(backend, backend_jobs.find_job_by_tag, t.tag)
+        if found is not None:
+            t.backend_job_id, t.backend_status = found
+            log.info("found the backend job of an earlier try by its tag",
+                     extra={"job_id": t.job_id, "backend_job_id": t.backend_job_id})
+            await self._store_backend_job_id(t)
+        return Flow.NEXT
+
+    async def _create(self, t: SubmitTry, backend: BackendConfig) -> Flow:
+        """Create the backend job; without a start rate limit it is started in the same worker-thread call. Its id
+        is stored before the start when the start is separate or failed (recording it `queued` stores it else)."""
+        sent_before = t.maybe_created
+        t.maybe_created = True  # from here on a failure leaves it unknown whether the job exists
+        t.search_not_before = time.monotonic()
+        start_now = backend.starts_per_second <= 0
+        # At most one create per worker thread waits for its thread: a renewed lease is not spent queueing.
+        async with self._create_slots:
+            if not await self._keep_lease(t.lease):
+                log.info("another try took the job over", extra={"job_id": t.job_id})
+                return Flow.STOP
+            # Sent within START_WINDOW_S of the lease's renewal (so it ends before the lease does), however long
+            # it waits for a worker thread.
+            not_after = None if t.lease is None else t.lease.send_deadline()
+            start_error: BackendError | None = None
+            try:
+                if start_now:
+                    backend_job_id, start_error = await self._call(backend, backend_jobs.create_and_start, t.spec,
+                                                                   not_after=not_after)
+                else:
+                    backend_job_id = await self._call(backend, backend_jobs.create_job, t.spec, not_after=not_after)
+            except LeaseStale:
+                t.maybe_created = sent_before  # nothing was sent: renew and try again
+                log.debug("create waited past its lease window; renewing", extra={"job_id": t.job_id})
+                return Flow.AGAIN
+            except BackendTimeoutError:
+                # The backend may still be handling the request: do not look too early.
+                t.search_not_before += self.settings.openeo_timeout_s + self.settings.submit_settle_s
+                raise
+        t.backend_job_id = backend_job_id
+        if start_now and start_error is None:
+            t.backend_status = "queued"
+            return Flow.NEXT
+        t.backend_status = None if start_now else "created"  # after a failed start: ask before starting again
+        await self._store_backend_job_id(t)
+        if start_error is not None:
+            raise start_error
+        return Flow.NEXT
+
+    async def _store_backend_job_id(self, t: SubmitTry) -> None:
+        """Record the backend job id before the start (no event yet: the `queued` event carries it), unless the
+        job was resubmitted meanwhile (a new tag)."""
+        if await self.pool.fetchval(
+                "UPDATE unit_jobs SET backend_job_id = $2, updated = now() WHERE id = $1 AND tag = $3"
+                " AND status = 'created' RETURNING id", t.job_id, t.backend_job_id, t.tag) is None:
+            raise StaleTry(f"unit job {t.job_id} changed while submitting")
+
+    async def _start(self, t: SubmitTry, backend: BackendConfig) -> None:
+        """Start the created backend job in the backend's next start slot."""
+        await asyncio.sleep(await backend_limits.start_slot_wait(self.pool, backend))
+        t.backend_status = None  # if the start fails, ask before starting again
+        await self._call(backend, backend_jobs.start_job, t.backend_job_id)
+        t.backend_status = "queued"
+
+    async def _record_queued(self, t: SubmitTry, backend: BackendConfig) -> None:
+        assert t.backend_job_id is not None
+        await self._queued.record(t.task_id, t.job_id, t.backend_job_id, t.tag)
+        metrics.submitted(backend.endpoint, t.started)
+        log.debug("unit job submitted", extra={"job_id": t.job_id, "backend_job_id": t.backend_job_id,
+                                               "backend": backend.endpoint})
+
+    async def _after_error(self, t: SubmitTry, backend: BackendConfig, exc: BackendError) -> bool:
+        """Count a failed call and wait before the next round (True), or fail the job (False)."""
+        metrics.backend_error(backend.endpoint, exc)
+        if exc.kind is ErrorKind.TRANSIENT:
+            t.failures += 1
+        reaction = react(exc, t.failures, self.settings.submit_max_attempts)
+        if reaction is Reaction.WAIT:
+            t.limit_waits += 1
+            metrics.RETRIES.labels(backend.endpoint, "limit").inc()
+            delay = self._backoff(min(t.limit_waits, 30))
+            log.info("backend over a limit; retrying",
+                     extra={"job_id": t.job_id, "error": str(exc), "retry_in_s": round(delay, 3)})
+            await asyncio.sleep(delay)
+            return True
+        if reaction is Reaction.RETRY:
+            metrics.RETRIES.labels(backend.endpoint, "transient").inc()
+            delay = self._backoff(t.failures)
+            log.warning("transient backend error; retrying",
+                        extra={"job_id": t.job_id, "error": str(exc), "attempt": t.failures,
+                               "retry_in_s": round(delay, 3)})
+            await asyncio.sleep(delay)
+            return True
+        metrics.SUBMISSIONS.labels(backend.endpoint, "failed").inc()
+        await self._fail(t.job_id, f"gave up after {t.failures} attempts: {exc}" if reaction is Reaction.GIVE_UP
+                         else str(exc))
+        return False

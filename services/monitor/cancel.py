@@ -9,14 +9,14 @@ from typing import Any
 
 import asyncpg
 
-from services.monitor import backend_api
 from upscaling.backends import BackendConfig
 
 log = logging.getLogger(__name__)
 
 STOPPABLE = ("queued", "running")
 
-Runner = Callable[..., Awaitable[Any]]
+# Stops one backend job: (backend, backend job id), run in a worker thread.
+Stopper = Callable[[BackendConfig, str], Awaitable[Any]]
 
 
 def to_stop(rows: Sequence[asyncpg.Record]) -> list[asyncpg.Record]:
@@ -24,13 +24,10 @@ def to_stop(rows: Sequence[asyncpg.Record]) -> list[asyncpg.Record]:
     return [r for r in rows if r["cancel"] and r["status"] in STOPPABLE and r["backend_job_id"]]
 
 
-async def stop_jobs(run: Runner, backend: BackendConfig, timeout_s: float, rows: Sequence[asyncpg.Record],
-                    calls: backend_api.CallCounter) -> int:
-    """`DELETE /jobs/{id}/results` for each job (in worker threads); returns how many stops succeeded. The
-    listing that follows reports them `canceled`, which is recorded like any other change."""
-    outcomes = await asyncio.gather(
-        *(run(backend_api.stop, backend, timeout_s, r["backend_job_id"], calls) for r in rows),
-        return_exceptions=True)
+async def stop_jobs(stop: Stopper, backend: BackendConfig, rows: Sequence[asyncpg.Record]) -> int:
+    """`stop` (`DELETE /jobs/{id}/results`) each job at once; returns how many stops succeeded. The listing that
+    follows reports them `canceled`, which is recorded like any other change."""
+    outcomes = await asyncio.gather(*(stop(backend, r["backend_job_id"]) for r in rows), return_exceptions=True)
     stopped = 0
     for row, outcome in zip(rows, outcomes, strict=True):
         if isinstance(outcome, BaseException):

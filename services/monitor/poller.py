@@ -17,14 +17,16 @@ from typing import Any, TypeVar
 import asyncpg
 from aio_pika.abc import AbstractExchange
 
-from services.monitor import backend_api, cancel, store
-from services.monitor.backend_api import CallCounter
+from services.monitor import cancel, store
+from services.monitor.calls import CallCounter
 from services.monitor.locks import BackendLocks
 from services.monitor.store import JobChange
 from upscaling import jobs, metrics
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
 from upscaling.logs import correlation_id
+from upscaling.openeo_backend import jobs as backend_jobs
+from upscaling.openeo_backend.errors import BackendError
 from upscaling.statuses import from_openeo
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,12 @@ class Monitor:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+
+    async def _backend(self, calls: CallCounter, kind: str, fn: Callable[..., T], backend: BackendConfig,
+                       *args: Any) -> T:
+        """`fn(backend, timeout, *args)` (one HTTP call of `kind`) in a worker thread."""
+        calls.add(kind)
+        return await self._run(fn, backend, self.timeout_s, *args)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle until `stop` is set (the current cycle always completes)."""
@@ -127,7 +135,8 @@ class Monitor:
         for backend, outcome in zip(mine, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 log.warning("backend cycle failed", extra={"backend": backend.endpoint, "error": repr(outcome)})
-                metrics.backend_error(backend.endpoint, outcome)
+                if isinstance(outcome, BackendError):
+                    metrics.backend_error(backend.endpoint, outcome)
             else:
                 results.append(outcome)
         return results
@@ -155,20 +164,24 @@ class Monitor:
         calls = result.calls
         stoppable = cancel.to_stop(rows)
         if stoppable:
-            await cancel.stop_jobs(self._run, backend, self.timeout_s, stoppable, calls)
+            await cancel.stop_jobs(functools.partial(self._backend, calls, "stops", backend_jobs.stop_job), backend,
+                                   stoppable)
         by_backend_id = {r["backend_job_id"]: r for r in rows}
-        listed = await self._run(backend_api.list_jobs, backend, self.timeout_s, self.settings.monitor_page_size,
-                                 set(by_backend_id), calls)
+        listing = await self._run(backend_jobs.list_jobs, backend, self.timeout_s, self.settings.monitor_page_size,
+                                  set(by_backend_id))
+        calls.add("listing", listing.pages)
+        listed = listing.jobs
         missing = [job_id for job_id in by_backend_id if job_id not in listed]
         described = await asyncio.gather(
-            *(self._run(backend_api.describe, backend, self.timeout_s, job_id, calls) for job_id in missing),
+            *(self._backend(calls, "job_gets", backend_jobs.describe_job, backend, job_id) for job_id in missing),
             return_exceptions=True)
         reports: dict[str, dict[str, Any] | None] = dict(listed)
         for job_id, outcome in zip(missing, described, strict=True):
             if isinstance(outcome, BaseException):
                 log.warning("cannot describe backend job", extra={"backend": backend.endpoint,
                                                                   "backend_job_id": job_id, "error": str(outcome)})
-                metrics.backend_error(backend.endpoint, outcome)
+                if isinstance(outcome, BackendError):
+                    metrics.backend_error(backend.endpoint, outcome)
             else:
                 reports[job_id] = outcome
         changes = await asyncio.gather(*(self._change_for(backend, by_backend_id[job_id], report, calls)
@@ -193,8 +206,7 @@ class Monitor:
         progress = float(raw_progress) if isinstance(raw_progress, int | float) else None
         if status == "finished":
             try:
-                results = await self._run(backend_api.results_metadata, backend, self.timeout_s, backend_job_id,
-                                          calls)
+                results = await self._backend(calls, "results", backend_jobs.results_metadata, backend, backend_job_id)
             except Exception as exc:
                 log.warning("cannot fetch results metadata; retrying next cycle",
                             extra={"backend": backend.endpoint, "backend_job_id": backend_job_id,
@@ -219,7 +231,7 @@ class Monitor:
                       calls: CallCounter, change: JobChange) -> JobChange:
         backend_job_id = row["backend_job_id"]
         try:
-            message = await self._run(backend_api.error_message, backend, self.timeout_s, backend_job_id, calls)
+            message = await self._backend(calls, "logs", backend_jobs.error_message, backend, backend_job_id)
         except Exception as exc:
             log.warning("cannot fetch job logs", extra={"backend": backend.endpoint, "backend_job_id": backend_job_id,
                                                         "error": str(exc)})

@@ -1,0 +1,131 @@
+"""Batch-job operations on a backend. Each takes the backend and the client timeout, runs through
+`connection.call` (typed errors, one re-authentication) and is blocking: call it from a worker thread.
+
+A unit job's backend job carries the job's tag in its description (`tag_marker`), so a job whose create request
+lost its answer can be found again (`find_job_by_tag`) instead of created twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from upscaling.backends import BackendConfig
+from upscaling.jobs.messages import openeo_format
+from upscaling.openeo_backend import connection, paging
+from upscaling.openeo_backend.errors import BackendError
+
+
+def tag_marker(tag: str) -> str:
+    """The marker put in a backend job's description so the job can be found again."""
+    return f"[{tag}]"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a backend job is created from: the UDP call and the job's metadata."""
+
+    process_id: str
+    namespace: str | None
+    arguments: dict[str, Any]
+    title: str
+    description: str
+    format: str = ""
+
+
+@dataclass
+class Listing:
+    """What `list_jobs` found: the listing entries of the wanted jobs by id, and the pages it read."""
+
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pages: int = 0
+
+
+def create_job(backend: BackendConfig, timeout_s: float, spec: JobSpec) -> str:
+    """Create (not start) a batch job calling the UDP; returns the backend job id."""
+
+    def create(conn: Any) -> str:
+        cube = conn.datacube_from_process(spec.process_id, namespace=spec.namespace or None, **spec.arguments)
+        job = cube.create_job(title=spec.title, description=spec.description, out_format=openeo_format(spec.format))
+        return str(job.job_id)
+
+    return connection.call(backend, timeout_s, create)
+
+
+def start_job(backend: BackendConfig, timeout_s: float, job_id: str) -> None:
+    """Start a created backend job (`POST /jobs/{id}/results`)."""
+    connection.call(backend, timeout_s, lambda conn: conn.job(job_id).start())
+
+
+def create_and_start(backend: BackendConfig, timeout_s: float, spec: JobSpec) -> tuple[str, BackendError | None]:
+    """`create_job` then `start_job` in one go: (backend job id, None) when both succeeded, (backend job id, the
+    start's error) when only the create did; a failed create raises."""
+    job_id = create_job(backend, timeout_s, spec)
+    try:
+        start_job(backend, timeout_s, job_id)
+    except BackendError as exc:
+        return job_id, exc
+    return job_id, None
+
+
+def find_job_by_tag(backend: BackendConfig, timeout_s: float, tag: str,
+                    page_size: int = 100) -> tuple[str, str] | None:
+    """(backend job id, openEO status) of the job whose description or title carries `tag_marker(tag)`, or
+    None when no page of the listing has it."""
+    marker = tag_marker(tag)
+    for page in paging.job_pages(backend, timeout_s, page_size):
+        for job in page.get("jobs") or ():
+            if marker in (job.get("description") or "") or marker in (job.get("title") or ""):
+                return str(job["id"]), str(job.get("status") or "created")
+    return None
+
+
+def list_jobs(backend: BackendConfig, timeout_s: float, page_size: int, wanted: set[str]) -> Listing:
+    """Page through the job listing until every wanted job id was seen or the pages end."""
+    listing = Listing()
+    if not wanted:
+        return listing
+    for page in paging.job_pages(backend, timeout_s, page_size):
+        listing.pages += 1
+        for job in page.get("jobs") or ():
+            job_id = job.get("id")
+            if job_id in wanted:
+                listing.jobs[job_id] = job
+        if len(listing.jobs) >= len(wanted):
+            break
+    return listing
+
+
+def describe_job(backend: BackendConfig, timeout_s: float, job_id: str) -> dict[str, Any] | None:
+    """`GET /jobs/{id}`; None when the backend does not know the job (404)."""
+    try:
+        return dict(connection.call(backend, timeout_s, lambda conn: conn.job(job_id).describe()))
+    except BackendError as exc:
+        if exc.http_status == 404:
+            return None
+        raise
+
+
+def job_status(backend: BackendConfig, timeout_s: float, job_id: str) -> str:
+    """The openEO status of a backend job."""
+    report = connection.call(backend, timeout_s, lambda conn: conn.job(job_id).describe())
+    return str(report.get("status") or "created")
+
+
+def results_metadata(backend: BackendConfig, timeout_s: float, job_id: str) -> dict[str, Any]:
+    """The STAC results metadata of a finished job (`GET /jobs/{id}/results`)."""
+    return dict(connection.call(backend, timeout_s, lambda conn: conn.job(job_id).get_results().get_metadata()))
+
+
+def error_message(backend: BackendConfig, timeout_s: float, job_id: str) -> str | None:
+    """The message of the last error-level log entry of a job (`GET /jobs/{id}/logs?level=error`), if any."""
+    entries = connection.call(backend, timeout_s, lambda conn: list(conn.job(job_id).logs(level="error")))
+    for entry in reversed(entries):
+        if str(entry.get("level", "")).lower() == "error" and entry.get("message"):
+            return str(entry["message"])
+    return None
+
+
+def stop_job(backend: BackendConfig, timeout_s: float, job_id: str) -> None:
+    """Cancel a job on the backend (`DELETE /jobs/{id}/results`)."""
+    connection.call(backend, timeout_s, lambda conn: conn.job(job_id).stop())
