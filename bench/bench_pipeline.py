@@ -177,6 +177,7 @@ async def progress(db_url: str, task_id: int, n: int, t0: float, want_finished: 
                 "SELECT count(*) FILTER (WHERE status <> 'created') AS submitted, "
                 "count(*) FILTER (WHERE status IN ('finished', 'failed', 'canceled')) AS done "
                 "FROM unit_jobs WHERE task_id = $1", task_id)
+            assert row is not None  # an aggregate query always returns a row
             now = time.monotonic() - t0
             if submitted_at is None and row["submitted"] >= n:
                 submitted_at = now

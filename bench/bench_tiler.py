@@ -26,11 +26,14 @@ extrapolated to all cells; the output says so.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -88,10 +91,10 @@ def _naive_parts(geom, size_m: float):
             if part.is_empty or part.area == 0:
                 continue
             tr = Transformer.from_crs(4326, (32600 if north else 32700) + zone, always_xy=True)
-            part = shapely.transform(
-                shapely.segmentize(part, 0.01),
-                lambda c, tr=tr: np.column_stack(tr.transform(c[:, 0], c[:, 1])),
-            )
+            def project(c: np.ndarray, tr: Transformer = tr) -> np.ndarray:
+                return np.column_stack(tr.transform(c[:, 0], c[:, 1]))
+
+            part = shapely.transform(shapely.segmentize(part, 0.01), project)
             px0, py0, px1, py1 = part.bounds
             cols = range(math.floor(px0 / size_m), math.floor(px1 / size_m) + 1)
             rows = range(math.floor(py0 / size_m), math.floor(py1 / size_m) + 1)
@@ -135,8 +138,8 @@ def time_naive(geom, size_m: float) -> tuple[float, int, str]:
     return elapsed / done * total, -1, f"EXTRAPOLATED from every {every}th cell ({done} of {total} cells)"
 
 
-def best_of(fn, runs: int) -> tuple[float, object]:
-    best, result = math.inf, None
+def best_of(fn: Callable[[], list[Any]], runs: int) -> tuple[float, list[Any]]:
+    best, result = math.inf, []
     for _ in range(runs):
         t0 = time.perf_counter()
         result = fn()
@@ -159,7 +162,7 @@ def main() -> None:
         aoi = parse_aoi(raw)
         nverts = int(shapely.get_num_coordinates(aoi.geometry))
         tile_aoi(aoi, grid)  # warm-up (transformer caches)
-        ours, tiles = best_of(lambda aoi=aoi: tile_aoi(aoi, grid), args.runs)
+        ours, tiles = best_of(functools.partial(tile_aoi, aoi, grid), args.runs)
         naive, found, note = time_naive(aoi.geometry, grid.size_m)
         rows.append((name, nverts, len(tiles), found, ours, naive, note))
         print(

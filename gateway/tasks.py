@@ -20,6 +20,7 @@ from gateway.udp import Udp, UdpCache, coerce_value, validate_arguments
 from upscaling import jobs
 from upscaling.auth import Principal
 from upscaling.backends import Backends
+from upscaling.db import AnyConnection
 from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, TooManyRequests
 from upscaling.jobs import outbox
 from upscaling.jobs.messages import DEFAULT_FORMAT, FORMATS
@@ -150,7 +151,7 @@ class TaskService:
         self.max_in_flight_per_user = max_in_flight_per_user
         self.audit: AuditLog | None = AuditLog(pool)
 
-    async def _check_in_flight(self, conn: asyncpg.Connection, caller: Principal) -> None:
+    async def _check_in_flight(self, conn: AnyConnection, caller: Principal) -> None:
         """Inside the creating transaction: serialize the caller's creations (advisory lock on the user) and
         refuse one more task when the caller already has MAX_TASKS_IN_FLIGHT_PER_USER unfinished ones."""
         limit = self.max_in_flight_per_user
@@ -256,6 +257,7 @@ class TaskService:
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
                 title, spec.label, service, spec.parameters, fmt, dim, cid, udp.id, len(values), max_attempts,
                 caller.user_id, {"created": len(values)})
+            assert task is not None  # INSERT ... RETURNING returns its row
             rows = await conn.fetch(
                 "INSERT INTO unit_jobs (task_id, seq, title, label, service, parameters, format, tag,"
                 " backend, process_id, submit_arguments, owner)"
@@ -291,6 +293,7 @@ class TaskService:
                 " process_id, submit_arguments, owner) VALUES (NULL, 1, $1, $2, $3, $4, $5,"
                 " 'uj-' || gen_random_uuid(), $6, $7, $8, $9) RETURNING *",
                 title, spec.label, service, spec.parameters, fmt, endpoint, udp.id, arguments, caller.user_id)
+            assert job is not None  # INSERT ... RETURNING returns its row
             await jobs.submit_new(conn, [job], cid)
         return job
 
@@ -449,5 +452,6 @@ class TaskService:
                                              error_code="JOB_ALREADY_TERMINAL")
                 await outbox.enqueue_events(conn, await jobs.request_job_cancel(conn, job))
                 job = await conn.fetchrow("SELECT * FROM unit_jobs WHERE id = $1", job_id)
+        assert job is not None  # locked above: it cannot have gone
         return job
 

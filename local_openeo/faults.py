@@ -79,11 +79,11 @@ def parse_fault_spec(value: str | Mapping | None) -> FaultSpec:
         for kind, fraction in kinds.items():
             if kind not in KINDS:
                 raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(KINDS)}")
-            fraction = float(fraction)
-            if not 0.0 <= fraction <= 1.0:
+            share = float(fraction)
+            if not 0.0 <= share <= 1.0:
                 raise ValueError(f"fault fraction for {endpoint}:{kind} must be within [0, 1]")
-            if fraction > 0:
-                parsed[kind] = fraction
+            if share > 0:
+                parsed[kind] = share
         if sum(parsed.values()) > 1.0 + 1e-9:
             raise ValueError(f"fault fractions for {endpoint!r} add up to more than 1")
         if parsed:

@@ -16,6 +16,7 @@ from datetime import datetime
 import asyncpg
 
 from upscaling.backends import BackendConfig
+from upscaling.db import AnyConnection
 
 # A reservation older than this no longer counts (its dispatcher died and the message was dead-lettered).
 RESERVATION_TTL_S = 600
@@ -42,7 +43,7 @@ def lock_key(endpoint: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def running_slot_free(conn: asyncpg.Connection, backend: BackendConfig, job_id: int) -> bool:
+async def running_slot_free(conn: AnyConnection, backend: BackendConfig, job_id: int) -> bool:
     """Whether `job_id` may be submitted to `backend` now (call inside a transaction, then reserve the slot by
     setting the job's `submitted_at` and `backend` before committing: the advisory lock is held until then)."""
     if backend.max_running_jobs <= 0:
@@ -54,7 +55,7 @@ async def running_slot_free(conn: asyncpg.Connection, backend: BackendConfig, jo
     return count < backend.max_running_jobs
 
 
-async def release_running_slot(conn: asyncpg.Connection | asyncpg.Pool, job_id: int,
+async def release_running_slot(conn: AnyConnection | asyncpg.Pool, job_id: int,
                                reserved_at: datetime | None = None) -> None:
     """Drop the reservation of a job whose create request was never sent (it stays `created`; the attempt
     counted by the reservation is taken back). With `reserved_at`, only if the reservation is still that one."""
@@ -64,7 +65,7 @@ async def release_running_slot(conn: asyncpg.Connection | asyncpg.Pool, job_id: 
                        job_id, reserved_at)
 
 
-async def start_slot_wait(conn: asyncpg.Connection | asyncpg.Pool, backend: BackendConfig) -> float:
+async def start_slot_wait(conn: AnyConnection | asyncpg.Pool, backend: BackendConfig) -> float:
     """Reserve the backend's next start slot; returns the seconds to wait until it (0 without a rate limit)."""
     if backend.starts_per_second <= 0:
         return 0.0

@@ -16,6 +16,8 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
+from upscaling.db import AnyConnection
+
 log = logging.getLogger(__name__)
 
 # Consecutive failures for the same reason (a new reason starts again at 1); a new tag starts from zero.
@@ -45,19 +47,19 @@ async def record_failure(pool: asyncpg.Pool, job_id: int, tag: str, error: str) 
     return await pool.fetchval(_FAILURE_SQL, job_id, tag, error[:2000])
 
 
-async def failures(conn: asyncpg.Connection | asyncpg.Pool, job_id: int, tag: str) -> tuple[int, str | None, int]:
+async def failures(conn: AnyConnection | asyncpg.Pool, job_id: int, tag: str) -> tuple[int, str | None, int]:
     """(failures for the last reason, that reason, dead letters) of a job's submission with this tag."""
     row = await conn.fetchrow("SELECT failures, last_error, dead_letters FROM job_delivery_state"
                               " WHERE job_id = $1 AND tag = $2", job_id, tag)
     return (0, None, 0) if row is None else (row["failures"], row["last_error"], row["dead_letters"])
 
 
-async def count_dead_letter(conn: asyncpg.Connection, job_id: int, tag: str) -> int:
+async def count_dead_letter(conn: AnyConnection, job_id: int, tag: str) -> int:
     """Count one more dead-lettering of a job's submission; returns how many it has had."""
     return await conn.fetchval(_DEAD_LETTER_SQL, job_id, tag)
 
 
-async def log_dead_letter(conn: asyncpg.Connection | asyncpg.Pool, job_id: int | None, decision: str, reason: str,
+async def log_dead_letter(conn: AnyConnection | asyncpg.Pool, job_id: int | None, decision: str, reason: str,
                           body: bytes) -> None:
     """Keep what was decided about a dead letter (the body up to 64 KiB)."""
     await conn.execute("INSERT INTO dead_letters (job_id, decision, reason, body) VALUES ($1, $2, $3, $4)",

@@ -60,6 +60,7 @@ async def active_jobs(pool: asyncpg.Pool, endpoints: list[str]) -> list[asyncpg.
 async def signature(pool: asyncpg.Pool) -> tuple[int, int, int]:
     """A cheap fingerprint of the work to do (active jobs, cancellations); a change wakes the monitor up."""
     row = await pool.fetchrow(_SIGNATURE_SQL, _ACTIVE, _TERMINAL_TASK)
+    assert row is not None  # an aggregate query always returns a row
     return row["active"], row["cancels"], row["task_cancels"]
 
 

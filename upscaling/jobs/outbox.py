@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-import asyncpg
-
 from upscaling.broker import JOBS_ROUTING_KEY
+from upscaling.db import AnyConnection
 from upscaling.jobs.events import PendingEvent, broker_messages
 from upscaling.jobs.messages import MESSAGE_TYPE
 from upscaling.logs import correlation_id
@@ -21,12 +20,12 @@ JOBS = "jobs"
 EVENTS = "events"
 
 
-async def notify(conn: asyncpg.Connection) -> None:
+async def notify(conn: AnyConnection) -> None:
     """Wake the relays (inside a transaction: delivered at commit)."""
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
-async def enqueue_jobs(conn: asyncpg.Connection, messages: Sequence[jobs_pb2.SubmitJobMessage]) -> None:
+async def enqueue_jobs(conn: AnyConnection, messages: Sequence[jobs_pb2.SubmitJobMessage]) -> None:
     """Queue job messages for the jobs exchange (one statement), then wake the relays."""
     if not messages:
         return
@@ -38,7 +37,7 @@ async def enqueue_jobs(conn: asyncpg.Connection, messages: Sequence[jobs_pb2.Sub
     await notify(conn)
 
 
-async def enqueue_events(conn: asyncpg.Connection, events: list[PendingEvent]) -> None:
+async def enqueue_events(conn: AnyConnection, events: list[PendingEvent]) -> None:
     """Queue status events for the events exchange (stored and numbered already; one statement), then wake the
     relays. Used where a process publishes nothing to the broker itself (the gateway)."""
     messages = broker_messages(events)

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from upscaling.db import Row
+from upscaling.db import AnyConnection, Row
 from upscaling.jobs import outbox, transitions
 from upscaling.jobs.events import PendingEvent, job_event, now_proto, task_event
 from upscaling.jobs.messages import submit_message
@@ -36,19 +36,19 @@ class _Unknown:
 UNKNOWN: Any = _Unknown()  # `task_id` not given: looked up
 
 
-def _require_transaction(conn: asyncpg.Connection, what: str) -> None:
+def _require_transaction(conn: AnyConnection, what: str) -> None:
     if not conn.is_in_transaction():
         raise RuntimeError(f"{what} must run inside a transaction")
 
 
-async def job_counts(conn: asyncpg.Connection, task_id: int) -> dict[str, int]:
+async def job_counts(conn: AnyConnection, task_id: int) -> dict[str, int]:
     """A task's jobs per status, counted."""
     rows = await conn.fetch("SELECT status, count(*) AS n FROM unit_jobs WHERE task_id = $1 GROUP BY status",
                             task_id)
     return {r["status"]: r["n"] for r in rows}
 
 
-async def refresh_task(conn: asyncpg.Connection, task_id: int, *, sequence: int | None = None,
+async def refresh_task(conn: AnyConnection, task_id: int, *, sequence: int | None = None,
                        task: asyncpg.Record | None = None, counts: dict[str, int] | None = None) -> list[PendingEvent]:
     """Re-derive a task's status (task row locked by the caller, or here) from `counts` (jobs per status;
     counted when not given) and store both; emits a task event when the status changed."""
@@ -73,7 +73,7 @@ async def refresh_task(conn: asyncpg.Connection, task_id: int, *, sequence: int 
     return events
 
 
-async def _write_rows(conn: asyncpg.Connection, plan: transitions.Plan) -> None:
+async def _write_rows(conn: AnyConnection, plan: transitions.Plan) -> None:
     rows = [plan.rows[job_id] for job_id in sorted(plan.rows)]
     await conn.execute(
         "UPDATE unit_jobs u SET status = v.status, backend_job_id = v.backend_job_id, progress = v.progress,"
@@ -89,7 +89,7 @@ async def _write_rows(conn: asyncpg.Connection, plan: transitions.Plan) -> None:
         [r["id"] in plan.finish for r in rows])
 
 
-async def _record_task(conn: asyncpg.Connection, task: asyncpg.Record | None, jobs: Mapping[int, Any],
+async def _record_task(conn: AnyConnection, task: asyncpg.Record | None, jobs: Mapping[int, Any],
                        changes: list[tuple[int, transitions.Change]]) -> tuple[list[PendingEvent], set[int]]:
     """Apply the changes of one task's jobs (task None: standalone jobs, no events)."""
     if task is None:
@@ -129,7 +129,7 @@ async def _record_task(conn: asyncpg.Connection, task: asyncpg.Record | None, jo
     return events, plan.stale
 
 
-async def record(conn: asyncpg.Connection, changes: Sequence[tuple[int, transitions.Change]], *,
+async def record(conn: AnyConnection, changes: Sequence[tuple[int, transitions.Change]], *,
                  task_id: int | None = UNKNOWN) -> tuple[list[PendingEvent], set[int]]:
     """Apply `changes` ((job id, change), in order; a job may appear several times) inside the caller's
     transaction: (events to publish after commit, ids of jobs left alone because their tag is not the one a
@@ -166,20 +166,20 @@ async def record(conn: asyncpg.Connection, changes: Sequence[tuple[int, transiti
     return events, stale
 
 
-async def update_jobs(conn: asyncpg.Connection, changes: Sequence[tuple[int, transitions.Change]], *,
+async def update_jobs(conn: AnyConnection, changes: Sequence[tuple[int, transitions.Change]], *,
                       task_id: int | None = UNKNOWN) -> list[PendingEvent]:
     """`record` without tags: the events to publish after commit."""
     return (await record(conn, changes, task_id=task_id))[0]
 
 
-async def update_job(conn: asyncpg.Connection, job_id: int, **change: Any) -> list[PendingEvent]:
+async def update_job(conn: AnyConnection, job_id: int, **change: Any) -> list[PendingEvent]:
     """One job's change (`status`, `backend_job_id`, `progress`, `message`, `usage`, `costs`, `results`,
     `allow_from_terminal`): a batch of one. A terminal job keeps its status unless `allow_from_terminal`; a call
     that changes nothing records nothing."""
     return await update_jobs(conn, [(job_id, change)])
 
 
-async def record_submitted(conn: asyncpg.Connection, task_id: int | None,
+async def record_submitted(conn: AnyConnection, task_id: int | None,
                            submitted: Sequence[tuple[int, str, str | None, str]]
                            ) -> tuple[list[PendingEvent], set[int]]:
     """Jobs submitted to their backend ((job id, backend job id, correlation id, tag), all of one task) become
@@ -190,7 +190,7 @@ async def record_submitted(conn: asyncpg.Connection, task_id: int | None,
                                for job_id, backend_job_id, cid, tag in submitted], task_id=task_id)
 
 
-async def resubmit(conn: asyncpg.Connection, jobs: Sequence[tuple[int, str | None, str | None]], *,
+async def resubmit(conn: AnyConnection, jobs: Sequence[tuple[int, str | None, str | None]], *,
                    task_id: int | None = UNKNOWN, clear_cancel: bool = False) -> list[PendingEvent]:
     """Submit jobs again ((job id, message to show, correlation id of the new job message)): each goes back to
     `created` (from any status) without backend job or results, gets a new tag, and its job message goes to the
@@ -210,12 +210,12 @@ async def resubmit(conn: asyncpg.Connection, jobs: Sequence[tuple[int, str | Non
     return events
 
 
-async def submit_new(conn: asyncpg.Connection, jobs: Sequence[Row], cid: str | None) -> None:
+async def submit_new(conn: AnyConnection, jobs: Sequence[Row], cid: str | None) -> None:
     """Queue the job messages of newly stored jobs (rows or dicts with the columns of a job message)."""
     await outbox.enqueue_jobs(conn, [submit_message(job, cid) for job in jobs])
 
 
-async def republish(conn: asyncpg.Connection, job_ids: Sequence[int]) -> list[int]:
+async def republish(conn: AnyConnection, job_ids: Sequence[int]) -> list[int]:
     """Queue the job message of stranded `created` jobs again (same tag, the task's correlation id); returns the
     ids of the jobs still `created`."""
     rows = await conn.fetch(
@@ -226,7 +226,7 @@ async def republish(conn: asyncpg.Connection, job_ids: Sequence[int]) -> list[in
     return [r["id"] for r in rows]
 
 
-async def request_task_cancel(conn: asyncpg.Connection, task_id: int) -> list[PendingEvent]:
+async def request_task_cancel(conn: AnyConnection, task_id: int) -> list[PendingEvent]:
     """Ask to cancel a task (its row locked by the caller): every active job is marked, the ones never submitted
     become `canceled` now (the monitor stops the others)."""
     _require_transaction(conn, "cancelling a task")
@@ -243,7 +243,7 @@ async def request_task_cancel(conn: asyncpg.Connection, task_id: int) -> list[Pe
     return events
 
 
-async def request_job_cancel(conn: asyncpg.Connection, job: Mapping[str, Any]) -> list[PendingEvent]:
+async def request_job_cancel(conn: AnyConnection, job: Row) -> list[PendingEvent]:
     """Ask to cancel one unit job (its task row, then its row locked by the caller): a job never submitted becomes
     `canceled` now, the monitor stops the others."""
     _require_transaction(conn, "cancelling a job")
@@ -253,7 +253,7 @@ async def request_job_cancel(conn: asyncpg.Connection, job: Mapping[str, Any]) -
     return []
 
 
-async def retry_failed(conn: asyncpg.Connection, task_id: int, cid: str | None) -> tuple[int, list[PendingEvent]]:
+async def retry_failed(conn: AnyConnection, task_id: int, cid: str | None) -> tuple[int, list[PendingEvent]]:
     """Submit every failed job of a task again (task row locked by the caller): (how many, events)."""
     _require_transaction(conn, "retrying jobs")
     ids = [r["id"] for r in await conn.fetch(
