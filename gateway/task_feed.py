@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from gateway import task_views as views
+from upscaling import event_wire
 from upscaling.statuses import (
     TERMINAL_TASK_STATUSES,
     job_status_from_proto,
@@ -42,6 +43,8 @@ LOG_BYTES = 4 * 1024 * 1024  # ... and at most about this many bytes of them
 # Without any event for this long while watched, the feed checks the database (a lost publish cannot stall it).
 CATCH_UP_S = 30.0
 FILL_BATCH = 5000  # events read from the database per query when filling a gap
+# A WatchTaskBatches message holds at most about this many bytes of events (gRPC clients accept 4 MB by default).
+BATCH_BYTES = 1024 * 1024
 Loader = Callable[[int], Awaitable[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]]
 
 
@@ -66,6 +69,26 @@ class Entry:
 
 def entry_of(body: bytes, event: upscaling_pb2.WatchTaskResponse) -> Entry:
     return Entry(event.sequence, body, is_terminal_event(event))
+
+
+def frame(body: bytes) -> bytes:
+    """A `WatchTaskBatchesResponse` of one serialized event."""
+    return event_wire.element_head(len(body)) + body
+
+
+def join_entries(entries: Sequence[Entry], limit: int = BATCH_BYTES) -> tuple[bytes, Entry]:
+    """A `WatchTaskBatchesResponse` of the first of `entries` (at least one, then as many as fit in about `limit`
+    bytes), and the last entry it holds."""
+    parts: list[bytes] = []
+    size = 0
+    end = entries[0]
+    for entry in entries:
+        if parts and size + len(entry.body) > limit:
+            break
+        parts += (event_wire.element_head(len(entry.body)), entry.body)
+        size += len(entry.body) + 6
+        end = entry
+    return b"".join(parts), end
 
 
 def _time(stamp: Any) -> datetime:
@@ -348,6 +371,18 @@ class TaskFeed:
             return upscaling_pb2.WatchTaskResponse(snapshot=views.task_proto(s.task, counts=self.counts()),
                                                    sequence=s.sequence).SerializeToString()
         return self._cached("task_snapshot", build)
+
+    def framed(self, view: Callable[[], bytes], key: str) -> bytes:
+        """A view (`snapshot_bytes`, `task_snapshot_bytes`, `summary_bytes`) as a `WatchTaskBatchesResponse`."""
+        return self._cached(("framed", key), lambda: frame(view()))
+
+    def batch_after(self, sequence: int, entries: Sequence[Entry], kept: bool = True) -> tuple[bytes, Entry]:
+        """The next `WatchTaskBatchesResponse` of a watcher at `sequence` (`entries`: those after it, at least
+        one) and the last entry it holds. Built once per version and position when the entries are the kept ones
+        (`kept`), so the watchers at the same position, usually all of them, share the same bytes."""
+        if not kept:
+            return join_entries(entries)
+        return self._cached(("batch", sequence), lambda: join_entries(entries))
 
     def summary_key(self) -> tuple[Any, ...]:
         """What a task-level watcher sees: the status and the counts."""
