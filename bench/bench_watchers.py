@@ -250,7 +250,8 @@ class Stack:
         memory is that of a gateway that has served watchers before, not of one that never did)."""
         if self.gateway is not None:
             self.gateway.stop()
-        self.gateway = ServiceProcess("gateway", "gateway", {**self.env, "GATEWAY_WORKERS": str(workers)},
+        extra = dict(item.split("=", 1) for item in self.args.gateway_env)
+        self.gateway = ServiceProcess("gateway", "gateway", {**self.env, "GATEWAY_WORKERS": str(workers), **extra},
                                       self.logs / f"gateway-{workers}.log")
         self.gateway.start()
         self.workers = workers
@@ -492,6 +493,8 @@ def main() -> int:
                         help="WebSocket intervals with --workers workers and gRPC watchers on plain WatchTask")
     parser.add_argument("--baseline-intervals", default="15", help="WebSocket intervals with one worker")
     parser.add_argument("--client-processes", type=int, default=2, help="client processes per kind")
+    parser.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable of the gateway only (e.g. an allocator setting to compare)")
     # client mode (internal)
     parser.add_argument("--client", choices=("grpc", "ws"))
     parser.add_argument("--count", type=int)

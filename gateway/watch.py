@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from gateway.events_hub import EventsHub
-from gateway.task_feed import TaskFeed, is_terminal_event
+from gateway.task_feed import Entry, TaskFeed, is_terminal_event
 from gateway.tasks import TaskService
 from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument
@@ -27,6 +27,7 @@ __all__ = ["is_terminal_event", "watch_task"]
 
 
 Send = Callable[[bytes], Awaitable[None]]
+STORED_READ = 250  # events a batched stream behind the kept ones reads from the database at a time
 
 
 async def watch_task(tasks: TaskService, hub: EventsHub, task_id: int, caller: Principal, send: Send,
@@ -76,12 +77,17 @@ async def _full_batches(feed: TaskFeed, send: Send, after_sequence: int) -> None
             return
     else:
         last = after_sequence
+    stored: list[Entry] = []  # read from the database (behind the kept events), not yet sent
     while not feed.closed:
-        kept = feed.entries_after(last)
-        entries = kept if kept is not None else await feed.stored_after(last)
+        kept = None if stored else feed.entries_after(last)
+        if kept is None and not stored:
+            stored = await feed.stored_after(last, STORED_READ)
+        entries = kept if kept is not None else stored
         if entries:
             body, end = feed.batch_after(last, entries, kept is not None)
             await send(body)
+            if kept is None:
+                del stored[:end.sequence - stored[0].sequence + 1]  # (stored sequences are consecutive)
             last = end.sequence
             if end.terminal and last >= feed.last:
                 return
