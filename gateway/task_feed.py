@@ -158,6 +158,7 @@ class TaskFeed:
         self._log_bytes = 0
         self._pending: dict[int, tuple[bytes, upscaling_pb2.WatchTaskResponse]] = {}
         self._tick = asyncio.Event()
+        self._ended = asyncio.Event()  # set while the task is terminal (or the feed closed)
         self._lock = asyncio.Lock()
         self._filling: asyncio.Task[None] | None = None
         self.catch_up_s = catch_up_s
@@ -186,6 +187,8 @@ class TaskFeed:
             if self.state is None:
                 task, jobs = await self._load_rows(self.task_id)
                 self.state = TaskState(task, jobs)
+                if self.state.terminal:
+                    self._ended.set()
                 self._event_at = time.monotonic()
                 self._drain_pending()
                 self._notify()
@@ -210,6 +213,7 @@ class TaskFeed:
         self._pending.clear()
         self._cache.clear()
         self._notify()
+        self._ended.set()
 
     # ---- events in --------------------------------------------------------------------------------------------
 
@@ -245,6 +249,10 @@ class TaskFeed:
     def _apply(self, body: bytes, event: upscaling_pb2.WatchTaskResponse) -> None:
         assert self.state is not None
         self.state.apply(event)
+        if self.state.terminal:
+            self._ended.set()
+        elif self._ended.is_set():  # retried: running again
+            self._ended = asyncio.Event()
         self._event_at = time.monotonic()
         self._log.append(entry_of(body, event))
         self._log_bytes += len(body)
@@ -316,6 +324,16 @@ class TaskFeed:
                 await asyncio.wait_for(tick.wait(), wait_s)
             except TimeoutError:
                 return
+
+    async def wait_terminal(self, wait_s: float) -> None:
+        """Until the task is terminal or the feed closes, at most `wait_s` seconds (one wake-up, not one per
+        event: what a throttled WebSocket waits for)."""
+        if self._ended.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._ended.wait(), wait_s)
+        except TimeoutError:
+            pass
 
     def entries_after(self, sequence: int) -> list[Entry] | None:
         """The kept events after `sequence`, in order; None when some of them are no longer kept."""
