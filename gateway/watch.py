@@ -10,7 +10,8 @@ watcher that falls behind gets the latest one. Both end after the task's termina
 Batched (`WatchTaskBatches`): the same messages, as `WatchTaskBatchesResponse`s of several events: everything a
 stream has not yet received, in one message (at most `BATCH_BYTES`), built once per position and version of the
 feed and shared by the streams at that position — events applied together go to every stream as one message,
-and a stream that fell behind catches up with one.
+and a stream that fell behind catches up with one (behind the kept events: from `STORED_READ` events read from
+the database at a time).
 """
 
 from __future__ import annotations
