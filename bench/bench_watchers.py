@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))
 from bench.bench_pipeline import _exec, admin, cpu_seconds, create_task, start_local_openeo  # noqa: E402
 from tests import infra  # noqa: E402
 from tests.infra import ServiceProcess, free_port  # noqa: E402
+from tests.support import drop_private_resources  # noqa: E402
 
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 1 << 26)]
 TERMINAL = ("finished", "failed", "canceled")
@@ -311,7 +312,9 @@ class Stack:
         self.monitor.stop()
         self.backend.terminate()
         self.backend.wait(timeout=10)
-        asyncio.run(_exec(self.admin_url, f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+        # the run's broker names (`BROKER_PREFIX`: exchanges, the jobs and dead-letter queues) and its database
+        asyncio.run(drop_private_resources(self.admin_url, self.db_name, self.env["RABBITMQ_URL"],
+                                           self.env["BROKER_PREFIX"]))
 
     def run(self, workers: int, interval: float, form: str) -> Run:
         args = self.args
