@@ -12,6 +12,7 @@ from gateway import workers
 
 
 def cli() -> None:
+    workers.use_system_allocator()  # (re-executes this command once, before anything else is imported)
     count = workers.worker_count()
     metrics_dir = None
     if count > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -24,8 +24,8 @@ FULL_NAME = upscaling_pb2.DESCRIPTOR.services_by_name["UpscalingService"].full_n
 
 
 def add_to_server(servicer: UpscalingServicer, server: grpc.aio.Server) -> None:
-    """Register the servicer as the generated code does, except that WatchTask's messages are sent as the bytes
-    the servicer yields (serialized once per process, not once per watcher)."""
+    """Register the servicer as the generated code does, except that WatchTask's and WatchTaskBatches' messages
+    are sent as the bytes the servicer writes (serialized once per process, not once per watcher)."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     class _Collect:
@@ -36,7 +36,8 @@ def add_to_server(servicer: UpscalingServicer, server: grpc.aio.Server) -> None:
             handlers.update(found)
 
     upscaling_pb2_grpc.add_UpscalingServiceServicer_to_server(servicer, _Collect())
-    handlers["WatchTask"] = handlers["WatchTask"]._replace(response_serializer=None)  # type: ignore[attr-defined]
+    for name in ("WatchTask", "WatchTaskBatches"):
+        handlers[name] = handlers[name]._replace(response_serializer=None)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(FULL_NAME, handlers),))
     server.add_registered_method_handlers(FULL_NAME, handlers)
 
@@ -110,7 +111,7 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
         retried = await self.tasks.retry_failed(request.task_id, caller_or_fail())
         return upscaling_pb2.RetryFailedJobsResponse(task=await self._task(request.task_id), retried=retried)
 
-    async def WatchTask(self, request: upscaling_pb2.WatchTaskRequest,  # type: ignore[override]
+    async def WatchTask(self, request: upscaling_pb2.WatchTaskRequest,
                         context: grpc.aio.ServicerContext) -> None:
         """Writes serialized `WatchTaskResponse`s (registered with a pass-through serializer by `add_to_server`); a
         coroutine handler rather than a generator, so no wrapper touches each message."""
@@ -119,6 +120,15 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
             await context.send_initial_metadata(((workers.WORKER_HEADER, str(workers.current())),))
             await watch_task(self.tasks, self.hub, request.task_id, who, context.write, request.after_sequence,
                              task_level=request.task_level_only)
+
+    async def WatchTaskBatches(self, request: upscaling_pb2.WatchTaskBatchesRequest,
+                               context: grpc.aio.ServicerContext) -> None:
+        """WatchTask's events, several per message: serialized `WatchTaskBatchesResponse`s (see `watch_task`)."""
+        who = caller_or_fail()
+        with self.watches.hold(who.user_id):
+            await context.send_initial_metadata(((workers.WORKER_HEADER, str(workers.current())),))
+            await watch_task(self.tasks, self.hub, request.task_id, who, context.write, request.after_sequence,
+                             task_level=request.task_level_only, batched=True)
 
     async def GetJobResults(self, request: upscaling_pb2.GetJobResultsRequest, context: grpc.aio.ServicerContext
                             ) -> upscaling_pb2.GetJobResultsResponse:

@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from gateway import task_views as views
+from upscaling import event_wire
 from upscaling.statuses import (
     TERMINAL_TASK_STATUSES,
     job_status_from_proto,
@@ -42,6 +43,8 @@ LOG_BYTES = 4 * 1024 * 1024  # ... and at most about this many bytes of them
 # Without any event for this long while watched, the feed checks the database (a lost publish cannot stall it).
 CATCH_UP_S = 30.0
 FILL_BATCH = 5000  # events read from the database per query when filling a gap
+# A WatchTaskBatches message holds at most about this many bytes of events (gRPC clients accept 4 MB by default).
+BATCH_BYTES = 1024 * 1024
 Loader = Callable[[int], Awaitable[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]]
 
 
@@ -66,6 +69,26 @@ class Entry:
 
 def entry_of(body: bytes, event: upscaling_pb2.WatchTaskResponse) -> Entry:
     return Entry(event.sequence, body, is_terminal_event(event))
+
+
+def frame(body: bytes) -> bytes:
+    """A `WatchTaskBatchesResponse` of one serialized event."""
+    return event_wire.element_head(len(body)) + body
+
+
+def join_entries(entries: Sequence[Entry], limit: int = BATCH_BYTES) -> tuple[bytes, Entry]:
+    """A `WatchTaskBatchesResponse` of the first of `entries` (at least one, then as many as fit in about `limit`
+    bytes), and the last entry it holds."""
+    parts: list[bytes] = []
+    size = 0
+    end = entries[0]
+    for entry in entries:
+        if parts and size + len(entry.body) > limit:
+            break
+        parts += (event_wire.element_head(len(entry.body)), entry.body)
+        size += len(entry.body) + 6
+        end = entry
+    return b"".join(parts), end
 
 
 def _time(stamp: Any) -> datetime:
@@ -110,12 +133,12 @@ class TaskState:
                 self.changed_at[ev.job_id] = event.sequence
             self.task["updated"] = _time(ev.time)
         elif kind == "task_event":
-            ev = event.task_event
+            task_ev = event.task_event
             try:
-                self.task["status"] = task_status_from_proto(ev.status)
+                self.task["status"] = task_status_from_proto(task_ev.status)
             except ValueError:
                 pass
-            self.task["updated"] = _time(ev.time)
+            self.task["updated"] = _time(task_ev.time)
         self.sequence = event.sequence
         self.task["last_sequence"] = event.sequence
 
@@ -135,6 +158,7 @@ class TaskFeed:
         self._log_bytes = 0
         self._pending: dict[int, tuple[bytes, upscaling_pb2.WatchTaskResponse]] = {}
         self._tick = asyncio.Event()
+        self._ended = asyncio.Event()  # set while the task is terminal (or the feed closed)
         self._lock = asyncio.Lock()
         self._filling: asyncio.Task[None] | None = None
         self.catch_up_s = catch_up_s
@@ -163,6 +187,8 @@ class TaskFeed:
             if self.state is None:
                 task, jobs = await self._load_rows(self.task_id)
                 self.state = TaskState(task, jobs)
+                if self.state.terminal:
+                    self._ended.set()
                 self._event_at = time.monotonic()
                 self._drain_pending()
                 self._notify()
@@ -187,6 +213,7 @@ class TaskFeed:
         self._pending.clear()
         self._cache.clear()
         self._notify()
+        self._ended.set()
 
     # ---- events in --------------------------------------------------------------------------------------------
 
@@ -222,6 +249,10 @@ class TaskFeed:
     def _apply(self, body: bytes, event: upscaling_pb2.WatchTaskResponse) -> None:
         assert self.state is not None
         self.state.apply(event)
+        if self.state.terminal:
+            self._ended.set()
+        elif self._ended.is_set():  # retried: running again
+            self._ended = asyncio.Event()
         self._event_at = time.monotonic()
         self._log.append(entry_of(body, event))
         self._log_bytes += len(body)
@@ -294,6 +325,16 @@ class TaskFeed:
             except TimeoutError:
                 return
 
+    async def wait_terminal(self, wait_s: float) -> None:
+        """Until the task is terminal or the feed closes, at most `wait_s` seconds (one wake-up, not one per
+        event: what a throttled WebSocket waits for)."""
+        if self._ended.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._ended.wait(), wait_s)
+        except TimeoutError:
+            pass
+
     def entries_after(self, sequence: int) -> list[Entry] | None:
         """The kept events after `sequence`, in order; None when some of them are no longer kept."""
         if sequence >= self.last:
@@ -348,6 +389,18 @@ class TaskFeed:
             return upscaling_pb2.WatchTaskResponse(snapshot=views.task_proto(s.task, counts=self.counts()),
                                                    sequence=s.sequence).SerializeToString()
         return self._cached("task_snapshot", build)
+
+    def framed(self, view: Callable[[], bytes], key: str) -> bytes:
+        """A view (`snapshot_bytes`, `task_snapshot_bytes`, `summary_bytes`) as a `WatchTaskBatchesResponse`."""
+        return self._cached(("framed", key), lambda: frame(view()))
+
+    def batch_after(self, sequence: int, entries: Sequence[Entry], kept: bool = True) -> tuple[bytes, Entry]:
+        """The next `WatchTaskBatchesResponse` of a watcher at `sequence` (`entries`: those after it, at least
+        one) and the last entry it holds. Built once per version and position when the entries are the kept ones
+        (`kept`), so the watchers at the same position, usually all of them, share the same bytes."""
+        if not kept:
+            return join_entries(entries)
+        return self._cached(("batch", sequence), lambda: join_entries(entries))
 
     def summary_key(self) -> tuple[Any, ...]:
         """What a task-level watcher sees: the status and the counts."""

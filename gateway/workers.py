@@ -76,6 +76,25 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+ALLOCATOR_ENV = "GATEWAY_PYMALLOC"
+
+
+def use_system_allocator() -> None:
+    """Run the gateway on the C library's allocator rather than Python's own small-object allocator, unless
+    GATEWAY_PYMALLOC=true or PYTHONMALLOC is set: re-executes the same command with PYTHONMALLOC=malloc (which
+    takes effect only at interpreter start). Why: 1,000s of watchers leave Python's 1 MiB arenas fragmented after
+    they close, and Python returns an arena only when all of it is free (measured: PSS after close +33 % over
+    idle); glibc's malloc_trim (`release_memory`) returns every free page (+10 %)."""
+    if os.environ.get("PYTHONMALLOC") or os.environ.get(ALLOCATOR_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return
+    if not sys.platform.startswith("linux") or not getattr(sys, "orig_argv", None):
+        return
+    os.environ["PYTHONMALLOC"] = "malloc"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)
+
+
 def release_memory() -> None:
     """Give the memory freed by closed watchers back to the system: a full collection, then glibc's malloc_trim
     (freed heap pages otherwise stay in the process; no-op where there is no glibc)."""

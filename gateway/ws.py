@@ -144,7 +144,7 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
                         wait = last_sent + period - time.monotonic()
                         if wait <= 0:
                             break
-                        await feed.wait(feed.last, wait)
+                        await feed.wait_terminal(wait)  # (not woken by every event meanwhile)
                     if feed.last <= sent:
                         continue
                     since, sent, terminal = sent, feed.last, feed.terminal

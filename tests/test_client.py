@@ -1,13 +1,19 @@
 """The Python client package (`client/`, `upscaling_client`) against a real stack: every method, resuming a
-watch across a gateway restart, errors carrying the server's message, STAC results, downloads and mosaics."""
+watch across a gateway restart, watching through a service without WatchTaskBatches, errors carrying the server's
+message, STAC results, downloads and mosaics."""
 
 from __future__ import annotations
 
 import io
 import json
 import threading
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pystac
 import pytest
 import rasterio
@@ -115,6 +121,67 @@ def test_watch_resumes_after_the_gateway_restarts(client: Client, client_stack: 
     assert sequences == list(range(events[0].sequence + 1, events[0].sequence + 1 + len(sequences))), sequences
     assert events[-1].kind == "task" and events[-1].status == "finished"
     assert task.refresh().status == "finished"
+
+
+SERVICE = "upscaling.v1.UpscalingService"
+
+
+@contextmanager
+def older_gateway(target: str) -> Iterator[str]:
+    """A gRPC server in front of the gateway that forwards every UpscalingService method except
+    WatchTaskBatches, which it answers UNIMPLEMENTED, as a gateway from before WatchTaskBatches does."""
+    channel = grpc.insecure_channel(target)
+
+    class Forward(grpc.GenericRpcHandler):
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+            method: str = details.method  # type: ignore[attr-defined]
+            if not method.startswith(f"/{SERVICE}/") or method.endswith("/WatchTaskBatches"):
+                return None
+            if method.endswith("/WatchTask"):
+                stream = channel.unary_stream(method)
+
+                def watch(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+                    call = stream(request, metadata=_auth(context))
+                    context.add_callback(call.cancel)
+                    yield from call
+                return grpc.unary_stream_rpc_method_handler(watch)
+            unary = channel.unary_unary(method)
+            return grpc.unary_unary_rpc_method_handler(
+                lambda request, context: unary(request, metadata=_auth(context)))
+
+    server = grpc.server(futures.ThreadPoolExecutor(8), handlers=[Forward()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+        channel.close()
+
+
+def _auth(context: grpc.ServicerContext) -> list[tuple[str, Any]]:
+    return [(k, v) for k, v in context.invocation_metadata() if k == "authorization"]
+
+
+def test_watch_uses_batches_and_falls_back_to_watch_task_on_an_older_service(
+        client: Client, client_stack: ClientStack) -> None:
+    task = client.submit(client_stack.udp, backend=client_stack.backend.endpoint, aoi=AOI, grid="5x5km")
+    assert client.watch_batches is None
+    direct = list(task.watch())
+    assert client.watch_batches is True  # WatchTaskBatches, the default
+    with older_gateway(client_stack.grpc) as address, Client(address) as old:
+        older = list(old.task(task.id).watch(after_sequence=0))
+        assert old.watch_batches is False  # UNIMPLEMENTED: WatchTask, remembered for the next watch
+        resumed = list(old.task(task.id).watch(after_sequence=2))
+    with Client(client_stack.grpc, watch_batches=False) as plain:
+        assert [e.sequence for e in plain.task(task.id).watch(after_sequence=2)] == [e.sequence for e in resumed]
+        assert plain.watch_batches is False
+    for events in (direct, older):
+        assert events[0].kind == "snapshot" and events[-1].status == "finished"
+    sequences = [e.sequence for e in direct[1:]]
+    assert sequences == list(range(direct[0].sequence + 1, direct[0].sequence + 1 + len(sequences)))
+    assert older[0].sequence == sequences[-1] and len(older) == 1  # the finished task: its final snapshot
+    assert [e.sequence for e in resumed] == list(range(3, sequences[-1] + 1))
 
 
 def test_cancel_and_retry_failed(client: Client, client_stack: ClientStack) -> None:

@@ -1,5 +1,5 @@
-"""Unit tests of the pure parts of streaming: batch splitting, a task feed's ordering, gap filling, kept events
-and views built once per version (the database is a list of stored events)."""
+"""Unit tests of the pure parts of streaming: batch splitting, a task feed's ordering, gap filling, kept events,
+views and WatchTaskBatches messages built once per version (the database is a list of stored events)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.task_feed import TaskFeed
+from gateway.task_feed import TaskFeed, join_entries
 from upscaling import event_wire
 from upscaling.statuses import job_status_to_proto, task_status_to_proto
 from upscaling.v1 import jobs_pb2, upscaling_pb2
@@ -122,6 +122,34 @@ async def test_a_watcher_behind_the_kept_events_is_told_to_read_the_database() -
     assert feed.entries_after(0) is None  # trimmed: the watcher resyncs from the database
     assert [e.sequence for e in feed.entries_after(36) or []] == [37, 38, 39]
     assert feed.entries_after(39) == []
+
+
+async def test_batches_join_the_events_a_watcher_lacks_once_per_position_and_version() -> None:
+    feed = await loaded_feed(StoredEvents())
+    events = [job_event(seq, 1 + seq % 2, "running", float(seq)) for seq in range(1, 8)]
+    for event in events[:5]:
+        feed.push(event.SerializeToString(), event)
+    feed.flush()
+    entries = feed.entries_after(2)
+    assert entries is not None
+    body, end = feed.batch_after(2, entries)
+    assert end.sequence == 5 and feed.batch_after(2, entries)[0] is body  # shared by the watchers at 2
+    assert list(upscaling_pb2.WatchTaskBatchesResponse.FromString(body).events) == events[2:5]
+    # the broker's batch encoding and WatchTaskBatchesResponse are the same bytes
+    assert body == event_wire.batch_body([e.SerializeToString() for e in events[2:5]])
+    for event in events[5:]:
+        feed.push(event.SerializeToString(), event)
+    feed.flush()
+    moved = feed.entries_after(2)
+    assert moved is not None and feed.batch_after(2, moved)[1].sequence == 7  # a new version: built again
+    snapshot = upscaling_pb2.WatchTaskBatchesResponse.FromString(feed.framed(feed.snapshot_bytes, "snapshot"))
+    assert [e.WhichOneof("update") for e in snapshot.events] == ["snapshot"] and snapshot.events[0].sequence == 7
+    # a message holds at most about `limit` bytes, and always at least one event
+    big = list(moved)
+    size = len(big[0].body)
+    first, last = join_entries(big, limit=2 * (size + 6))  # (6: a generous allowance for each head)
+    assert last.sequence == 4 and len(upscaling_pb2.WatchTaskBatchesResponse.FromString(first).events) == 2
+    assert join_entries(big, limit=1)[1].sequence == 3
 
 
 def test_workers_default_to_the_cpus_available_within_a_container_quota(tmp_path: Any, monkeypatch: Any) -> None:

@@ -1,7 +1,8 @@
 """Streaming at scale, through the real interfaces of a gateway running several worker processes: many gRPC and
 WebSocket watchers of several tasks see every sequence exactly once and in order, whichever worker serves them;
 a stalled watcher delays nobody, does not grow the gateway's memory and is not cancelled; the `?delta=true`
-WebSocket and the task-level WatchTask."""
+WebSocket and the task-level WatchTask. Every gRPC case also runs on WatchTaskBatches (several events per
+message), which must give the very events WatchTask gives."""
 
 from __future__ import annotations
 
@@ -61,14 +62,22 @@ async def last_sequence(conn: Any, task_id: int) -> int:
 
 
 class GrpcWatcher:
-    """A WatchTask stream on a connection of its own, read into `items` by a task."""
+    """A WatchTask stream (`batched`: WatchTaskBatches) on a connection of its own, read into `items` (every event,
+    one by one; `sizes`: the events of each stream message) by a task."""
 
-    def __init__(self, address: str, task_id: int, after: int = 0, task_level: bool = False) -> None:
+    def __init__(self, address: str, task_id: int, after: int = 0, task_level: bool = False,
+                 batched: bool = False) -> None:
         self.channel = grpc.aio.insecure_channel(address, options=OWN_CONNECTION)
         stub = upscaling_pb2_grpc.UpscalingServiceStub(self.channel)
-        self.call = stub.WatchTask(upscaling_pb2.WatchTaskRequest(task_id=task_id, after_sequence=after,
-                                                                  task_level_only=task_level), timeout=300)
+        self.batched = batched
+        if batched:
+            self.call = stub.WatchTaskBatches(upscaling_pb2.WatchTaskBatchesRequest(
+                task_id=task_id, after_sequence=after, task_level_only=task_level), timeout=300)
+        else:
+            self.call = stub.WatchTask(upscaling_pb2.WatchTaskRequest(task_id=task_id, after_sequence=after,
+                                                                      task_level_only=task_level), timeout=300)
         self.items: list[upscaling_pb2.WatchTaskResponse] = []
+        self.sizes: list[int] = []
         self.received_at: list[float] = []
         self.worker = ""
 
@@ -77,9 +86,12 @@ class GrpcWatcher:
 
     async def read_all(self) -> None:
         try:
-            async for item in self.call:
-                self.items.append(item)
-                self.received_at.append(time.time())
+            async for message in self.call:
+                now = time.time()
+                events = list(message.events) if self.batched else [message]
+                self.sizes.append(len(events))
+                self.items += events
+                self.received_at += [now] * len(events)
         finally:
             await self.channel.close()
 
@@ -157,8 +169,9 @@ async def test_many_watchers_of_many_tasks_on_several_workers_see_every_sequence
         workers_gateway: Gateway, wdb: Any, wexchange: Any) -> None:
     gw = workers_gateway
     tasks = [create(gw, 20) for _ in range(3)]
-    grpc_watchers = {t: [GrpcWatcher(gw.grpc, t) for _ in range(6)] for t in tasks}
-    level_watchers = {t: [GrpcWatcher(gw.grpc, t, task_level=True) for _ in range(2)] for t in tasks}
+    grpc_watchers = {t: [GrpcWatcher(gw.grpc, t, batched=k % 2 == 1) for k in range(8)] for t in tasks}
+    level_watchers = {t: [GrpcWatcher(gw.grpc, t, task_level=True, batched=k == 1) for k in range(2)]
+                      for t in tasks}
     ws_watchers = {t: [WsWatcher(gw.http, t, "interval=0.2") for _ in range(6)] for t in tasks}
     every = [w for group in (grpc_watchers, level_watchers, ws_watchers) for ws in group.values() for w in ws]
     await asyncio.gather(*(w.started() for w in every))
@@ -171,7 +184,8 @@ async def test_many_watchers_of_many_tasks_on_several_workers_see_every_sequence
     for t in tasks:
         await drive(wdb, wexchange, t, await job_ids(wdb, t))
     for t in tasks:  # late watchers resuming from the middle (from the database or the kept events)
-        resumed[t] = [GrpcWatcher(gw.grpc, t, after=k) for k in (1, 17, 40)]
+        resumed[t] = [GrpcWatcher(gw.grpc, t, after=k, batched=batched) for batched in (False, True)
+                      for k in (1, 17, 40)]
     late = [w for ws in resumed.values() for w in ws]
     await asyncio.gather(*(w.started() for w in late))
     readers += [asyncio.ensure_future(w.read_all()) for w in late]
@@ -179,6 +193,10 @@ async def test_many_watchers_of_many_tasks_on_several_workers_see_every_sequence
 
     workers_seen = {w.worker for w in every + late}
     assert len(workers_seen) >= 2, f"every watcher landed on worker {workers_seen}"
+    assert len({w.worker for w in every + late if isinstance(w, GrpcWatcher) and w.batched}) >= 2
+    batched = [w for ws in grpc_watchers.values() for w in ws if w.batched]
+    assert all(w.sizes[0] == 1 for w in batched)  # the snapshot alone
+    assert any(size > 1 for w in batched for size in w.sizes[1:])  # a published batch travels as one message
     for t in tasks:
         last = await last_sequence(wdb, t)
         final = await task_body(gw, t)
@@ -187,7 +205,7 @@ async def test_many_watchers_of_many_tasks_on_several_workers_see_every_sequence
             assert w.items[0].WhichOneof("update") == "snapshot" and w.items[0].sequence == 0
             assert w.sequences()[1:] == list(range(1, last + 1)), f"worker {w.worker}"
             assert w.items[-1].task_event.status == common_pb2.TASK_STATUS_FINISHED
-        for w, after in zip(resumed[t], (1, 17, 40), strict=True):
+        for w, after in zip(resumed[t], (1, 17, 40) * 2, strict=True):
             assert w.sequences() == list(range(after + 1, last + 1)), f"worker {w.worker}"
         for w in level_watchers[t]:
             assert not w.items[0].snapshot.jobs and dict(w.items[0].snapshot.job_counts) == {"created": 20}
@@ -223,8 +241,8 @@ async def test_a_stalled_watcher_delays_nobody_does_not_grow_memory_and_is_not_c
     gw = workers_gateway
     task_id = create(gw, 20)
     jobs = await job_ids(wdb, task_id)
-    healthy = [GrpcWatcher(gw.grpc, task_id) for _ in range(3)]
-    stalled = [GrpcWatcher(gw.grpc, task_id) for _ in range(3)]
+    healthy = [GrpcWatcher(gw.grpc, task_id, batched=k == 2) for k in range(4)]
+    stalled = [GrpcWatcher(gw.grpc, task_id, batched=k >= 2) for k in range(4)]
     stalled_ws = [WsWatcher(gw.http, task_id, "interval=0.05") for _ in range(2)]
     await asyncio.gather(*(w.started() for w in healthy + stalled))
     for w in stalled_ws:
@@ -260,6 +278,8 @@ async def test_a_stalled_watcher_delays_nobody_does_not_grow_memory_and_is_not_c
     last = await last_sequence(wdb, task_id)
     for w in healthy + stalled:
         assert w.sequences() == [0, *range(1, last + 1)]
+    for w in stalled[2:]:  # a batched stream behind catches up in messages of many events (at most ~1 MB each)
+        assert max(w.sizes) > 20 and len(w.sizes) < last / 4
     for w in stalled_ws:
         snapshots = w.statuses()
         assert snapshots[-1]["sequence"] == last and snapshots[-1]["status"] == "finished"

@@ -27,6 +27,12 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def element_head(size: int) -> bytes:
+    """What precedes a serialized event of `size` bytes in a batch (also a `WatchTaskBatchesResponse`, which is
+    encoded the same way): the field's tag and the event's length."""
+    return _EVENTS_TAG + _varint(size)
+
+
 def batch_body(bodies: list[bytes]) -> bytes:
     """The serialized `WatchTaskResponseBatch` of serialized `WatchTaskResponse`s."""
     return b"".join(_EVENTS_TAG + _varint(len(body)) + body for body in bodies)

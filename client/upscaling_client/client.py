@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
@@ -28,15 +28,18 @@ class Client:
     """A connection to the upscaling service's gRPC API (the gateway, port 50051 by default).
 
     `address` is ``host:port`` (``https://host:port`` or `secure=True` for TLS); `token` is sent as a bearer
-    token when the service authenticates. Use it as a context manager, or call `close()`."""
+    token when the service authenticates. Watches receive several events per message (`WatchTaskBatches`) unless
+    `watch_batches` is False or the service does not offer it (then `WatchTask`). Use it as a context manager, or
+    call `close()`."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, *, secure: bool | None = None,
-                 timeout_s: float = 120.0) -> None:
+                 timeout_s: float = 120.0, watch_batches: bool = True) -> None:
         if address.startswith(("https://", "http://")):
             secure = address.startswith("https://") if secure is None else secure
             address = address.split("://", 1)[1].rstrip("/")
         self.address = address
         self.timeout_s = timeout_s
+        self.watch_batches: bool | None = None if watch_batches else False  # None: not known yet
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
         self._channel = (grpc.secure_channel(address, grpc.ssl_channel_credentials(), options) if secure
@@ -137,14 +140,42 @@ class Client:
                  "options": json.loads(p.options_json) if p.options_json else None} for p in reply.parameters]
 
     def _watch_stream(self, task_id: int, after: int) -> _WatchStream:
-        return self._tasks.WatchTask(upscaling_pb2.WatchTaskRequest(task_id=task_id, after_sequence=after),
-                                     metadata=self._metadata)
+        return _WatchStream(self, task_id, after)
 
 
-class _WatchStream(Iterator[upscaling_pb2.WatchTaskResponse], Protocol):
-    """A WatchTask call: its responses, and cancel() to end the stream."""
+class _WatchStream:
+    """One watch call, read as single events: `WatchTaskBatches` (several events per message), or `WatchTask`
+    when the service answers UNIMPLEMENTED to it (remembered per client). `cancel()` ends the call."""
 
-    def cancel(self) -> bool: ...
+    def __init__(self, client: Client, task_id: int, after: int) -> None:
+        self.client = client
+        self.task_id = task_id
+        self.after = after
+        self.call: Any = None
+
+    def __iter__(self) -> Iterator[upscaling_pb2.WatchTaskResponse]:
+        client = self.client
+        if client.watch_batches is not False:
+            self.call = client._tasks.WatchTaskBatches(
+                upscaling_pb2.WatchTaskBatchesRequest(task_id=self.task_id, after_sequence=self.after),
+                metadata=client._metadata)
+            received = False
+            try:
+                for batch in self.call:
+                    received = client.watch_batches = True
+                    yield from batch.events
+                return
+            except grpc.RpcError as exc:
+                if received or exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                client.watch_batches = False  # an older service: WatchTask from now on
+        self.call = client._tasks.WatchTask(
+            upscaling_pb2.WatchTaskRequest(task_id=self.task_id, after_sequence=self.after), metadata=client._metadata)
+        yield from self.call
+
+    def cancel(self) -> None:
+        if self.call is not None:
+            self.call.cancel()
 
 
 class Task:

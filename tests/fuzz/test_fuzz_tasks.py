@@ -207,12 +207,13 @@ def test_grpc_list_tasks_hostile_requests(stub: Any, statuses: list[int], page_s
 
 @given(task_id=st.integers(-(2**63), 2**63 - 1), after=st.integers(-(2**63), 2**63 - 1),
        method=st.sampled_from(["GetTask", "CancelTask", "RetryFailedJobs", "GetTaskResults", "GetJobResults",
-                               "WatchTask"]))
+                               "WatchTask", "WatchTaskBatches"]))
 def test_grpc_task_ids_hostile(stub: Any, task_id: int, after: int, method: str) -> None:
     counts.record("gRPC task/job id methods")
     try:
-        if method == "WatchTask":
-            for _ in stub.WatchTask(upscaling_pb2.WatchTaskRequest(task_id=task_id, after_sequence=after), timeout=5):
+        if method.startswith("WatchTask"):
+            request_type = getattr(upscaling_pb2, f"{method}Request")
+            for _ in getattr(stub, method)(request_type(task_id=task_id, after_sequence=after), timeout=5):
                 break
         elif method == "GetJobResults":
             stub.GetJobResults(upscaling_pb2.GetJobResultsRequest(job_id=task_id), timeout=30)

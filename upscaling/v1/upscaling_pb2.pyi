@@ -184,6 +184,22 @@ class WatchTaskResponse(_message.Message):
     sequence: int
     def __init__(self, snapshot: _Optional[_Union[Task, _Mapping]] = ..., job_event: _Optional[_Union[_jobs_pb2.JobStatusEvent, _Mapping]] = ..., task_event: _Optional[_Union[_jobs_pb2.TaskStatusEvent, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
+class WatchTaskBatchesRequest(_message.Message):
+    __slots__ = ("task_id", "after_sequence", "task_level_only")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TASK_LEVEL_ONLY_FIELD_NUMBER: _ClassVar[int]
+    task_id: int
+    after_sequence: int
+    task_level_only: bool
+    def __init__(self, task_id: _Optional[int] = ..., after_sequence: _Optional[int] = ..., task_level_only: _Optional[bool] = ...) -> None: ...
+
+class WatchTaskBatchesResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[WatchTaskResponse]
+    def __init__(self, events: _Optional[_Iterable[_Union[WatchTaskResponse, _Mapping]]] = ...) -> None: ...
+
 class WatchTaskResponseBatch(_message.Message):
     __slots__ = ("events",)
     EVENTS_FIELD_NUMBER: _ClassVar[int]
