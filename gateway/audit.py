@@ -17,7 +17,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import asyncpg
 
-from upscaling.auth import Principal
+from gateway.auth import Principal
 from upscaling.errors import ServiceError
 from upscaling.logs import correlation_id
 

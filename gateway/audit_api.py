@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.audit import Filters
+from gateway.auth import Principal, caller_or_fail
 from gateway.http_tasks import Caller
 from gateway.tasks import TaskService, decode_page_token, encode_page_token
-from upscaling.auth import Principal, caller_or_fail
 from upscaling.errors import InvalidArgument, PermissionDenied
 from upscaling.v1 import audit_pb2, audit_pb2_grpc
 

@@ -1,7 +1,7 @@
 """Authentication (and the per-user request rate) of the gateway's public gRPC services.
 
 Every `/upscaling.*` method reads `authorization: Bearer <token>` from the call metadata, authenticates it with
-the configured authenticator and serves the call with the caller in `upscaling.auth.current_principal`. Health
+the configured authenticator and serves the call with the caller in `gateway.auth.current_principal`. Health
 and reflection are not intercepted (they stay open). Errors are raised as `upscaling.errors` exceptions, so the
 ErrorMappingInterceptor (outside this one) turns them into UNAUTHENTICATED / RESOURCE_EXHAUSTED.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from upscaling.auth import Authenticator, Principal, bearer_token, current_principal
+from gateway.auth import Authenticator, Principal, bearer_token, current_principal
 from upscaling.limits import RateLimiter
 
 

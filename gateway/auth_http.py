@@ -18,8 +18,8 @@ from urllib.parse import parse_qsl
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.auth import Authenticator, Principal, bearer_token
 from gateway.http_errors import error_body
-from upscaling.auth import Authenticator, Principal, bearer_token
 from upscaling.errors import ServiceError, Unauthenticated
 from upscaling.limits import RateLimiter, TokenBucket, exceeded
 

@@ -10,13 +10,13 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
+from gateway.auth import Authenticator, AuthSettings, Principal, create_authenticator, load_auth_settings
 from gateway.egress import EgressFetcher, policy_from_settings
 from gateway.events_hub import EventsHub
 from gateway.tasks import TaskService
 from gateway.tiler_client import TilerClient
 from gateway.udp import UdpCache
 from upscaling import broker, db, metrics
-from upscaling.auth import Authenticator, AuthSettings, Principal, create_authenticator, load_auth_settings
 from upscaling.backends import load_backends
 from upscaling.config import Settings
 from upscaling.errors import Unavailable

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
+from gateway.auth import caller_or_fail
 from gateway.tiler_client import TilerClient
-from upscaling.auth import caller_or_fail
 from upscaling.v1 import tiler_pb2, tiler_pb2_grpc
 
 

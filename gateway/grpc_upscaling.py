@@ -8,13 +8,13 @@ from typing import Any
 import grpc
 
 from gateway import workers
+from gateway.auth import caller_or_fail
 from gateway.events_hub import EventsHub
 from gateway.task_stac import item_collection, task_collection, task_items
 from gateway.task_views import task_proto
 from gateway.tasks import TaskService, TaskSpec
 from gateway.udp import describe
 from gateway.watch import watch_task
-from upscaling.auth import caller_or_fail
 from upscaling.errors import InvalidArgument
 from upscaling.limits import SubscriptionCounter
 from upscaling.statuses import task_status_from_proto

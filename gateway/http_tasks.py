@@ -11,11 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from gateway import task_stac as stac
 from gateway import task_views as views
+from gateway.auth import Principal
 from gateway.auth_http import caller
 from gateway.http_errors import error_responses
 from gateway.tasks import JobSpec, TaskService, TaskSpec
 from gateway.udp import describe
-from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument, NotFound
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="upscale task id")]

@@ -16,9 +16,9 @@ import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.audit import AuditLog, admin_read, audited
+from gateway.auth import Principal
 from gateway.udp import Udp, UdpCache, coerce_value, validate_arguments
 from upscaling import jobs
-from upscaling.auth import Principal
 from upscaling.backends import Backends
 from upscaling.db import AnyConnection
 from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, TooManyRequests

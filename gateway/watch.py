@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from gateway.auth import Principal
 from gateway.events_hub import EventsHub
 from gateway.task_feed import Entry, TaskFeed, is_terminal_event
 from gateway.tasks import TaskService
-from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument
 
 __all__ = ["is_terminal_event", "watch_task"]

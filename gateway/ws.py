@@ -26,11 +26,11 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from gateway import workers
+from gateway.auth import Principal
 from gateway.auth_http import caller
 from gateway.events_hub import EventsHub
 from gateway.http_tasks import jobs_status_body, parse_filters
 from gateway.tasks import TaskService
-from upscaling.auth import Principal
 from upscaling.errors import InvalidArgument, ResourceExhausted, ServiceError, Unauthenticated
 from upscaling.limits import SubscriptionCounter
 

@@ -17,14 +17,14 @@ import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from gateway.auth import AuthSettings, create_authenticator, load_auth_settings
+from gateway.auth.tokens import parse_tokens
 from tests import auth_support, tasks_support
 from tests.auth_support import AUDIENCE, KEYS, AuthGateway, OidcIssuer, new_key, oidc_tokens, ws_first
 from tests.auth_support import ws_messages_until_close as ws_until_close
 from tests.infra import free_port
 from tests.support import POLYGON, db_connect
 from tests.tasks_support import Gateway
-from upscaling.auth import AuthSettings, create_authenticator, load_auth_settings
-from upscaling.auth.tokens import parse_tokens
 from upscaling.errors import Unavailable
 from upscaling.logs import JsonFormatter, RedactingFormatter, register_secret
 from upscaling.v1 import tiler_pb2, tiler_pb2_grpc, upscaling_pb2, upscaling_pb2_grpc

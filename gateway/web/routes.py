@@ -20,12 +20,12 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from gateway.auth import Principal
 from gateway.auth_http import caller
 from gateway.http_errors import error_response, error_responses
 from gateway.http_tasks import JobId
 from gateway.tasks import TaskService
 from gateway.web.preview import PreviewCache, raster_href
-from upscaling.auth import Principal
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parent

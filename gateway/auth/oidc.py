@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import jwt
 
-from upscaling.auth.principal import Principal
-from upscaling.auth.settings import AuthSettings
+from gateway.auth.principal import Principal
+from gateway.auth.settings import AuthSettings
 from upscaling.errors import Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from upscaling.auth.oidc import OidcAuthenticator
-from upscaling.auth.principal import ANONYMOUS, Principal
-from upscaling.auth.settings import AuthSettings
-from upscaling.auth.tokens import TokenAuthenticator, load_tokens
+from gateway.auth.oidc import OidcAuthenticator
+from gateway.auth.principal import ANONYMOUS, Principal
+from gateway.auth.settings import AuthSettings
+from gateway.auth.tokens import TokenAuthenticator, load_tokens
 
 
 class Authenticator(Protocol):

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from upscaling.auth.principal import Principal
+from gateway.auth.principal import Principal
 from upscaling.errors import Unauthenticated
 from upscaling.logs import register_secret
 
