@@ -4,6 +4,7 @@ running-job limit, reservations and their release, and the start-rate slots."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Iterator
@@ -121,13 +122,13 @@ def test_the_pacer_sends_in_the_slot_spaced_and_never_late() -> None:
     spacing = backend_limits.start_spacing(backend)
     pacer = backend_limits.StartPacer()
     slots = [pacer.slot(backend, 0.0) for _ in range(3)]  # reserved at once: still spaced locally
-    assert [round(b - a, 6) for a, b in zip(slots, slots[1:], strict=False)] == [round(spacing, 6)] * 2
+    assert [round(b - a, 6) for a, b in itertools.pairwise(slots)] == [round(spacing, 6)] * 2
     sent = []
     for slot in slots:
         pacer.wait_turn(backend, slot)
         sent.append(time.monotonic())
         assert sent[-1] >= slot  # never before its slot
-    assert all(b - a >= spacing * 0.99 for a, b in zip(sent, sent[1:], strict=False))
+    assert all(b - a >= spacing * 0.99 for a, b in itertools.pairwise(sent))
     late = pacer.slot(backend, 0.0)
     time.sleep(max(0.0, late - time.monotonic()) + spacing)  # the thread came a whole spacing after the slot
 
