@@ -5,18 +5,30 @@
   `submitted_at` set by a reservation less than `RESERVATION_TTL_S` ago, or a backend job already created).
   A reservation is `submitted_at` on the job row, set in the same transaction as the check.
 - Starts per second: the next free start slot of a backend lives in `backend_state.next_start_at`; reserving
-  one is a single upsert (row-locked), the caller sleeps until its slot.
+  one is a single upsert (row-locked), the caller sleeps until its slot. Slots are `start_spacing` apart (the
+  rate's interval plus a small margin, so the jitter between sending a request and the backend taking it cannot
+  put one start more in a second than the rate allows). `StartPacer` keeps the slot at the moment the worker
+  thread sends the request: never before its slot, never closer than the spacing to this process's previous
+  start, and not at all once the slot passed by more than half the spacing (a start that waited for a
+  worker thread behind creates takes a new slot instead of going out in a burst with the others).
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from datetime import datetime
 
 import asyncpg
 
 from upscaling.backends import BackendConfig
 from upscaling.db import AnyConnection
+
+# Start slots are this much further apart than the rate's interval (see the module docstring).
+START_SPACING_MARGIN = 1.05
+# A start is sent at most this fraction of the spacing after its slot; later, it takes a new slot.
+START_SLOT_TOLERANCE = 0.5
 
 # A reservation older than this no longer counts (its dispatcher died and the message was dead-lettered).
 RESERVATION_TTL_S = 600
@@ -65,9 +77,55 @@ async def release_running_slot(conn: AnyConnection | asyncpg.Pool, job_id: int,
                        job_id, reserved_at)
 
 
+def start_spacing(backend: BackendConfig) -> float:
+    """Seconds between two start slots of a backend (0 without a rate limit)."""
+    if backend.starts_per_second <= 0:
+        return 0.0
+    return START_SPACING_MARGIN / backend.starts_per_second
+
+
 async def start_slot_wait(conn: AnyConnection | asyncpg.Pool, backend: BackendConfig) -> float:
     """Reserve the backend's next start slot; returns the seconds to wait until it (0 without a rate limit)."""
     if backend.starts_per_second <= 0:
         return 0.0
-    wait_s = await conn.fetchval(_START_SLOT_SQL, backend.endpoint, 1.0 / backend.starts_per_second)
+    wait_s = await conn.fetchval(_START_SLOT_SQL, backend.endpoint, start_spacing(backend))
     return max(0.0, float(wait_s or 0.0))
+
+
+class SlotMissed(Exception):
+    """A start got its worker thread too long after its slot: nothing was sent, it needs a new slot."""
+
+
+class StartPacer:
+    """This process's start slots per backend, kept where the request is sent (thread-safe): `slot` turns a
+    reserved slot into a local time.monotonic() no closer than the spacing to the previous one; `wait_turn`, in
+    the worker thread right before the request, waits for the slot and for the spacing since this process's last
+    start, or raises SlotMissed when the slot passed by more than the tolerance."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next_slot: dict[str, float] = {}
+        self._sent: dict[str, float] = {}
+        self._send_locks: dict[str, threading.Lock] = {}
+
+    def slot(self, backend: BackendConfig, wait_s: float) -> float:
+        """The local time of a slot reserved `wait_s` from now."""
+        spacing = start_spacing(backend)
+        with self._lock:
+            at = max(time.monotonic() + wait_s, self._next_slot.get(backend.endpoint, 0.0))
+            self._next_slot[backend.endpoint] = at + spacing
+        return at
+
+    def wait_turn(self, backend: BackendConfig, slot: float) -> None:
+        """Block until this start may be sent (call right before sending it); SlotMissed when it is too late."""
+        spacing = start_spacing(backend)
+        with self._lock:
+            send_lock = self._send_locks.setdefault(backend.endpoint, threading.Lock())
+        with send_lock:
+            at = max(slot, self._sent.get(backend.endpoint, 0.0) + spacing)
+            if at > slot + START_SLOT_TOLERANCE * spacing or time.monotonic() > slot + START_SLOT_TOLERANCE * spacing:
+                raise SlotMissed()
+            delay = at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._sent[backend.endpoint] = at  # planned, not actual: a late wake-up does not push the next one out

@@ -182,6 +182,7 @@ class Submitter:
         self._create_slots = asyncio.Semaphore(max(1, settings.dispatcher_threads))
         self._job_rows: MicroBatcher[int, asyncpg.Record | None] = MicroBatcher(self._fetch_jobs)
         self._first_leases: MicroBatcher[tuple[int, str], datetime | None] = MicroBatcher(self._lease_first)
+        self._pacer = backend_limits.StartPacer()
 
     # --- helpers -------------------------------------------------------------------------------------------
 
@@ -202,15 +203,18 @@ class Submitter:
         return random.uniform(0, ceiling)
 
     async def _call(self, backend: BackendConfig, operation: Callable[..., T], *args: Any,
-                    not_after: float | None = None) -> T:
+                    not_after: float | None = None, start_slot: float | None = None) -> T:
         """Run `operation(backend, client timeout, *args)` (an `upscaling.openeo_backend.jobs` operation: it raises
         typed BackendErrors) in a worker thread, timed by its name. With `not_after` (time.monotonic()), a call that
-        only gets a thread later raises LeaseStale instead of sending anything."""
+        only gets a thread later raises LeaseStale instead of sending anything; with `start_slot` (a start's local
+        slot, `backend_limits.StartPacer`), it waits for its turn or raises SlotMissed without sending anything."""
         timeout = self.settings.openeo_timeout_s
 
         def work() -> T:
             if not_after is not None and time.monotonic() > not_after:
                 raise LeaseStale()
+            if start_slot is not None:
+                self._pacer.wait_turn(backend, start_slot)
             started = time.perf_counter()
             try:
                 return operation(backend, timeout, *args)
@@ -472,11 +476,23 @@ class Submitter:
             raise StaleTry(f"unit job {t.job_id} changed while submitting")
 
     async def _start(self, t: SubmitTry, backend: BackendConfig) -> None:
-        """Start the created backend job in the backend's next start slot."""
-        await asyncio.sleep(await backend_limits.start_slot_wait(self.pool, backend))
+        """Start the created backend job in the backend's next start slot (sent in that slot by the worker thread:
+        a start whose thread came too late takes a new slot)."""
         t.backend_status = None  # if the start fails, ask before starting again
-        await self._call(backend, backend_jobs.start_job, t.backend_job_id)
-        t.backend_status = "queued"
+        if backend.starts_per_second <= 0:
+            await self._call(backend, backend_jobs.start_job, t.backend_job_id)
+            t.backend_status = "queued"
+            return
+        while True:
+            slot = self._pacer.slot(backend, await backend_limits.start_slot_wait(self.pool, backend))
+            await asyncio.sleep(max(0.0, slot - time.monotonic()))
+            try:
+                await self._call(backend, backend_jobs.start_job, t.backend_job_id, start_slot=slot)
+            except backend_limits.SlotMissed:
+                log.debug("start got its worker thread after its slot; taking a new slot", extra={"job_id": t.job_id})
+                continue
+            t.backend_status = "queued"
+            return
 
     async def _record_queued(self, t: SubmitTry, backend: BackendConfig) -> None:
         assert t.backend_job_id is not None

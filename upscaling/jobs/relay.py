@@ -26,6 +26,10 @@ from upscaling.worker_runtime import worker_runtime
 
 log = logging.getLogger(__name__)
 
+# Publishes of a batch awaiting their broker confirm at once: the client walks every outstanding confirmation on
+# each (multiple) confirm frame, so a whole batch in flight costs quadratic CPU; a window keeps it linear.
+CONFIRM_WINDOW = 64
+
 _CLAIM_SQL = """
 SELECT id, exchange, routing_key, payload, message_type, correlation_id, headers FROM outbox
 WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
@@ -116,14 +120,19 @@ class OutboxRelay:
                 await channel.close()
 
     async def relay_batch(self, exchanges: dict[str, AbstractExchange]) -> int:
-        """Publish one batch of pending rows (in id order; confirms awaited together); returns how many."""
+        """Publish one batch of pending rows (in id order; up to CONFIRM_WINDOW confirms awaited together); returns how
+        many."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM_SQL, self.batch_size)
             if not rows:
                 return 0
-            results = await asyncio.gather(*(
-                exchanges[r["exchange"]].publish(_message(r), routing_key=r["routing_key"]) for r in rows),
-                return_exceptions=True)
+            window = asyncio.Semaphore(CONFIRM_WINDOW)
+
+            async def publish(row: asyncpg.Record) -> None:
+                async with window:
+                    await exchanges[row["exchange"]].publish(_message(row), routing_key=row["routing_key"])
+
+            results = await asyncio.gather(*(publish(r) for r in rows), return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException):
                     raise result  # nothing marked sent: the batch is published again (consumers deduplicate)

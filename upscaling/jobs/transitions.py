@@ -39,14 +39,6 @@ def apply(job: Mapping[str, Any], change: Change) -> dict[str, Any]:
     return changed
 
 
-def moved(counts: Mapping[str, int], old: str, new: str, n: int = 1) -> dict[str, int]:
-    """Jobs-per-status after `n` jobs moved from `old` to `new` (statuses without jobs are left out)."""
-    out = dict(counts)
-    out[old] = out.get(old, 0) - n
-    out[new] = out.get(new, 0) + n
-    return {status: k for status, k in out.items() if k > 0}
-
-
 @dataclass
 class JobEvent:
     """A job event to number and store: the job's public state right after one change."""
@@ -92,11 +84,15 @@ def plan(jobs: Mapping[int, Any], counts: Mapping[str, int] | None,
             if out.counts is not None:
                 if out.counts.get(job["status"], 0) <= 0:
                     raise CountsMissed(job_id)
-                out.counts = moved(out.counts, job["status"], changed["status"])
+                # In place (the plan's own copy): one dict for the batch, not one copy per job.
+                out.counts[job["status"]] -= 1
+                out.counts[changed["status"]] = out.counts.get(changed["status"], 0) + 1
             if changed["status"] in TERMINAL_JOB_STATUSES:
                 out.finish.add(job_id)
         job.update(changed)
         out.rows[job_id] = job
         if PUBLIC & changed.keys():
             out.events.append(JobEvent(job_id, {k: job[k] for k in PUBLIC}, change.get("correlation_id")))
+    if out.counts is not None:
+        out.counts = {status: k for status, k in out.counts.items() if k > 0}
     return out

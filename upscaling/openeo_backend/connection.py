@@ -94,7 +94,10 @@ def connect(backend: BackendConfig, timeout_s: float) -> Connection:
                 _authenticate(conn, backend.auth)
                 login.auth = conn.auth
             auth = login.auth
-    conn.auth = auth
+    if conn.auth is not auth:
+        # Only on a change: setting it clears the client's capabilities and file-formats cache, which would cost
+        # two more requests (`GET /`, `GET /file_formats`) for every job created.
+        conn.auth = auth
     cid = correlation_id.get()
     if cid:
         conn.session.headers[CORRELATION_HEADER] = cid

@@ -4,6 +4,8 @@ running-job limit, reservations and their release, and the start-rate slots."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -105,8 +107,26 @@ async def test_start_slots_are_spaced_by_the_rate(conn: asyncpg.Connection) -> N
     assert await backend_limits.start_slot_wait(conn, _backend()) == 0.0
     backend = _backend(starts_per_second=2.0)
     waits = [await backend_limits.start_slot_wait(conn, backend) for _ in range(4)]
-    # each reservation is 0.5 s after the previous one; time passes between the calls, so allow some slack
+    # each reservation is one spacing (0.5 s and the margin) after the previous one; time passes between the
+    # calls, so allow some slack
+    spacing = backend_limits.start_spacing(backend)
+    assert 0.5 < spacing < 0.55
     assert waits[0] == 0.0
     for i, wait in enumerate(waits[1:], 1):
-        assert 0.5 * i - 0.3 < wait <= 0.5 * i, waits
+        assert spacing * i - 0.3 < wait <= spacing * i, waits
     assert await backend_limits.start_slot_wait(conn, _backend(starts_per_second=2.0)) == 0.0  # per backend
+
+
+def test_the_pacer_sends_in_the_slot_spaced_and_never_late() -> None:
+    backend = _backend(starts_per_second=5.0)
+    spacing = backend_limits.start_spacing(backend)
+    pacer = backend_limits.StartPacer()
+    slots = [pacer.slot(backend, 0.0) for _ in range(3)]  # reserved at once: still spaced locally
+    assert [round(b - a, 6) for a, b in itertools.pairwise(slots)] == [round(spacing, 6)] * 2
+    for slot in slots:
+        pacer.wait_turn(backend, slot)
+        assert time.monotonic() >= slot  # never before its slot (so never closer than the spacing to the last)
+    late = pacer.slot(backend, 0.0)
+    time.sleep(max(0.0, late - time.monotonic()) + spacing)  # the thread came a whole spacing after the slot
+    with pytest.raises(backend_limits.SlotMissed):
+        pacer.wait_turn(backend, late)

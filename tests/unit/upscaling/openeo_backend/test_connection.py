@@ -112,3 +112,35 @@ def test_correlation_id_header(logins: Logins) -> None:
     finally:
         correlation_id.reset(token)
     assert connection.CORRELATION_HEADER not in connection.connect(backend, 5.0).session.headers
+
+
+class CountingConnection:
+    """A stand-in whose `auth` setter counts assignments (the openeo Connection clears its capabilities and
+    file-formats cache on each one)."""
+
+    def __init__(self) -> None:
+        self._auth: Any = None
+        self.auth_sets = 0
+        self.session = SimpleNamespace(headers={})
+
+    @property
+    def auth(self) -> Any:
+        return self._auth
+
+    @auth.setter
+    def auth(self, value: Any) -> None:
+        self.auth_sets += 1
+        self._auth = value
+
+
+def test_reusing_a_connection_keeps_its_capabilities_cache(logins: Logins, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connection, "_open", lambda backend, timeout_s: CountingConnection())
+    backend = new_backend()
+    conn = connection.connect(backend, 5.0)
+    sets = conn.auth_sets
+    for _ in range(5):
+        assert connection.connect(backend, 5.0) is conn
+    assert conn.auth_sets == sets  # the shared token did not change: nothing assigned, the cache is kept
+    connection.forget(backend)
+    connection.connect(backend, 5.0)
+    assert conn.auth_sets > sets  # a new login is assigned
