@@ -68,6 +68,7 @@ from tests.infra import (  # noqa: E402
     DEFAULT_RABBITMQ_URL,
     ServiceProcess,
     free_port,
+    stop_process,
     wait_grpc_serving,
     with_database,
 )
@@ -108,13 +109,7 @@ class Backend:
         return reply.json() if reply.content else {}
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_local_openeo(name: str, *flags: str) -> Backend:

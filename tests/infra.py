@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -104,19 +105,24 @@ class ServiceProcess:
     def stop(self, timeout: float = 20) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
         self.log_file.close()
         return self.process.returncode
 
     def assert_alive(self) -> None:
         assert self.process is not None and self.process.poll() is None, (
             f"{self.name} exited with {self.process and self.process.returncode}:\n{self.log()[-4000:]}")
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM a child process, SIGKILL it after `timeout` seconds, and reap it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_grpc_serving(address: str, proc: ServiceProcess, timeout: float = 60) -> None:

@@ -18,7 +18,7 @@ import asyncpg
 import openeo
 import requests
 
-from tests.infra import ROOT, unique_name, with_database
+from tests.infra import ROOT, stop_process, unique_name, with_database
 from upscaling import broker
 from upscaling.migrations import migrate
 
@@ -64,12 +64,7 @@ class LocalOpenEO:
         return f"{self.url}/udp/"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         response = self.admin_http.request(method, f"{self.url}/admin/{path}", json=body, timeout=10)
