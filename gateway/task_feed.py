@@ -16,6 +16,7 @@ grows with the events and a slow watcher costs the others nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -182,6 +183,8 @@ class TaskFeed:
     async def ready(self) -> None:
         """Load the state from the database unless loaded (one load per feed, whatever the number of waiters)."""
         if self.state is not None:
+            if self.state.terminal:
+                await self._catch_up()
             return
         async with self._lock:
             if self.state is None:
@@ -194,6 +197,16 @@ class TaskFeed:
                 self._notify()
                 if self.pool is not None and self.catch_up_s > 0:
                     self._watchdog = asyncio.get_running_loop().create_task(self._watch_quiet())
+
+    async def _catch_up(self, timeout_s: float = 5.0) -> None:
+        """A terminal feed kept for new watchers may be behind a retry whose events are still on their way (the
+        outbox relay publishes them): read the stored events after it before a new watcher is told the task
+        ended. Watchers arriving together share one read."""
+        self.fill()
+        filling = self._filling
+        if filling is not None and not filling.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(filling), timeout_s)
 
     async def _watch_quiet(self) -> None:
         """One timer per feed, not one per watcher: after CATCH_UP_S without events, look in the database."""

@@ -54,6 +54,38 @@ def test_cancel_events_reach_watchers_through_a_monitor_relay(ops: OpsStack) -> 
     assert ("events", True) in rows and all(sent for _, sent in rows), rows
 
 
+def test_a_watch_right_after_a_retry_follows_the_task_though_its_events_are_not_relayed_yet(ops: OpsStack) -> None:
+    """A retried task's events reach the gateway through a relay, later than the retry's answer: a watch opened
+    in between, on the gateway's kept feed of the failed task, must follow the task again, not end at the old
+    terminal status."""
+    ops.backend.configure(job_error_fraction=1.0)
+    dispatcher = ops.start("dispatcher", "dispatcher-retry")
+    try:
+        task_id = ops.create(2)
+        with ops.channel() as channel:  # watched to its end: the gateway keeps the feed of the failed task
+            events = list(ops.stub(channel).WatchTask(upscaling_pb2.WatchTaskRequest(task_id=task_id), timeout=120))
+        assert events[-1].task_event.status == common_pb2.TASK_STATUS_FAILED
+    finally:
+        ops.backend.configure(job_error_fraction=0.0)
+    for service in (dispatcher, *ops.monitors):  # no relay runs: the retry's events stay in the outbox
+        assert service.sigterm()[0] == 0
+    ops.dispatchers.remove(dispatcher)
+    ops.monitors.clear()
+    reply = requests.post(f"{ops.http}/upscale_tasks/{task_id}/retry", timeout=10)
+    assert reply.status_code in (200, 202), reply.text
+    assert ("events", False) in asyncio.run(_outbox(ops, task_id))
+    with ops.channel() as channel:
+        stream = ops.stub(channel).WatchTask(upscaling_pb2.WatchTaskRequest(task_id=task_id), timeout=120)
+        snapshot = next(stream)
+        assert snapshot.snapshot.status == common_pb2.TASK_STATUS_CREATED, snapshot.snapshot.status
+        ops.start("monitor", "monitor-retry")  # its relay publishes the job messages
+        ops.start("dispatcher", "dispatcher-retry-2")
+        rest = list(stream)
+    assert rest[-1].task_event.status == common_pb2.TASK_STATUS_FINISHED
+    sequences = [snapshot.sequence] + [r.sequence for r in rest]
+    assert sequences == list(range(sequences[0], sequences[-1] + 1))
+
+
 def test_task_finishes_when_its_gateway_stopped_after_creating_it(ops: OpsStack) -> None:
     ops.start("dispatcher", "dispatcher")
     task_id = ops.create(4)
