@@ -161,7 +161,11 @@ def test_ctrl_c_in_a_terminal_asks_and_cancels(cs: ClientStack, tmp_path: Path) 
                     screen += os.read(leader, 65536)
                 except OSError:
                     break
-        assert proc.wait(timeout=30) == ExitCode.TASK_CANCELED, screen.decode(errors="replace")[-2000:]
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == ExitCode.TASK_CANCELED, screen.decode(errors="replace")[-2000:]
     finally:
         if proc.poll() is None:
             proc.kill()
