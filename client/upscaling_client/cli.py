@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -162,6 +163,15 @@ def follow(task: Task, as_json: bool, after: int = 0) -> TaskInfo:
     return task.refresh()
 
 
+def _exit_now(code: int) -> NoReturn:
+    """Leave at once after Ctrl-C stopped a watch: the interrupt may have landed inside the gRPC library while it
+    held a lock of the (cancelled) stream, and closing the channel at interpreter exit then waits for it forever
+    (seen as a CLI that printed its answer and never exited)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code))
+
+
 def _interrupted(task: Task, as_json: bool) -> ExitCode:
     """Ctrl-C while following: ask whether to cancel the task (only when someone can answer)."""
     interactive = sys.stdin.isatty() and not as_json
@@ -210,7 +220,7 @@ def run(ctx: typer.Context,
     try:
         info = follow(task, as_json)
     except KeyboardInterrupt:
-        raise typer.Exit(_interrupted(task, as_json)) from None
+        _exit_now(_interrupted(task, as_json))
     _finish(task, info, as_json)
 
 
@@ -223,7 +233,7 @@ def watch(ctx: typer.Context, task_id: TaskIdArg,
     try:
         info = follow(task, as_json, after)
     except KeyboardInterrupt:
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
+        _exit_now(ExitCode.INTERRUPTED)
     _finish(task, info, as_json)
 
 
