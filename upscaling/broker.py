@@ -129,8 +129,7 @@ async def declare(channel: AbstractChannel, topology: Topology) -> DeclaredTopol
     dead = await channel.declare_queue(topology.dead_letter_queue, durable=True,
                                        arguments={"x-queue-type": "quorum"})
     await dead.bind(dlx, routing_key="#")
-    jobs_exchange = await channel.declare_exchange(topology.jobs_exchange, aio_pika.ExchangeType.DIRECT,
-                                                   durable=True)
+    exchanges = await declare_exchanges(channel, topology)
     jobs_queue = await channel.declare_queue(
         topology.jobs_queue,
         durable=True,
@@ -140,11 +139,9 @@ async def declare(channel: AbstractChannel, topology: Topology) -> DeclaredTopol
             "x-delivery-limit": topology.delivery_limit,
         },
     )
-    await jobs_queue.bind(jobs_exchange, routing_key=topology.jobs_routing_key)
-    events = await channel.declare_exchange(topology.events_exchange, aio_pika.ExchangeType.TOPIC,
-                                            durable=True)
-    return DeclaredTopology(jobs_exchange=jobs_exchange, events_exchange=events, jobs_queue=jobs_queue,
-                            dead_letter_queue=dead)
+    await jobs_queue.bind(exchanges.jobs_exchange, routing_key=topology.jobs_routing_key)
+    return DeclaredTopology(jobs_exchange=exchanges.jobs_exchange, events_exchange=exchanges.events_exchange,
+                            jobs_queue=jobs_queue, dead_letter_queue=dead)
 
 
 async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> DeclaredExchanges:

@@ -84,10 +84,8 @@ class OutboxRelay:
             return None
 
     async def _exchanges(self, channel: AbstractChannel) -> dict[str, AbstractExchange]:
-        return {JOBS: await channel.declare_exchange(self.topology.jobs_exchange, aio_pika.ExchangeType.DIRECT,
-                                                     durable=True),
-                EVENTS: await channel.declare_exchange(self.topology.events_exchange, aio_pika.ExchangeType.TOPIC,
-                                                       durable=True)}
+        declared = await broker.declare_exchanges(channel, self.topology)
+        return {JOBS: declared.jobs_exchange, EVENTS: declared.events_exchange}
 
     async def _run(self) -> None:
         listener = await self._listen()

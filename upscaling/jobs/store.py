@@ -36,6 +36,11 @@ class _Unknown:
 UNKNOWN: Any = _Unknown()  # `task_id` not given: looked up
 
 
+def _never_submitted(job: Row) -> bool:
+    """A job no dispatcher has touched yet: cancelling it needs no backend call."""
+    return bool(job["status"] == "created" and job["backend_job_id"] is None and job["submitted_at"] is None)
+
+
 def _require_transaction(conn: AnyConnection, what: str) -> None:
     if not conn.is_in_transaction():
         raise RuntimeError(f"{what} must run inside a transaction")
@@ -235,8 +240,7 @@ async def request_task_cancel(conn: AnyConnection, task_id: int) -> list[Pending
         "UPDATE unit_jobs SET cancel_requested = true, updated = now() WHERE id IN (SELECT id FROM unit_jobs"
         " WHERE task_id = $1 AND status = ANY($2::text[]) ORDER BY id FOR UPDATE)"
         " RETURNING id, status, backend_job_id, submitted_at", task_id, ACTIVE)
-    unsubmitted = sorted(r["id"] for r in marked
-                         if r["status"] == "created" and r["backend_job_id"] is None and r["submitted_at"] is None)
+    unsubmitted = sorted(r["id"] for r in marked if _never_submitted(r))
     events = await update_jobs(conn, [(job_id, {"status": "canceled"}) for job_id in unsubmitted], task_id=task_id)
     if not events:
         events = await refresh_task(conn, task_id)  # the cancellation alone may end the task
@@ -248,7 +252,7 @@ async def request_job_cancel(conn: AnyConnection, job: Row) -> list[PendingEvent
     `canceled` now, the monitor stops the others."""
     _require_transaction(conn, "cancelling a job")
     await conn.execute("UPDATE unit_jobs SET cancel_requested = true, updated = now() WHERE id = $1", job["id"])
-    if job["status"] == "created" and job["backend_job_id"] is None and job["submitted_at"] is None:
+    if _never_submitted(job):
         return await update_jobs(conn, [(job["id"], {"status": "canceled"})], task_id=job["task_id"])
     return []
 
