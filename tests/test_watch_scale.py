@@ -215,6 +215,8 @@ async def test_many_watchers_of_many_tasks_on_several_workers_see_every_sequence
             assert dict(w.items[-1].task_event.job_counts) == {k: v for k, v in final["job_counts"].items() if v}
             assert w.items[-1].task_event.status == common_pb2.TASK_STATUS_FINISHED
         for w in ws_watchers[t]:
+            # compressed once per worker for all sockets (gateway.ws_deflate), and still decoded right
+            assert "server_no_context_takeover" in w.ws.response.headers["Sec-WebSocket-Extensions"]
             snapshots = w.statuses()
             seqs = [s["sequence"] for s in snapshots]
             assert seqs == sorted(set(seqs)) and seqs[-1] == last, f"worker {w.worker}"

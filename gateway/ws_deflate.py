@@ -1,0 +1,82 @@
+"""permessage-deflate that compresses a message once per gateway worker, however many sockets send it.
+
+Every WebSocket of a task sends the same snapshot text (`gateway.task_feed`); with per-socket compression each
+socket would still compress its own copy, and 1,000 sockets on a 260-job task spend more CPU compressing than
+everything else together. Here the server always answers `server_no_context_takeover` (RFC 7692 lets it), so
+each message is compressed on its own, with the same settings for every socket of the worker: the compressed
+payload of a given text is the same bytes for all of them and is computed once (a small cache of the latest
+texts). Small messages are compressed per socket as before (the cache is not worth it).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import OrderedDict
+from typing import Any
+
+from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
+from websockets.frames import CONT, CTRL_OPCODES, Frame
+
+SHARED_MIN_BYTES = 4096  # messages below this are compressed per socket
+CACHE_ENTRIES = 32        # latest compressed payloads kept (a few tasks' current snapshots)
+WINDOW_BITS = 12
+COMPRESS_SETTINGS = {"memLevel": 5}
+_EMPTY_BLOCK = b"\x00\x00\xff\xff"
+
+
+class CompressedCache:
+    """Compressed payloads by their uncompressed bytes and window size, least recently used dropped first."""
+
+    def __init__(self, entries: int = CACHE_ENTRIES) -> None:
+        self.entries = entries
+        self._items: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def compressed(self, data: bytes, window_bits: int, settings: dict[str, Any]) -> bytes:
+        """The raw deflate payload of one whole message (no trailing empty block), as permessage-deflate sends it
+        without context takeover."""
+        key = (data, window_bits)
+        payload = self._items.get(key)
+        if payload is not None:
+            self.hits += 1
+            self._items.move_to_end(key)
+            return payload
+        self.misses += 1
+        encoder = zlib.compressobj(wbits=-window_bits, **settings)
+        payload = encoder.compress(data) + encoder.flush(zlib.Z_SYNC_FLUSH)
+        assert payload.endswith(_EMPTY_BLOCK)
+        payload = payload[:-4]
+        self._items[key] = payload
+        if len(self._items) > self.entries:
+            self._items.popitem(last=False)
+        return payload
+
+
+SHARED = CompressedCache()
+
+
+class SharedPerMessageDeflate(PerMessageDeflate):
+    """PerMessageDeflate whose whole, large, independently compressed messages come from `SHARED`."""
+
+    def encode(self, frame: Frame) -> Frame:
+        if (frame.opcode in CTRL_OPCODES or frame.opcode is CONT or not frame.fin
+                or not self.local_no_context_takeover or len(frame.data) < SHARED_MIN_BYTES):
+            return super().encode(frame)
+        payload = SHARED.compressed(bytes(frame.data), self.local_max_window_bits, self.compress_settings)
+        return Frame(frame.opcode, payload, frame.fin, True, frame.rsv2, frame.rsv3)
+
+
+class SharedDeflateFactory(ServerPerMessageDeflateFactory):
+    """Negotiates permessage-deflate with `server_no_context_takeover` and hands out SharedPerMessageDeflate."""
+
+    def __init__(self) -> None:
+        super().__init__(server_no_context_takeover=True, server_max_window_bits=WINDOW_BITS,
+                         client_max_window_bits=WINDOW_BITS, compress_settings=dict(COMPRESS_SETTINGS))
+
+    def process_request_params(self, params: Any, accepted_extensions: Any) -> tuple[Any, PerMessageDeflate]:
+        response, extension = super().process_request_params(params, accepted_extensions)
+        shared = SharedPerMessageDeflate(extension.remote_no_context_takeover, extension.local_no_context_takeover,
+                                         extension.remote_max_window_bits, extension.local_max_window_bits,
+                                         extension.compress_settings)
+        return response, shared
