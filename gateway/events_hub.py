@@ -19,7 +19,7 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from gateway import workers
+from gateway import workers, ws_deflate
 from gateway.task_feed import TaskFeed
 from upscaling import broker, event_wire, metrics
 from upscaling.v1 import upscaling_pb2
@@ -168,6 +168,7 @@ class EventsHub:
 
     def _release(self) -> None:
         self._releasing = False
+        ws_deflate.SHARED.clear()
         workers.release_memory()
 
     @asynccontextmanager

@@ -10,6 +10,7 @@ texts). Small messages are compressed per socket as before (the cache is not wor
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections import OrderedDict
 from typing import Any
@@ -25,18 +26,19 @@ _EMPTY_BLOCK = b"\x00\x00\xff\xff"
 
 
 class CompressedCache:
-    """Compressed payloads by their uncompressed bytes and window size, least recently used dropped first."""
+    """Compressed payloads by a digest of their uncompressed bytes and the window size, least recently used
+    dropped first (only the compressed bytes are kept)."""
 
     def __init__(self, entries: int = CACHE_ENTRIES) -> None:
         self.entries = entries
-        self._items: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
+        self._items: OrderedDict[tuple[bytes, int, int], bytes] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
     def compressed(self, data: bytes, window_bits: int, settings: dict[str, Any]) -> bytes:
         """The raw deflate payload of one whole message (no trailing empty block), as permessage-deflate sends it
         without context takeover."""
-        key = (data, window_bits)
+        key = (hashlib.blake2b(data, digest_size=20).digest(), len(data), window_bits)
         payload = self._items.get(key)
         if payload is not None:
             self.hits += 1
@@ -51,6 +53,10 @@ class CompressedCache:
         if len(self._items) > self.entries:
             self._items.popitem(last=False)
         return payload
+
+    def clear(self) -> None:
+        """Forget every payload (the watchers are gone)."""
+        self._items.clear()
 
 
 SHARED = CompressedCache()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory, PerMessageDeflate
-from websockets.frames import TEXT as OP_TEXT, Frame
+from websockets.frames import TEXT as OP_TEXT
+from websockets.frames import Frame
 
 from gateway import ws_deflate
 from gateway.ws_deflate import SHARED_MIN_BYTES, CompressedCache, SharedDeflateFactory, SharedPerMessageDeflate
