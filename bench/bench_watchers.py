@@ -130,7 +130,7 @@ async def _client(args: argparse.Namespace, results: dict[str, Any]) -> None:
         terminal = first = False
         try:
             async with websockets.connect(f"ws://{args.address}/ws/upscale_tasks/{args.task}?interval={args.interval}",
-                                          max_size=None, compression=None, open_timeout=120) as ws:
+                                          max_size=None, open_timeout=120) as ws:  # deflate, as the notebook
                 async for text in ws:
                     now = time.time()
                     counts["messages"] += 1
@@ -181,6 +181,20 @@ def pss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def pss_parts(pids: list[int]) -> str:
+    """Anonymous (heap) and file-backed (code, libraries) PSS of processes, in MB, for the progress lines."""
+    parts = {"Pss_Anon:": 0, "Pss_File:": 0}
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                key = line.split(" ", 1)[0]
+                if key in parts:
+                    parts[key] += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return f"anonymous {parts['Pss_Anon:'] / 2**20:.0f}, files {parts['Pss_File:'] / 2**20:.0f}"
 
 
 def gateway_pids(gateway: ServiceProcess) -> list[int]:
@@ -329,7 +343,8 @@ class Stack:
         time.sleep(2)
         result.pss_idle = sum(pss_bytes(p) for p in gateway_pids(gateway))
         print(f"  {workers} worker(s), interval={interval:g}, gRPC {form}: task {task_id} ({args.jobs} jobs); "
-              f"gateway PSS idle {result.pss_idle / 2**20:.0f} MB; connecting {args.grpc} gRPC + {args.ws} WebSocket "
+              f"gateway PSS idle {result.pss_idle / 2**20:.0f} MB ({pss_parts(gateway_pids(gateway))}); "
+              f"connecting {args.grpc} gRPC + {args.ws} WebSocket "
               f"watchers ...", flush=True)
         clients = self.spawn_clients(task_id, args.grpc, args.ws, interval,
                                      self.logs / f"run-{workers}-{interval:g}-{form}", form)
@@ -357,6 +372,8 @@ class Stack:
         result.pss_peak = peak
         time.sleep(LINGER_S + 5)
         result.pss_after = sum(pss_bytes(p) for p in gateway_pids(gateway))
+        print(f"  watchers closed: gateway PSS {result.pss_after / 2**20:.0f} MB ({pss_parts(gateway_pids(gateway))})",
+              flush=True)
         times = asyncio.run(_event_times(self.db_url, task_id))
         result.events = len(times)
         for kind, path, _ in clients:
