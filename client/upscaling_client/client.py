@@ -137,7 +137,7 @@ class Client:
             label="openeo", service=common_pb2.ServiceRef(endpoint=backend, application=udp_url)))
         return [{"name": p.name, "type": p.type, "optional": p.optional, "description": p.description,
                  "default": json.loads(p.default_json) if p.default_json else None,
-                 "options": json.loads(p.options_json) if p.options_json else None} for p in reply.parameters]
+                 "options": json.loads(p.options_json) if p.options_json else []} for p in reply.parameters]
 
     def _watch_stream(self, task_id: int, after: int) -> _WatchStream:
         return _WatchStream(self, task_id, after)
