@@ -26,7 +26,7 @@ from gateway.auth import Principal
 from gateway.tasks import JobSpec, TaskService
 from gateway.udp import Udp
 from upscaling.config import from_env
-from upscaling.errors import FailedPrecondition, ResourceExhausted, ServiceError, TooManyRequests, Unavailable
+from upscaling.errors import InvalidArgument, ResourceExhausted, ServiceError, TooManyRequests, Unavailable
 from upscaling.limits import exceeded
 from upscaling.openeo_backend import errors as backend_errors
 from upscaling.openeo_backend import jobs as backend_jobs
@@ -91,8 +91,9 @@ def _geojson_area_km2(value: Mapping[str, Any]) -> float:
 
 
 def aoi_area_km2(udp: Udp, arguments: Mapping[str, Any]) -> float | None:
-    """The largest area (km², geodesic on WGS84) of the UDP's spatial arguments — bounding boxes and GeoJSON, the
-    parameters' defaults where not given — or None when the call has none."""
+    """The largest area (km², geodesic on WGS84) of the UDP's spatial arguments — bounding boxes (in any CRS pyproj
+    knows) and GeoJSON, the parameters' defaults where not given — or None when the call has none; InvalidArgument
+    when an area cannot be computed."""
     areas: list[float] = []
     for param in udp.parameters:
         if not (param.is_bbox or param.is_geojson):
@@ -100,12 +101,19 @@ def aoi_area_km2(udp: Udp, arguments: Mapping[str, Any]) -> float | None:
         value = arguments.get(param.name, param.default)
         if not isinstance(value, dict) or "from_parameter" in value:
             continue
-        if all(k in value for k in ("west", "south", "east", "north")):
-            areas.append(_bbox_area_km2(value))
-        elif "type" in value:
-            areas.append(_geojson_area_km2(value))
-    finite = [a for a in areas if math.isfinite(a)]
-    return max(finite) if finite else None
+        try:
+            if all(k in value for k in ("west", "south", "east", "north")):
+                area = _bbox_area_km2(value)
+            elif "type" in value:
+                area = _geojson_area_km2(value)
+            else:
+                continue
+        except Exception as exc:  # pyproj and shapely raise several types for unusable CRSs and geometries
+            raise InvalidArgument(f"parameter {param.name!r}: cannot compute the area of the AOI ({exc})") from None
+        if not math.isfinite(area):
+            raise InvalidArgument(f"parameter {param.name!r}: the area of the AOI is not finite")
+        areas.append(area)
+    return max(areas) if areas else None
 
 
 # ---- the service ------------------------------------------------------------------------------------------
@@ -124,7 +132,7 @@ def _backend_failure(exc: backend_errors.BackendError, endpoint: str) -> Service
     if isinstance(exc, backend_errors.BackendLimitError):
         return TooManyRequests(f"{where} is at its limit, retry later: {exc}", error_code="BACKEND_BUSY")
     if isinstance(exc, backend_errors.BackendPermanentError):
-        return FailedPrecondition(f"{where} refused the request: {exc}", error_code="BACKEND_REJECTED")
+        return InvalidArgument(f"{where} refused the request: {exc}", error_code="BACKEND_REJECTED")
     if isinstance(exc, backend_errors.BackendAuthError):
         return BadGateway(f"{where} refused the service's credentials: {exc}", error_code="BACKEND_AUTH_FAILED")
     return BadGateway(f"{where} failed: {exc}")
