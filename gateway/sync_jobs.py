@@ -87,7 +87,7 @@ def _geojson_area_km2(value: Mapping[str, Any]) -> float:
     if value.get("type") == "Feature":
         geometry = value.get("geometry")
         return _geojson_area_km2(geometry) if isinstance(geometry, dict) else 0.0
-    return abs(_GEOD.geometry_area_perimeter(shape(value))[0]) / 1e6
+    return abs(_GEOD.geometry_area_perimeter(shape(dict(value)))[0]) / 1e6
 
 
 def aoi_area_km2(udp: Udp, arguments: Mapping[str, Any]) -> float | None:
