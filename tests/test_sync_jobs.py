@@ -24,13 +24,16 @@ TIMEOUT_S = 3
 # 1° x 1° at 47° N: about 8,400 km², more than the default SYNC_MAX_AREA_KM2 of 2,500.
 LARGE = {"type": "Polygon", "coordinates": [[[14.0, 47.0], [15.0, 47.0], [15.0, 48.0], [14.0, 48.0], [14.0, 47.0]]]}
 TILE_BOUNDS = (14.37, 47.26, 14.40, 47.27)
+ALICE, BOB = "sync-key-of-alice-0001", "sync-key-of-bob-00001"
 
 
 @pytest.fixture(scope="module")
 def sync_gateway(stack: Any, service_env: dict[str, str], infra: Any,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """A gateway (default SYNC_MAX_AREA_KM2, a small SYNC_MAX_BYTES and SYNC_TIMEOUT_S) and its local backend."""
+    """A gateway (API keys of alice and bob, default SYNC_MAX_AREA_KM2, a small SYNC_MAX_BYTES and SYNC_TIMEOUT_S)
+    and its local backend."""
     with gateway_process(stack, service_env, infra, Path(tmp_path_factory.mktemp("sync")), name="sync",
+                         AUTH_MODE="token", AUTH_TOKENS=json.dumps({ALICE: "alice", BOB: "bob"}),
                          SYNC_MAX_BYTES=str(MAX_BYTES), SYNC_TIMEOUT_S=str(TIMEOUT_S)) as gateway:
         yield gateway
 
@@ -60,8 +63,9 @@ def body(gw: Gateway, aoi: Any = TILE, **changes: Any) -> dict[str, Any]:
     return request
 
 
-def sync(gw: Gateway, request: dict[str, Any], timeout: float = 60) -> requests.Response:
-    return requests.post(f"{gw.http}/sync_jobs", json=request, timeout=timeout)
+def sync(gw: Gateway, request: dict[str, Any], token: str | None = ALICE) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(f"{gw.http}/sync_jobs", json=request, headers=headers, timeout=60)
 
 
 def backend_calls(gw: Gateway) -> int:
@@ -75,10 +79,20 @@ def to_proto(request: dict[str, Any]) -> upscaling_pb2.RunSyncJobRequest:
         parameters_json=json.dumps(request["parameters"]), format=request.get("format") or "")
 
 
+def run_sync(stub: Any, request: dict[str, Any]) -> list[upscaling_pb2.RunSyncJobResponse]:
+    """RunSyncJob as alice: every message of the stream."""
+    return list(stub.RunSyncJob(to_proto(request), metadata=(("authorization", f"Bearer {ALICE}"),), timeout=60))
+
+
 def grpc_error(call: Any) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
         list(call)
     return caught.value
+
+
+def sync_error(stub: Any, request: upscaling_pb2.RunSyncJobRequest) -> grpc.RpcError:
+    """The error of RunSyncJob as alice."""
+    return grpc_error(stub.RunSyncJob(request, metadata=(("authorization", f"Bearer {ALICE}"),), timeout=30))
 
 
 def error_code(error: grpc.RpcError) -> str:
@@ -102,7 +116,7 @@ async def test_small_aoi_answers_a_readable_geotiff(gw: Gateway) -> None:
     conn = await db_connect(gw.database_url)
     try:
         entry = await conn.fetchrow("SELECT * FROM audit_log WHERE action = 'job.sync' ORDER BY id DESC LIMIT 1")
-        assert entry["outcome"] == "ok" and entry["resource"] == "job" and entry["actor"]
+        assert entry["outcome"] == "ok" and entry["resource"] == "job" and entry["actor"] == "alice"
         assert await conn.fetchval("SELECT count(*) FROM unit_jobs") == 0  # nothing stored
     finally:
         await conn.close()
@@ -118,6 +132,15 @@ def test_geojson_result(gw: Gateway) -> None:
     for feature in collection["features"]:
         x, y = feature["geometry"]["coordinates"]
         assert west < x < east and south < y < north
+
+
+def test_authentication_is_required(gw: Gateway, stub: Any) -> None:
+    for token in (None, "not-a-key"):
+        reply = sync(gw, body(gw), token=token)
+        assert reply.status_code == 401 and reply.json()["error_code"] == "AUTHENTICATION_FAILED", reply.text
+    error = grpc_error(stub.RunSyncJob(to_proto(body(gw)), timeout=30))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert backend_calls(gw) == 0
 
 
 def test_too_large_aoi_is_refused_before_the_backend(gw: Gateway) -> None:
@@ -189,13 +212,15 @@ async def test_timeout_and_running_jobs_per_user(gw: Gateway) -> None:
         return await asyncio.to_thread(backend_calls, gw) == 2
 
     await wait_until(both_at_the_backend, limit_s=15, what="two synchronous requests at the backend")
-    third = await asyncio.to_thread(sync, gw, body(gw))  # SYNC_MAX_PER_USER=2 are running
+    third = await asyncio.to_thread(sync, gw, body(gw))  # alice's SYNC_MAX_PER_USER=2 are running
     assert third.status_code == 429, third.text
     assert third.json()["error_code"] == "TOO_MANY_SYNC_JOBS" and "SYNC_MAX_PER_USER=2" in third.json()["message"]
+    bobs = await asyncio.to_thread(sync, gw, body(gw), BOB)  # another user is not held: his runs (and times out)
     replies = await asyncio.gather(*slow)
-    assert [r.status_code for r in replies] == [504, 504]
-    assert all(r.json()["error_code"] == "BACKEND_TIMEOUT" for r in replies)
-    assert await asyncio.to_thread(backend_calls, gw) == 2
+    assert [r.status_code for r in [*replies, bobs]] == [504, 504, 504]
+    assert all(r.json()["error_code"] == "BACKEND_TIMEOUT" for r in [*replies, bobs])
+    assert "did not answer in time" in bobs.json()["message"]
+    assert await asyncio.to_thread(backend_calls, gw) == 3
 
 
 # ---- gRPC ---------------------------------------------------------------------------------------------------
@@ -204,7 +229,7 @@ async def test_timeout_and_running_jobs_per_user(gw: Gateway) -> None:
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # the netCDF container itself
 def test_grpc_small_aoi_streams_the_result(gw: Gateway, stub: Any, tmp_path: Path) -> None:
     gw.backend.configure(result_size=1000)  # netCDF of about 2 MB: more than one chunk of 1 MiB
-    replies = list(stub.RunSyncJob(to_proto(body(gw, format="netcdf")), timeout=60))
+    replies = run_sync(stub, body(gw, format="netcdf"))
     assert len(replies) >= 2
     assert replies[0].content_type == "application/x-netcdf"
     content = b"".join(r.chunk for r in replies)
@@ -218,30 +243,30 @@ def test_grpc_small_aoi_streams_the_result(gw: Gateway, stub: Any, tmp_path: Pat
             assert band.width == 1000 and band.read(1).max() > 0
 
     gw.backend.configure(result_size=32)
-    replies = list(stub.RunSyncJob(to_proto(body(gw)), timeout=60))
+    replies = run_sync(stub, body(gw))
     assert len(replies) == 1 and replies[0].content_type.startswith("image/tiff")
     with MemoryFile(replies[0].chunk) as memory, memory.open() as raster:
         assert tuple(round(v, 6) for v in raster.bounds) == TILE_BOUNDS
 
 
 def test_grpc_errors(gw: Gateway, stub: Any) -> None:
-    error = grpc_error(stub.RunSyncJob(to_proto(body(gw, LARGE)), timeout=30))
+    error = sync_error(stub, to_proto(body(gw, LARGE)))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and error_code(error) == "AOI_TOO_LARGE"
     assert "SYNC_MAX_AREA_KM2=2500" in error.details()
 
     request = body(gw)
     request["parameters"]["colour"] = "red"
-    error = grpc_error(stub.RunSyncJob(to_proto(request), timeout=30))
+    error = sync_error(stub, to_proto(request))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown parameter 'colour'" in error.details()
-    error = grpc_error(stub.RunSyncJob(upscaling_pb2.RunSyncJobRequest(
+    error = sync_error(stub, upscaling_pb2.RunSyncJobRequest(
         title="t", label="openeo", service=common_pb2.ServiceRef(endpoint=gw.backend.endpoint,
                                                                  application=gw.backend.application),
-        parameters_json="{not json"), timeout=30))
+        parameters_json="{not json"))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "parameters_json" in error.details()
     assert backend_calls(gw) == 0
 
     gw.backend.configure(faults={"compute_result": {"500": 1.0}})
-    error = grpc_error(stub.RunSyncJob(to_proto(body(gw)), timeout=30))
+    error = sync_error(stub, to_proto(body(gw)))
     assert error.code() == grpc.StatusCode.UNAVAILABLE and error_code(error) == "BACKEND_ERROR"
     assert "Injected fault 500" in error.details()
 
@@ -252,7 +277,7 @@ def test_grpc_errors(gw: Gateway, stub: Any) -> None:
 def params(gw: Gateway, udp: str) -> list[dict[str, Any]]:
     reply = requests.post(f"{gw.http}/params", json={
         "label": "openeo", "service": {"endpoint": gw.backend.endpoint, "application": gw.backend.udp(udp)}},
-        timeout=30)
+        headers={"Authorization": f"Bearer {BOB}"}, timeout=30)
     assert reply.status_code == 200, reply.text
     return list(reply.json())
 
@@ -263,7 +288,8 @@ def test_params_options_as_apex(gw: Gateway, stub: Any) -> None:
     assert by_name["geometry"]["options"] == [] and by_name["geometry"]["type"] == "polygon"
     assert by_name["output"]["optional"] and not by_name["geometry"]["optional"]
     reply = stub.DescribeService(upscaling_pb2.DescribeServiceRequest(label="openeo", service=common_pb2.ServiceRef(
-        endpoint=gw.backend.endpoint, application=gw.backend.udp("cropsar2d"))), timeout=30)
+        endpoint=gw.backend.endpoint, application=gw.backend.udp("cropsar2d"))),
+        metadata=(("authorization", f"Bearer {BOB}"),), timeout=30)
     grpc_params = {p.name: p for p in reply.parameters}
     assert json.loads(grpc_params["output"].options_json) == ["FAPAR", "FCOVER", "NDVI"]
     assert json.loads(grpc_params["geometry"].options_json) == []
