@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,10 @@ import pytest
 import rasterio
 import requests
 from rasterio.io import MemoryFile
+from upscaling_client import Client, LimitExceededError
 
-from tests.support import db_connect, wait_until
+from tests.client_support import UPSCALE
+from tests.support import ROOT, db_connect, wait_until
 from tests.tasks_support import TILE, Gateway, gateway_process
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
@@ -310,3 +314,34 @@ def test_params_of_every_catalogue_udp(gw: Gateway, udp: str) -> None:
         assert param["options"] == enum and param["type"] in apex_types
         assert param["default"] == declared.get("default")
         assert param["optional"] == (bool(declared.get("optional")) or "default" in declared)
+
+
+# ---- Python client and `upscale sync` -------------------------------------------------------------------------
+
+
+def test_python_client_and_cli(gw: Gateway, tmp_path: Path) -> None:
+    parameters = {"spatial_extent": TILE, "year": 2024}
+    with Client(gw.grpc, token=ALICE) as client:
+        result = client.run_sync(gw.backend.application, backend=gw.backend.endpoint, parameters=parameters,
+                                 format="geojson")
+        assert result.content_type == "application/geo+json" and json.loads(result.content)["features"]
+        with pytest.raises(LimitExceededError) as caught:
+            client.run_sync(gw.backend.application, backend=gw.backend.endpoint,
+                            parameters={**parameters, "spatial_extent": LARGE})
+        assert caught.value.error_code == "AOI_TOO_LARGE" and "SYNC_MAX_AREA_KM2" in str(caught.value)
+
+    out = tmp_path / "tile.tif"
+    env = {**os.environ, "UPSCALE_ADDRESS": gw.grpc, "UPSCALE_TOKEN": ALICE, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([UPSCALE, "sync", "--udp", gw.backend.application, "--backend", gw.backend.endpoint,
+                           "-p", f"spatial_extent={json.dumps(TILE)}", "-p", "year=2024", "-o", str(out), "--json"],
+                          env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["content_type"].startswith("image/tiff") and answer["size"] == out.stat().st_size
+    with rasterio.open(out) as raster:
+        assert tuple(round(v, 6) for v in raster.bounds) == TILE_BOUNDS
+    refused = subprocess.run([UPSCALE, "sync", "--udp", gw.backend.application, "--backend", gw.backend.endpoint,
+                              "-p", f"spatial_extent={json.dumps(LARGE)}", "-o", str(tmp_path / "no.tif")],
+                             env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 10 and "SYNC_MAX_AREA_KM2" in refused.stderr, refused.stderr
+    assert not (tmp_path / "no.tif").exists()
