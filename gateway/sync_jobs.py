@@ -119,25 +119,6 @@ def aoi_area_km2(udp: Udp, arguments: Mapping[str, Any]) -> float | None:
 # ---- the service ------------------------------------------------------------------------------------------
 
 
-def _backend_failure(exc: backend_errors.BackendError, endpoint: str) -> ServiceError:
-    """What the caller is told when the backend failed a synchronous request (the backend's message kept)."""
-    where = f"the openEO backend {endpoint}"
-    if isinstance(exc, backend_sync.ResultTooLarge):
-        return ResourceExhausted(exceeded("SYNC_MAX_BYTES", exc.limit, f"{where} answered {exc.args[0]}; run it as "
-                                          "a batch job with POST /unit_jobs or POST /upscale_tasks instead"),
-                                 error_code="RESULT_TOO_LARGE")
-    if isinstance(exc, backend_errors.BackendTimeoutError):
-        return BackendTimeout(f"{where} did not answer in time: {exc}; run large requests as batch jobs "
-                              "(POST /unit_jobs)")
-    if isinstance(exc, backend_errors.BackendLimitError):
-        return TooManyRequests(f"{where} is at its limit, retry later: {exc}", error_code="BACKEND_BUSY")
-    if isinstance(exc, backend_errors.BackendPermanentError):
-        return InvalidArgument(f"{where} refused the request: {exc}", error_code="BACKEND_REJECTED")
-    if isinstance(exc, backend_errors.BackendAuthError):
-        return BadGateway(f"{where} refused the service's credentials: {exc}", error_code="BACKEND_AUTH_FAILED")
-    return BadGateway(f"{where} failed: {exc}")
-
-
 class BadGateway(Unavailable):
     """The backend failed (5xx, connection error, refused credentials): HTTP 502, gRPC UNAVAILABLE."""
 
@@ -151,6 +132,26 @@ class BackendTimeout(ServiceError):
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
     http_status = 504
     error_code = "BACKEND_TIMEOUT"
+
+
+def _backend_failure(exc: backend_errors.BackendError, endpoint: str) -> ServiceError:
+    """What the caller is told when the backend failed a synchronous request (the backend's message kept)."""
+    where = f"the openEO backend {endpoint}"
+    if isinstance(exc, backend_sync.ResultTooLarge):
+        size = f"{exc.size} bytes" if exc.size is not None else "larger"
+        return ResourceExhausted(exceeded("SYNC_MAX_BYTES", exc.limit, f"the result of {where} is {size}; run it as "
+                                          "a batch job with POST /unit_jobs or POST /upscale_tasks instead"),
+                                 error_code="RESULT_TOO_LARGE")
+    if isinstance(exc, backend_errors.BackendTimeoutError):
+        return BackendTimeout(f"{where} did not answer in time: {exc}; run large requests as batch jobs "
+                              "(POST /unit_jobs)")
+    if isinstance(exc, backend_errors.BackendLimitError):
+        return TooManyRequests(f"{where} is at its limit, retry later: {exc}", error_code="BACKEND_BUSY")
+    if isinstance(exc, backend_errors.BackendPermanentError):
+        return InvalidArgument(f"{where} refused the request: {exc}", error_code="BACKEND_REJECTED")
+    if isinstance(exc, backend_errors.BackendAuthError):
+        return BadGateway(f"{where} refused the service's credentials: {exc}", error_code="BACKEND_AUTH_FAILED")
+    return BadGateway(f"{where} failed: {exc}")
 
 
 class SyncJobs:
