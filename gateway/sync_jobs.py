@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from gateway.audit import AuditLog, audited
 from gateway.auth import Principal
 from gateway.tasks import JobSpec, TaskService
 from gateway.udp import Udp
+from upscaling import metrics
 from upscaling.config import from_env
 from upscaling.errors import InvalidArgument, ResourceExhausted, ServiceError, TooManyRequests, Unavailable
 from upscaling.limits import exceeded
@@ -200,8 +202,17 @@ class SyncJobs:
         call = backend_jobs.JobSpec(process_id=job.udp.id, namespace=job.service["application"],
                                     arguments=job.arguments, title=job.title, description="", format=job.format)
         with self._slot(caller.user_id):
+            started = time.monotonic()
             try:
-                return await asyncio.to_thread(backend_sync.compute_result, backend, self.limits.timeout_s, call,
-                                               self.limits.max_bytes)
+                result = await asyncio.to_thread(backend_sync.compute_result, backend, self.limits.timeout_s, call,
+                                                 self.limits.max_bytes)
             except backend_errors.BackendError as exc:
-                raise _backend_failure(exc, job.endpoint) from exc
+                answer = _backend_failure(exc, job.endpoint)
+                if not isinstance(exc, backend_sync.ResultTooLarge):
+                    metrics.backend_error(job.endpoint, exc)
+                metrics.SYNC_JOBS.labels(job.endpoint, answer.error_code).inc()
+                raise answer from exc
+            finally:
+                metrics.SYNC_SECONDS.labels(job.endpoint).observe(time.monotonic() - started)
+        metrics.SYNC_JOBS.labels(job.endpoint, "ok").inc()
+        return result

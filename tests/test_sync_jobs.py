@@ -106,8 +106,18 @@ def error_code(error: grpc.RpcError) -> str:
 # ---- HTTP ---------------------------------------------------------------------------------------------------
 
 
+def sync_metric(gw: Gateway, series: str, outcome: str | None = None) -> float:
+    """The value of a sync-job series of the gateway's /metrics for its backend (0 when not exported yet)."""
+    labels = f'backend="{gw.backend.endpoint}"' + (f',outcome="{outcome}"' if outcome else "")
+    for line in requests.get(f"{gw.http}/metrics", timeout=10).text.splitlines():
+        if line.startswith(f"{series}{{{labels}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def test_small_aoi_answers_a_readable_geotiff(gw: Gateway) -> None:
-    reply = sync(gw, body(gw))
+    before = await asyncio.to_thread(sync_metric, gw, "upscaling_sync_jobs_total", "ok")
+    reply = await asyncio.to_thread(sync, gw, body(gw))
     assert reply.status_code == 200, reply.text
     assert reply.headers["content-type"].startswith("image/tiff; application=geotiff")
     with MemoryFile(reply.content) as memory, memory.open() as raster:
@@ -116,6 +126,8 @@ async def test_small_aoi_answers_a_readable_geotiff(gw: Gateway) -> None:
         assert raster.read(1).max() > 0
     assert gw.backend.report()["totals"]["sync_results"] == {"ok": 1}
     assert gw.backend.report()["totals"]["created"] == 0  # no batch job: one POST /result
+    assert await asyncio.to_thread(sync_metric, gw, "upscaling_sync_jobs_total", "ok") == before + 1
+    assert await asyncio.to_thread(sync_metric, gw, "upscaling_sync_job_seconds_count") >= 1
 
     conn = await db_connect(gw.database_url)
     try:
@@ -197,6 +209,8 @@ def test_backend_errors_are_clear(gw: Gateway) -> None:
     gw.backend.configure(job_error_fraction=0.0, faults={"compute_result": {"429": 1.0}})
     reply = sync(gw, body(gw))
     assert reply.status_code == 429 and reply.json()["error_code"] == "BACKEND_BUSY", reply.text
+    for outcome in ("BACKEND_REJECTED", "BACKEND_ERROR", "BACKEND_BUSY"):
+        assert sync_metric(gw, "upscaling_sync_jobs_total", outcome) >= 1
 
 
 def test_result_larger_than_the_limit(gw: Gateway) -> None:
