@@ -26,7 +26,7 @@ def create_sync_router(get_sync: Callable[[], SyncJobs]) -> APIRouter:
 
     @router.post("/sync_jobs", summary="Run one processing job synchronously and answer with its result "
                  "(small AOIs: SYNC_MAX_AREA_KM2, SYNC_MAX_BYTES)", response_class=Response,
-                 responses={**SYNC_OK, **error_responses(413, 429, 502, 504)})
+                 responses={**SYNC_OK, **error_responses(400, 413, 429, 502, 504)})
     async def run_sync_job(body: JobRequest, who: Caller) -> Response:
         result = await get_sync().run(JobSpec(title=body.title, label=body.label, service=service_dict(body.service),
                                               parameters=body.parameters, format=body.format), who)
