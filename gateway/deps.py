@@ -105,6 +105,8 @@ class Dependencies:
     async def stop(self) -> None:
         """Close every connection."""
         await self.authenticator.close()
+        if self.sync:
+            self.sync.close()
         if self.cluster_state:
             await self.cluster_state.close()
         if self.hub:

@@ -10,10 +10,12 @@ reaches the backend, and the result at most `SYNC_MAX_BYTES`. Nothing is stored 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import math
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,7 @@ class SyncLimits:
     max_bytes: int = 32 * 1024 * 1024
     timeout_s: float = 300.0
     max_per_user: int = 2
+    max_running: int = 16
 
 
 ENV: dict[str, str] = {
@@ -53,6 +56,7 @@ ENV: dict[str, str] = {
     "max_bytes": "SYNC_MAX_BYTES",
     "timeout_s": "SYNC_TIMEOUT_S",
     "max_per_user": "SYNC_MAX_PER_USER",
+    "max_running": "SYNC_MAX_RUNNING",
 }
 
 
@@ -61,8 +65,8 @@ def load_sync_limits() -> SyncLimits:
     limits = from_env(SyncLimits, ENV)
     if limits.max_area_km2 < 0 or limits.max_per_user < 0:
         raise ValueError("SYNC_MAX_AREA_KM2 and SYNC_MAX_PER_USER must not be negative")
-    if limits.max_bytes < 1 or limits.timeout_s <= 0:
-        raise ValueError("SYNC_MAX_BYTES and SYNC_TIMEOUT_S must be positive")
+    if limits.max_bytes < 1 or limits.timeout_s <= 0 or limits.max_running < 1:
+        raise ValueError("SYNC_MAX_BYTES, SYNC_TIMEOUT_S and SYNC_MAX_RUNNING must be positive")
     return limits
 
 
@@ -157,17 +161,29 @@ def _backend_failure(exc: backend_errors.BackendError, endpoint: str) -> Service
 
 
 class SyncJobs:
-    """Runs synchronous jobs for callers: validated like unit jobs, limited per user, audited (`job.sync`)."""
+    """Runs synchronous jobs for callers: validated like unit jobs, limited per user and per gateway worker, audited
+    (`job.sync`). The backend calls run in threads of their own (SYNC_MAX_RUNNING of them), so that long
+    synchronous jobs never hold the threads other work of the gateway uses."""
 
     def __init__(self, tasks: TaskService, limits: SyncLimits) -> None:
         self.tasks = tasks
         self.limits = limits
         self.audit: AuditLog | None = tasks.audit
         self._running: dict[str, int] = {}
+        self._threads = ThreadPoolExecutor(limits.max_running, thread_name_prefix="sync-job")
+
+    def close(self) -> None:
+        """Stop taking jobs (running backend calls end by their timeout)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     @contextmanager
     def _slot(self, user: str) -> Iterator[None]:
-        """One running synchronous job of `user` (per gateway worker); TooManyRequests at SYNC_MAX_PER_USER."""
+        """One running synchronous job of `user` on this gateway worker: Unavailable (SYNC_BUSY) when the worker
+        runs SYNC_MAX_RUNNING, TooManyRequests (TOO_MANY_SYNC_JOBS) when the user runs SYNC_MAX_PER_USER."""
+        total = sum(self._running.values())
+        if total >= self.limits.max_running:
+            raise Unavailable(exceeded("SYNC_MAX_RUNNING", self.limits.max_running, f"this gateway runs {total} "
+                                       "synchronous jobs; retry shortly"), error_code="SYNC_BUSY")
         current = self._running.get(user, 0)
         limit = self.limits.max_per_user
         if limit and current >= limit:
@@ -204,8 +220,10 @@ class SyncJobs:
         with self._slot(caller.user_id):
             started = time.monotonic()
             try:
-                result = await asyncio.to_thread(backend_sync.compute_result, backend, self.limits.timeout_s, call,
-                                                 self.limits.max_bytes)
+                # in a thread of its own, with this request's context (its correlation id goes to the backend)
+                compute = functools.partial(contextvars.copy_context().run, backend_sync.compute_result, backend,
+                                            self.limits.timeout_s, call, self.limits.max_bytes)
+                result = await asyncio.get_running_loop().run_in_executor(self._threads, compute)
             except backend_errors.BackendError as exc:
                 answer = _backend_failure(exc, job.endpoint)
                 if not isinstance(exc, backend_sync.ResultTooLarge):

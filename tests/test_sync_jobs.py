@@ -4,9 +4,11 @@ gateway process against the local openEO backend, which really computes `POST /r
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ def sync_gateway(stack: Any, service_env: dict[str, str], infra: Any,
     and its local backend."""
     with gateway_process(stack, service_env, infra, Path(tmp_path_factory.mktemp("sync")), name="sync",
                          AUTH_MODE="token", AUTH_TOKENS=json.dumps({ALICE: "alice", BOB: "bob"}),
-                         SYNC_MAX_BYTES=str(MAX_BYTES), SYNC_TIMEOUT_S=str(TIMEOUT_S)) as gateway:
+                         SYNC_MAX_BYTES=str(MAX_BYTES), SYNC_TIMEOUT_S=str(TIMEOUT_S), SYNC_MAX_RUNNING="3") as gateway:
         yield gateway
 
 
@@ -67,8 +69,9 @@ def body(gw: Gateway, aoi: Any = TILE, **changes: Any) -> dict[str, Any]:
     return request
 
 
-def sync(gw: Gateway, request: dict[str, Any], token: str | None = ALICE) -> requests.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+def sync(gw: Gateway, request: dict[str, Any], token: str | None = ALICE, **headers: str) -> requests.Response:
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     return requests.post(f"{gw.http}/sync_jobs", json=request, headers=headers, timeout=60)
 
 
@@ -117,8 +120,11 @@ def sync_metric(gw: Gateway, series: str, outcome: str | None = None) -> float:
 
 async def test_small_aoi_answers_a_readable_geotiff(gw: Gateway) -> None:
     before = await asyncio.to_thread(sync_metric, gw, "upscaling_sync_jobs_total", "ok")
-    reply = await asyncio.to_thread(sync, gw, body(gw))
+    cid = f"sync-{uuid.uuid4().hex}"
+    reply = await asyncio.to_thread(functools.partial(sync, gw, body(gw), **{"X-Correlation-ID": cid}))
     assert reply.status_code == 200, reply.text
+    assert reply.headers["x-correlation-id"] == cid
+    assert gw.backend.report()["correlation_ids"][cid]["compute_result"] == 1  # the request id reached the backend
     assert reply.headers["content-type"].startswith("image/tiff; application=geotiff")
     with MemoryFile(reply.content) as memory, memory.open() as raster:
         assert raster.driver == "GTiff" and raster.count == 3 and raster.crs.to_epsg() == 4326
@@ -222,22 +228,28 @@ def test_result_larger_than_the_limit(gw: Gateway) -> None:
     assert f"SYNC_MAX_BYTES={MAX_BYTES}" in error["message"] and "/unit_jobs" in error["message"]
 
 
-async def test_timeout_and_running_jobs_per_user(gw: Gateway) -> None:
+async def test_timeout_and_running_jobs_per_user_and_gateway(gw: Gateway) -> None:
     gw.backend.configure(faults={"compute_result": {"delay": 1.0}}, fault_delay=TIMEOUT_S + 5)
     slow = [asyncio.create_task(asyncio.to_thread(sync, gw, body(gw))) for _ in range(2)]
 
-    async def both_at_the_backend() -> bool:
-        return await asyncio.to_thread(backend_calls, gw) == 2
+    def at_the_backend(n: int) -> Any:
+        async def check() -> bool:
+            return await asyncio.to_thread(backend_calls, gw) == n
+        return check
 
-    await wait_until(both_at_the_backend, limit_s=15, what="two synchronous requests at the backend")
+    await wait_until(at_the_backend(2), limit_s=15, what="two synchronous requests at the backend")
     third = await asyncio.to_thread(sync, gw, body(gw))  # alice's SYNC_MAX_PER_USER=2 are running
     assert third.status_code == 429, third.text
     assert third.json()["error_code"] == "TOO_MANY_SYNC_JOBS" and "SYNC_MAX_PER_USER=2" in third.json()["message"]
-    bobs = await asyncio.to_thread(sync, gw, body(gw), BOB)  # another user is not held: his runs (and times out)
+    slow.append(asyncio.create_task(asyncio.to_thread(sync, gw, body(gw), BOB)))  # another user is not held
+    await wait_until(at_the_backend(3), limit_s=15, what="bob's synchronous request at the backend")
+    fourth = await asyncio.to_thread(sync, gw, body(gw), BOB)  # the gateway's SYNC_MAX_RUNNING=3 are running
+    assert fourth.status_code == 503, fourth.text
+    assert fourth.json()["error_code"] == "SYNC_BUSY" and "SYNC_MAX_RUNNING=3" in fourth.json()["message"]
     replies = await asyncio.gather(*slow)
-    assert [r.status_code for r in [*replies, bobs]] == [504, 504, 504]
-    assert all(r.json()["error_code"] == "BACKEND_TIMEOUT" for r in [*replies, bobs])
-    assert "did not answer in time" in bobs.json()["message"]
+    assert [r.status_code for r in replies] == [504, 504, 504]
+    assert all(r.json()["error_code"] == "BACKEND_TIMEOUT" for r in replies)
+    assert "did not answer in time" in replies[-1].json()["message"]
     assert await asyncio.to_thread(backend_calls, gw) == 3
 
 
