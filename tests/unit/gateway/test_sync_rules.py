@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.sync_jobs import _backend_failure, aoi_area_km2
+from gateway.sync_jobs import SyncLimits, _backend_failure, aoi_area_km2, load_sync_limits
 from gateway.udp import Udp, describe, parse_udp
 from upscaling.backends import BackendConfig
 from upscaling.errors import InvalidArgument
@@ -61,6 +61,21 @@ def test_area_of_an_unknown_crs_is_a_clear_error() -> None:
     with pytest.raises(InvalidArgument, match=r"spatial_extent.*cannot compute the area"):
         aoi_area_km2(udp("wind_turbine_detection"),
                      {"spatial_extent": {"west": 0, "south": 0, "east": 1, "north": 1, "crs": "EPSG:999999"}})
+
+
+def test_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SYNC_MAX_AREA_KM2", "SYNC_MAX_BYTES", "SYNC_TIMEOUT_S", "SYNC_MAX_PER_USER", "SYNC_MAX_RUNNING"):
+        monkeypatch.delenv(name, raising=False)
+    assert load_sync_limits() == SyncLimits(2500.0, 32 * 1024 * 1024, 300.0, 2, 16)
+    monkeypatch.setenv("SYNC_MAX_AREA_KM2", "100.5")
+    monkeypatch.setenv("SYNC_MAX_PER_USER", "0")
+    assert load_sync_limits().max_area_km2 == 100.5 and load_sync_limits().max_per_user == 0
+    for name, value in (("SYNC_MAX_RUNNING", "0"), ("SYNC_MAX_BYTES", "0"), ("SYNC_MAX_AREA_KM2", "-1"),
+                        ("SYNC_TIMEOUT_S", "soon")):
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            with pytest.raises(ValueError, match=name):
+                load_sync_limits()
 
 
 # ---- backend failures ---------------------------------------------------------------------------------------
