@@ -212,6 +212,9 @@ class SyncJobs:
     async def run(self, spec: JobSpec, caller: Principal) -> backend_sync.SyncResult:
         """Validate the request, check the AOI, then run it on the backend in a worker thread."""
         job = await self.tasks.check_job(spec)
+        if spec.label != "openeo":  # POST /result is openEO's; other platforms run as batch jobs
+            raise InvalidArgument(f"synchronous jobs run on openEO backends (label 'openeo'), not {spec.label!r}; "
+                                  "use POST /unit_jobs")
         self.check_area(job.udp, job.arguments)
         backend = self.tasks.backends.find(job.endpoint)
         assert backend is not None  # check_job found it
