@@ -13,6 +13,7 @@ from aio_pika.abc import AbstractRobustConnection
 from gateway.auth import Authenticator, AuthSettings, Principal, create_authenticator, load_auth_settings
 from gateway.egress import EgressFetcher, policy_from_settings
 from gateway.events_hub import EventsHub
+from gateway.sync_jobs import SyncJobs, SyncLimits, load_sync_limits
 from gateway.tasks import TaskService
 from gateway.tiler_client import TilerClient
 from gateway.udp import UdpCache
@@ -40,9 +41,11 @@ class Dependencies:
     udps: UdpCache | None = None
     hub: EventsHub | None = None
     tasks: TaskService | None = None
+    sync: SyncJobs | None = None
     cluster_state: metrics.ClusterState | None = None
     auth: AuthSettings = field(default_factory=load_auth_settings)
     limits: Limits = field(default_factory=load_limits)
+    sync_limits: SyncLimits = field(default_factory=load_sync_limits)
 
     def __post_init__(self) -> None:
         self.authenticator: Authenticator = create_authenticator(self.auth)
@@ -57,6 +60,12 @@ class Dependencies:
         if self.tasks is None:
             raise Unavailable("the gateway is still starting")
         return self.tasks
+
+    def sync_jobs(self) -> SyncJobs:
+        """The synchronous jobs, or Unavailable before the dependencies are up."""
+        if self.sync is None:
+            raise Unavailable("the gateway is still starting")
+        return self.sync
 
     def events_hub(self) -> EventsHub:
         """The events fan-out, or Unavailable before the dependencies are up."""
@@ -87,6 +96,7 @@ class Dependencies:
         self.udps = UdpCache(EgressFetcher(policy_from_settings(s), s.udp_fetch_timeout_s), ttl_s=s.udp_cache_ttl_s)
         self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values,
                                  max_in_flight_per_user=self.limits.max_tasks_in_flight_per_user)
+        self.sync = SyncJobs(self.tasks, self.sync_limits)
         self.hub = EventsHub(self.amqp, self.topology, self.pool, self._load_task)
         await self.hub.start()
         self.cluster_state = metrics.ClusterState(self.pool, self.amqp, self.topology)
@@ -95,6 +105,8 @@ class Dependencies:
     async def stop(self) -> None:
         """Close every connection."""
         await self.authenticator.close()
+        if self.sync:
+            self.sync.close()
         if self.cluster_state:
             await self.cluster_state.close()
         if self.hub:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -10,17 +11,19 @@ import grpc
 from gateway import workers
 from gateway.auth import caller_or_fail
 from gateway.events_hub import EventsHub
+from gateway.sync_jobs import SyncJobs
 from gateway.task_stac import item_collection, task_collection, task_items
 from gateway.task_views import task_proto
-from gateway.tasks import TaskService, TaskSpec
+from gateway.tasks import JobSpec, TaskService, TaskSpec
 from gateway.udp import describe
 from gateway.watch import watch_task
-from upscaling.errors import InvalidArgument
+from upscaling.errors import InvalidArgument, Unavailable
 from upscaling.limits import SubscriptionCounter
 from upscaling.statuses import task_status_from_proto
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
 FULL_NAME = upscaling_pb2.DESCRIPTOR.services_by_name["UpscalingService"].full_name
+SYNC_CHUNK_BYTES = 1 << 20
 
 
 def add_to_server(servicer: UpscalingServicer, server: grpc.aio.Server) -> None:
@@ -62,10 +65,12 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
     """The public task API over gRPC (errors raised as `upscaling.errors` and mapped by the interceptor). The caller
     comes from the AuthInterceptor; every task operation is scoped to it."""
 
-    def __init__(self, tasks: TaskService, hub: EventsHub, watches: SubscriptionCounter | None = None) -> None:
+    def __init__(self, tasks: TaskService, hub: EventsHub, watches: SubscriptionCounter | None = None,
+                 sync: SyncJobs | None = None) -> None:
         self.tasks = tasks
         self.hub = hub
         self.watches = watches or SubscriptionCounter(0)
+        self.sync = sync
 
     async def _task(self, task_id: int) -> upscaling_pb2.Task:
         view = await self.tasks.get_task(task_id, caller_or_fail())
@@ -150,6 +155,21 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
             upscaling_pb2.ServiceParameter(
                 name=p["name"], type=p["type"], optional=p["optional"], description=p["description"],
                 default_json="" if p["default"] is None else json.dumps(p["default"]),
-                options_json="" if p["options"] is None else json.dumps(p["options"]))
+                options_json=json.dumps(p["options"]))
             for p in describe(udp)])
 
+    async def RunSyncJob(self, request: upscaling_pb2.RunSyncJobRequest, context: grpc.aio.ServicerContext
+                         ) -> AsyncIterator[upscaling_pb2.RunSyncJobResponse]:
+        """The result of a synchronous job in chunks of SYNC_CHUNK_BYTES (the first with its media type and size)."""
+        who = caller_or_fail()
+        if self.sync is None:
+            raise Unavailable("synchronous jobs are not available on this gateway")
+        spec = JobSpec(title=request.title, label=request.label, service=_service(request.service),
+                       parameters=_loads(request.parameters_json, "parameters_json", {}),
+                       format=request.format or None)
+        result = await self.sync.run(spec, who)
+        content = result.content
+        yield upscaling_pb2.RunSyncJobResponse(content_type=result.media_type, size=len(content),
+                                               chunk=content[:SYNC_CHUNK_BYTES])
+        for start in range(SYNC_CHUNK_BYTES, len(content), SYNC_CHUNK_BYTES):
+            yield upscaling_pb2.RunSyncJobResponse(chunk=content[start:start + SYNC_CHUNK_BYTES])

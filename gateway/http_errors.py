@@ -36,8 +36,11 @@ _DESCRIPTIONS = {
     404: "No such task or job",
     409: "Not possible in the current state (e.g. already terminal, not finished)",
     413: "Request body larger than the configured limit",
+    429: "A limit of the caller over time (requests per second, tasks in flight, running synchronous jobs)",
     422: "Invalid request: the message says which field and why (also: limits such as too many tiles)",
+    502: "The openEO backend failed (its message is quoted)",
     503: "A dependency (tiler, database, broker) is not available yet",
+    504: "The openEO backend did not answer in time",
 }
 
 

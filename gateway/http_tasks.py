@@ -81,7 +81,8 @@ GEOJSON_OK: dict[int | str, dict[str, Any]] = {200: {"description": "GeoJSON",
                                                      "content": {"application/geo+json": {}}}}
 
 
-def _service(model: ServiceModel) -> dict[str, Any]:
+def service_dict(model: ServiceModel) -> dict[str, Any]:
+    """The service of a request as TaskService takes it."""
     return model.model_dump(exclude_none=True)
 
 
@@ -93,7 +94,7 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
                  responses=error_responses(400, 413))
     async def create_task(body: TaskRequest, who: Caller) -> JSONResponse:
         task = await get_tasks().create_task(TaskSpec(
-            title=body.title, label=body.label, service=_service(body.service), parameters=body.parameters,
+            title=body.title, label=body.label, service=service_dict(body.service), parameters=body.parameters,
             format=body.format, dimension_name=body.dimension.name, dimension_values=body.dimension.values,
             max_attempts=body.max_attempts), who)
         return JSONResponse(views.task_summary(task), status_code=201)
@@ -151,8 +152,9 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
     @router.post("/unit_jobs", status_code=201, summary="Create one processing job (no dimension)",
                  responses=error_responses(400, 413))
     async def create_job(body: JobRequest, who: Caller) -> JSONResponse:
-        job = await get_tasks().create_job(JobSpec(title=body.title, label=body.label, service=_service(body.service),
-                                                   parameters=body.parameters, format=body.format), who)
+        job = await get_tasks().create_job(JobSpec(title=body.title, label=body.label,
+                                                   service=service_dict(body.service), parameters=body.parameters,
+                                                   format=body.format), who)
         return JSONResponse(views.job_summary(job), status_code=201)
 
     @router.get("/unit_jobs/{job_id}", summary="A unit job",
@@ -177,7 +179,7 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
     @router.post("/params", summary="The parameters of a service's UDP",
                  responses=error_responses(400, 413))
     async def params(body: ParamsRequest, who: Caller) -> JSONResponse:
-        udp = await get_tasks().describe(body.label, _service(body.service))
+        udp = await get_tasks().describe(body.label, service_dict(body.service))
         return JSONResponse(describe(udp))
 
     return router

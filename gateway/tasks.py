@@ -64,6 +64,18 @@ class JobSpec:
     format: str | None = None
 
 
+@dataclass(frozen=True)
+class CheckedJob:
+    """A unit job request once validated: what the backend is called with."""
+
+    title: str
+    service: dict[str, Any]
+    endpoint: str
+    udp: Udp
+    format: str
+    arguments: dict[str, Any]
+
+
 @dataclass
 class TaskView:
     """A task row and its job rows, read consistently."""
@@ -206,6 +218,17 @@ class TaskService:
             raise InvalidArgument("title is required")
         return title
 
+    async def check_job(self, spec: JobSpec) -> CheckedJob:
+        """Validate a one-job request (`POST /unit_jobs`, `POST /sync_jobs`): InvalidArgument with the reason."""
+        check_storable({"title": spec.title, "label": spec.label, "service": spec.service,
+                        "parameters": spec.parameters}, "request")
+        title = self._check_title(spec.title)
+        service, endpoint, udp = await self._check_service(spec.label, spec.service)
+        fmt = self._check_format(spec.format)
+        if not isinstance(spec.parameters, dict):
+            raise InvalidArgument("parameters must be an object")
+        return CheckedJob(title, service, endpoint, udp, fmt, validate_arguments(udp, spec.parameters))
+
     # ---- create -----------------------------------------------------------------------------------------
 
     @audited("task.create", "task")
@@ -277,14 +300,9 @@ class TaskService:
     @audited("job.create", "job")
     async def create_job(self, spec: JobSpec, caller: Principal) -> asyncpg.Record:
         """Validate and store a standalone unit job (no task) and its outbox row."""
-        check_storable({"title": spec.title, "label": spec.label, "service": spec.service,
-                        "parameters": spec.parameters}, "request")
-        title = self._check_title(spec.title)
-        service, endpoint, udp = await self._check_service(spec.label, spec.service)
-        fmt = self._check_format(spec.format)
-        if not isinstance(spec.parameters, dict):
-            raise InvalidArgument("parameters must be an object")
-        arguments = validate_arguments(udp, spec.parameters)
+        checked = await self.check_job(spec)
+        title, service, endpoint, udp, fmt, arguments = (checked.title, checked.service, checked.endpoint,
+                                                         checked.udp, checked.format, checked.arguments)
         cid = correlation_id.get() or ""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._check_in_flight(conn, caller)

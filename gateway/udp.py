@@ -81,16 +81,22 @@ class UdpParameter:
 
     @property
     def type_name(self) -> str:
-        """A short type name for `/params` (bounding-box, geojson, date-interval, date, string, ...)."""
+        """The type name of `/params`, in APEx's vocabulary where it has one (bounding-box, polygon for GeoJSON,
+        date-interval, datetime, string, integer, double, boolean, array-string), else date, array, object or
+        any."""
         subtypes = self.subtypes
-        for subtype, name in (("bounding-box", "bounding-box"), ("geojson", "geojson"),
-                              ("temporal-interval", "date-interval"), ("date-time", "date-time"),
+        for subtype, name in (("bounding-box", "bounding-box"), ("geojson", "polygon"),
+                              ("temporal-interval", "date-interval"), ("date-time", "datetime"),
                               ("date", "date")):
             if subtype in subtypes:
                 return name
         types = self.types - {"null"}
-        for name in ("string", "integer", "number", "boolean", "array", "object"):
-            if name in types:
+        if "array" in types and any(isinstance(s.get("items"), dict) and s["items"].get("type") == "string"
+                                    for s in self.schemas):
+            return "array-string"
+        for json_type, name in (("string", "string"), ("integer", "integer"), ("number", "double"),
+                                ("boolean", "boolean"), ("array", "array"), ("object", "object")):
+            if json_type in types:
                 return name
         return "any"
 
@@ -179,9 +185,10 @@ class UdpCache:
 
 
 def describe(udp: Udp) -> list[dict[str, Any]]:
-    """The APEx `/params` answer: `[{name, type, optional, description, default, options}]`."""
+    """The APEx `/params` answer: `[{name, type, optional, description, default, options}]`; `options` lists the
+    allowed values of a parameter with an `enum`, and is `[]` (as APEx answers) for any other."""
     return [{"name": p.name, "type": p.type_name, "optional": not p.required, "description": p.description,
-             "default": p.default, "options": p.enum} for p in udp.parameters]
+             "default": p.default, "options": list(p.enum or [])} for p in udp.parameters]
 
 
 def geometry_bounds(value: Mapping[str, Any]) -> dict[str, float]:

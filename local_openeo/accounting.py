@@ -32,6 +32,7 @@ class Accounting:
         self.canceled: Counter[str] = Counter()
         self.deleted: Counter[str] = Counter()
         self.rejections: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.sync_results: defaultdict[str, Counter[str]] = defaultdict(Counter)  # user → ok/error of POST /result
         self.max_active: Counter[str] = Counter()
         self.failing_jobs: Counter[str] = Counter()
         self.titles: Counter[str] = Counter()
@@ -78,7 +79,7 @@ class Accounting:
         by_user: defaultdict[str, Counter[str]] = defaultdict(Counter)
         for job in store.jobs.values():
             by_user[job.user][job.status(now)] += 1
-        users = set(self.created) | set(by_user) | set(self.rejections)
+        users = set(self.created) | set(by_user) | set(self.rejections) | set(self.sync_results)
         totals = {
             "created": sum(self.created.values()),
             "started": sum(self.started.values()),
@@ -88,6 +89,7 @@ class Accounting:
             "failing": sum(self.failing_jobs.values()),
             "existing": len(store.jobs),
             "rejections": dict(sum(self.rejections.values(), Counter())),
+            "sync_results": dict(sum(self.sync_results.values(), Counter())),
             "faults": sum(sum(c.values()) for c in self.faults.values()),
             "lost_responses": sum(
                 count for c in self.faults.values() for kind, count in c.items() if kind.startswith("lost")
@@ -104,6 +106,7 @@ class Accounting:
                     "deleted": self.deleted[user],
                     "failing": self.failing_jobs[user],
                     "rejections": dict(self.rejections[user]),
+                    "sync_results": dict(self.sync_results[user]),
                     "max_active": self.max_active[user],
                     "by_status": dict(by_user[user]),
                 }

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from local_openeo import discovery, jobs_api
+from local_openeo import discovery, jobs_api, sync_api
 from local_openeo.admin import add_admin_routes
 from local_openeo.backend import BACKEND, Backend
 from local_openeo.config import API_PREFIX, Settings
@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> web.Application:
             web.get(f"{api}/collections", d.collections),
             web.get(f"{api}/collections/{{collection_id}}", d.collections),
             web.post(f"{api}/validation", d.validation),
+            web.post(f"{api}/result", sync_api.compute_result),
             web.get(f"{api}/jobs", j.list_jobs),
             web.post(f"{api}/jobs", j.create_job),
             web.get(f"{api}/jobs/{{job_id}}", j.get_job),

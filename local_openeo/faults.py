@@ -17,6 +17,7 @@ ENDPOINTS = (
     "processes",
     "collections",
     "validation",
+    "compute_result",
     "create_job",
     "list_jobs",
     "get_job",

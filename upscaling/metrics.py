@@ -97,6 +97,10 @@ EVENTS_FANNED_OUT = Counter("upscaling_events_fanned_out",
                             "Status events handed to watchers (one per event and watcher)", registry=None)
 WATCHERS = Gauge("upscaling_watchers", "Watchers connected (grpc: WatchTask streams, websocket: WebSockets)",
                  ["kind"], registry=None, multiprocess_mode="livesum")
+SYNC_JOBS = Counter("upscaling_sync_jobs", "Synchronous jobs (POST /sync_jobs, RunSyncJob) that reached a backend, by "
+                    "backend and outcome (ok, or the error code answered)", ["backend", "outcome"], registry=None)
+SYNC_SECONDS = Histogram("upscaling_sync_job_seconds", "Duration of the backend call of a synchronous job",
+                         ["backend"], buckets=_LATENCY_BUCKETS, registry=None)
 OUTBOX_PUBLISHED = Counter("upscaling_outbox_published",
                            "Outbox rows (job messages, status events) this process's relay published (confirmed)",
                            registry=None)
@@ -113,7 +117,7 @@ GROUPS: dict[str, tuple[Collector, ...]] = {
     "monitor": (CYCLE_SECONDS, CYCLE_CALLS, BACKEND_CALLS, MONITOR_LOCK_HELD, JOB_CHANGES, BACKEND_ERRORS,
                 RETRIES, RECONCILED, RECONCILER_LOCK_HELD, OUTBOX_PUBLISHED),
     "relay": (OUTBOX_PUBLISHED,),
-    "gateway": (EVENTS_RECEIVED, EVENTS_FANNED_OUT, WATCHERS),
+    "gateway": (EVENTS_RECEIVED, EVENTS_FANNED_OUT, WATCHERS, SYNC_JOBS, SYNC_SECONDS, BACKEND_ERRORS),
     "tiler": (TILER_REQUESTS, TILES, TILER_SECONDS),
 }
 for _kind in ("grpc", "websocket"):

@@ -21,8 +21,8 @@ from upscaling_client.errors import (
     UnavailableError,
     UpscalingError,
 )
-from upscaling_client.models import JobInfo, TaskEvent, TaskInfo, Tile, Tiles
+from upscaling_client.models import JobInfo, SyncResult, TaskEvent, TaskInfo, Tile, Tiles
 
 __all__ = ["AuthenticationError", "Client", "ConflictError", "DownloadError", "InvalidArgumentError", "JobInfo",
-           "LimitExceededError", "MosaicError", "NotFoundError", "Task", "TaskEvent", "TaskInfo", "Tile", "Tiles",
-           "UnavailableError", "UpscalingError"]
+           "LimitExceededError", "MosaicError", "NotFoundError", "SyncResult", "Task", "TaskEvent", "TaskInfo", "Tile",
+           "Tiles", "UnavailableError", "UpscalingError"]

@@ -224,6 +224,25 @@ def run(ctx: typer.Context,
     _finish(task, info, as_json)
 
 
+@app.command("sync")
+def sync_job(ctx: typer.Context,
+             udp: Annotated[str, typer.Option(help="URL of the UDP (process definition JSON)")],
+             backend: Annotated[str, typer.Option(envvar="UPSCALE_BACKEND", help="openEO backend URL")],
+             output: Annotated[Path, typer.Option("-o", "--output", help="write the result file here")],
+             param: Annotated[list[str] | None, typer.Option("-p", "--param", help="UDP parameter NAME=VALUE")] = None,
+             title: Annotated[str | None, typer.Option(help="job title")] = None,
+             format: Annotated[str | None, typer.Option(help="gtiff, geojson, netcdf or json")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Run a UDP once over a small AOI, synchronously, and write its result file."""
+    result = _client(ctx).run_sync(udp, backend=backend, parameters=_parameters(param or []), title=title,
+                                   format=format)
+    result.save(output)
+    if as_json:
+        _print_json({"output": str(output), "content_type": result.content_type, "size": len(result.content)})
+    else:
+        out.print(f"{output}: {len(result.content)} bytes ({result.content_type})")
+
+
 @app.command()
 def watch(ctx: typer.Context, task_id: TaskIdArg,
           after: Annotated[int, typer.Option(min=0, help="resume after this event sequence")] = 0,

@@ -14,7 +14,15 @@ import grpc
 from upscaling_client import download as downloads
 from upscaling_client._proto import common_pb2, tiler_pb2, tiler_pb2_grpc, upscaling_pb2, upscaling_pb2_grpc
 from upscaling_client.errors import UnavailableError, UpscalingError, from_rpc_error
-from upscaling_client.models import TERMINAL_TASK_STATUSES, TaskEvent, TaskInfo, Tile, Tiles, task_status_value
+from upscaling_client.models import (
+    TERMINAL_TASK_STATUSES,
+    SyncResult,
+    TaskEvent,
+    TaskInfo,
+    Tile,
+    Tiles,
+    task_status_value,
+)
 from upscaling_client.state import TaskState
 
 DEFAULT_ADDRESS = "localhost:50051"
@@ -106,6 +114,25 @@ class Client:
         task.wait(progress=progress)
         return task
 
+    def run_sync(self, udp_url: str, *, backend: str, parameters: dict[str, Any] | None = None,
+                 title: str | None = None, format: str | None = None, timeout_s: float = 600.0) -> SyncResult:
+        """Run the UDP once, synchronously, on the openEO `backend` and return its result file (small AOIs only:
+        the service refuses AOIs above its SYNC_MAX_AREA_KM2 and results above SYNC_MAX_BYTES with
+        `LimitExceededError`; run larger ones with `submit()`)."""
+        name = udp_url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json")
+        request = upscaling_pb2.RunSyncJobRequest(
+            title=title or name, label="openeo", service=common_pb2.ServiceRef(endpoint=backend, application=udp_url),
+            parameters_json=json.dumps(parameters or {}), format=format or "")
+        chunks: list[bytes] = []
+        content_type = ""
+        try:
+            for reply in self._tasks.RunSyncJob(request, timeout=timeout_s, metadata=self._metadata):
+                content_type = content_type or reply.content_type
+                chunks.append(reply.chunk)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return SyncResult(b"".join(chunks), content_type)
+
     def task(self, task_id: int) -> Task:
         """The task with this id (`NotFoundError` if there is none, or it is not yours)."""
         task = Task(self, None, task_id)
@@ -137,7 +164,7 @@ class Client:
             label="openeo", service=common_pb2.ServiceRef(endpoint=backend, application=udp_url)))
         return [{"name": p.name, "type": p.type, "optional": p.optional, "description": p.description,
                  "default": json.loads(p.default_json) if p.default_json else None,
-                 "options": json.loads(p.options_json) if p.options_json else None} for p in reply.parameters]
+                 "options": json.loads(p.options_json) if p.options_json else []} for p in reply.parameters]
 
     def _watch_stream(self, task_id: int, after: int) -> _WatchStream:
         return _WatchStream(self, task_id, after)

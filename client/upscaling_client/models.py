@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, cast
 
 from upscaling_client._proto import common_pb2, tiler_pb2, upscaling_pb2
@@ -177,6 +178,20 @@ class TaskInfo:
         if jobs:
             body["jobs"] = [j.to_dict() for j in self.jobs]
         return body
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """The result file of a synchronous job (`Client.run_sync`): its bytes and media type."""
+
+    content: bytes
+    content_type: str
+
+    def save(self, path: str | Path) -> Path:
+        """Write the result to `path`; returns it."""
+        target = Path(path)
+        target.write_bytes(self.content)
+        return target
 
 
 @dataclass(frozen=True)

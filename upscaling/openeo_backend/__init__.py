@@ -8,6 +8,7 @@
   (errors become typed; an authentication error re-authenticates once).
 - `paging`: the one `rel=next` pager of `GET /jobs`.
 - `jobs`: the batch-job operations (create, start, find by tag, status, describe, list, results, error logs, stop).
+- `sync`: synchronous processing (`POST /result`), with a size and time limit.
 
 The submodules are imported by name (`from upscaling.openeo_backend import jobs`): importing `errors` alone does
 not load the openeo client.

@@ -261,3 +261,27 @@ class DescribeServiceResponse(_message.Message):
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     parameters: _containers.RepeatedCompositeFieldContainer[ServiceParameter]
     def __init__(self, parameters: _Optional[_Iterable[_Union[ServiceParameter, _Mapping]]] = ...) -> None: ...
+
+class RunSyncJobRequest(_message.Message):
+    __slots__ = ("title", "label", "service", "parameters_json", "format")
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    title: str
+    label: str
+    service: _common_pb2.ServiceRef
+    parameters_json: str
+    format: str
+    def __init__(self, title: _Optional[str] = ..., label: _Optional[str] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+
+class RunSyncJobResponse(_message.Message):
+    __slots__ = ("content_type", "size", "chunk")
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    content_type: str
+    size: int
+    chunk: bytes
+    def __init__(self, content_type: _Optional[str] = ..., size: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...

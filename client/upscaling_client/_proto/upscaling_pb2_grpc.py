@@ -85,6 +85,11 @@ class UpscalingServiceStub:
                 request_serializer=upscaling_dot_v1_dot_upscaling__pb2.DescribeServiceRequest.SerializeToString,
                 response_deserializer=upscaling_dot_v1_dot_upscaling__pb2.DescribeServiceResponse.FromString,
                 _registered_method=True)
+        self.RunSyncJob = channel.unary_stream(
+                '/upscaling.v1.UpscalingService/RunSyncJob',
+                request_serializer=upscaling_dot_v1_dot_upscaling__pb2.RunSyncJobRequest.SerializeToString,
+                response_deserializer=upscaling_dot_v1_dot_upscaling__pb2.RunSyncJobResponse.FromString,
+                _registered_method=True)
 
 
 class UpscalingServiceServicer:
@@ -158,6 +163,15 @@ class UpscalingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunSyncJob(self, request, context):
+        """One UDP call run synchronously on the backend (openEO POST /result), its result file streamed back in chunks:
+        validated like a unit job, for AOIs up to SYNC_MAX_AREA_KM2 and results up to SYNC_MAX_BYTES
+        (RESOURCE_EXHAUSTED beyond, saying so); nothing is stored. The HTTP bridge's `POST /sync_jobs`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UpscalingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +224,11 @@ def add_UpscalingServiceServicer_to_server(servicer, server):
                     servicer.DescribeService,
                     request_deserializer=upscaling_dot_v1_dot_upscaling__pb2.DescribeServiceRequest.FromString,
                     response_serializer=upscaling_dot_v1_dot_upscaling__pb2.DescribeServiceResponse.SerializeToString,
+            ),
+            'RunSyncJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunSyncJob,
+                    request_deserializer=upscaling_dot_v1_dot_upscaling__pb2.RunSyncJobRequest.FromString,
+                    response_serializer=upscaling_dot_v1_dot_upscaling__pb2.RunSyncJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -483,6 +502,33 @@ class UpscalingService:
             '/upscaling.v1.UpscalingService/DescribeService',
             upscaling_dot_v1_dot_upscaling__pb2.DescribeServiceRequest.SerializeToString,
             upscaling_dot_v1_dot_upscaling__pb2.DescribeServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunSyncJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/upscaling.v1.UpscalingService/RunSyncJob',
+            upscaling_dot_v1_dot_upscaling__pb2.RunSyncJobRequest.SerializeToString,
+            upscaling_dot_v1_dot_upscaling__pb2.RunSyncJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
