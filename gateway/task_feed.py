@@ -466,8 +466,8 @@ class TaskFeed:
         def build() -> str:
             s = self.state
             assert s is not None
-            changed = [{"id": j["id"], "status": j["status"], "progress": j["progress"], "message": j["message"],
-                        "costs": j.get("costs")} for j in s.jobs if s.changed_at.get(j["id"], -1) > since]
+            changed = [{"id": j["id"], "status": j["status"], "progress": j["progress"], "message": j["message"]}
+                       for j in s.jobs if s.changed_at.get(j["id"], -1) > since]
             body = {"id": self.task_id, "status": s.status, "updated": _iso(s.task["updated"]),
                     "job_counts": self.counts(), "progress": views.task_progress(s.jobs), "sequence": s.sequence,
                     **views.task_costs(s.task), "delta": True, "since": since, "jobs": changed}
