@@ -1,7 +1,8 @@
 """A task's cost limit where the dispatcher leases a job: a job of a task whose recorded costs reached its
 `max_costs` is never submitted; the task's unsubmitted jobs end `canceled` with the reason
 (`upscaling.jobs.store.stop_for_costs`). The lease statements refuse such jobs too (`costs.REACHED_SQL`), so a
-job message read before the limit was reached cannot slip through."""
+job message read before the limit was reached cannot slip through. A job an earlier try leased (it may exist on
+the backend) goes on as before: found by its tag, or submitted."""
 
 from __future__ import annotations
 

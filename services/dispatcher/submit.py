@@ -269,7 +269,7 @@ class Submitter:
                 await self._update(row["id"], status="canceled", message="canceled before submission")
                 log.info("unit job canceled before submission", extra={"job_id": row["id"]})
             return False
-        if row["backend_job_id"] is None and cost_limit.over_limit(row):
+        if row["backend_job_id"] is None and row["submitted_at"] is None and cost_limit.over_limit(row):
             await cost_limit.stop(self.pool, self.events, row["task_id"])
             return False
         endpoint = (row["service"] or {}).get("endpoint") or msg.service.endpoint
@@ -327,7 +327,7 @@ class Submitter:
                 " FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id WHERE uj.id = $1",
                 row["id"], self.lease_s)
             if (current is None or current["status"] != "created" or current["backend_job_id"] is not None
-                    or current["cancel"] or current["over_costs"]):
+                    or current["cancel"] or (current["over_costs"] and current["submitted_at"] is None)):
                 return Reservation(Outcome.CHANGED)
             if (current["lease_left_s"] or 0.0) > 0:
                 return Reservation(Outcome.LEASED, wait_s=current["lease_left_s"])
