@@ -105,6 +105,9 @@ def test_costs_from_the_job_itself_when_the_listing_lacks_them(backend: FullStac
     task_id = create(backend, 1).json()["id"]
     body = wait_terminal(backend, task_id)
     assert body["status"] == "finished" and body["costs"] == JOB_COSTS and body["jobs"][0]["costs"] == JOB_COSTS
+    listed = backend.backend.client().get("/jobs").json()["jobs"]
+    assert listed and all("costs" not in j and "usage" not in j for j in listed)
+    assert backend.backend.report()["requests"].get("get_job", 0) >= 1  # the monitor asked the ended job itself
 
 
 def test_max_costs_stops_new_submissions(backend: FullStack, stub: upscaling_pb2_grpc.UpscalingServiceStub) -> None:
