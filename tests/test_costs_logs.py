@@ -13,6 +13,7 @@ import grpc
 import pytest
 import requests
 import websockets
+from upscaling_client import Client
 
 from tests.full_stack import FullStack, full_stack
 from tests.support import tiles
@@ -141,6 +142,15 @@ def test_max_costs_stops_new_submissions(backend: FullStack, stub: upscaling_pb2
     assert sorted(j["status"] for j in ended["jobs"]) == ["canceled", "canceled", "finished"]
     assert ended["stop_reason"] == "max_costs 1.5 reached (spent 4)" and ended["costs"] == JOB_COSTS
     assert backend.backend.report()["totals"]["created"] == 3
+    # and through the Python client
+    with Client(backend.grpc) as client:
+        task_c = client.submit(backend.backend.application, backend=backend.backend.endpoint, tiles=tiles(2),
+                               parameters={"year": 2024}, max_costs=2)
+        assert task_c.info.max_costs == 2
+        info = wait_terminal(backend, task_c.id) and task_c.refresh()
+        assert info.costs == JOB_COSTS and info.stop_reason == "max_costs 2 reached (spent 4)"
+        assert sorted(j.costs for j in info.jobs if j.costs is not None) == [JOB_COSTS]
+        assert info.usage["cpu"]["unit"] == "cpu-seconds"
 
 
 @pytest.mark.parametrize("value", [0, -1, "10", True, None])
@@ -188,6 +198,8 @@ def test_error_logs_fetched_once_per_failure_and_returned(backend: FullStack,
     reply_logs = stub.GetJobLogs(upscaling_pb2.GetJobLogsRequest(job_id=job["id"]), timeout=10)
     assert [(e.backend_job_id, e.attempt, e.message, e.code) for e in reply_logs.logs] == [
         (e["backend_job_id"], e["attempt"], e["message"], e["code"]) for e in entries]
+    with Client(backend.grpc) as client:  # the Python client's view
+        assert client.job_logs(job["id"]) == entries
     # a finished job has no error logs
     backend.backend.configure(job_error_fraction=0.0)
     ok = wait_terminal(backend, create(backend, 1).json()["id"])
