@@ -13,7 +13,7 @@ from gateway.auth import caller_or_fail
 from gateway.events_hub import EventsHub
 from gateway.sync_jobs import SyncJobs
 from gateway.task_stac import item_collection, task_collection, task_items
-from gateway.task_views import task_proto
+from gateway.task_views import job_logs_proto, task_proto
 from gateway.tasks import JobSpec, TaskService, TaskSpec
 from gateway.udp import describe
 from gateway.watch import watch_task
@@ -83,7 +83,8 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
         spec = TaskSpec(title=request.title, label=request.label, service=_service(request.service),
                         parameters=parameters, format=request.format or None,
                         dimension_name=request.dimension.name, dimension_values=values,
-                        max_attempts=request.max_attempts or None)
+                        max_attempts=request.max_attempts or None,
+                        max_costs=request.max_costs if request.HasField("max_costs") else None)
         task = await self.tasks.create_task(spec, caller_or_fail())
         return upscaling_pb2.CreateTaskResponse(task=task_proto(task, counts={"created": task["job_count"]}))
 
@@ -146,6 +147,10 @@ class UpscalingServicer(upscaling_pb2_grpc.UpscalingServiceServicer):
         items = task_items(task, jobs)
         return upscaling_pb2.GetTaskResultsResponse(stac_json=json.dumps(item_collection(task, items)),
                                                     collection_json=json.dumps(task_collection(task, items)))
+
+    async def GetJobLogs(self, request: upscaling_pb2.GetJobLogsRequest, context: grpc.aio.ServicerContext
+                         ) -> upscaling_pb2.GetJobLogsResponse:
+        return job_logs_proto(request.job_id, await self.tasks.job_logs(request.job_id, caller_or_fail()))
 
     async def DescribeService(self, request: upscaling_pb2.DescribeServiceRequest,
                               context: grpc.aio.ServicerContext) -> upscaling_pb2.DescribeServiceResponse:

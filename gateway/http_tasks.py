@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from gateway import task_stac as stac
 from gateway import task_views as views
@@ -50,6 +50,9 @@ class TaskRequest(BaseModel):
     format: str | None = Field(None, description="gtiff (default), geojson, netcdf or json")
     dimension: DimensionModel
     max_attempts: StrictInt | None = Field(None, description="automatic submissions of a failing job, 1..5")
+    max_costs: StrictFloat | StrictInt | None = Field(
+        None, description="cost limit (> 0): once the costs the backends reported of the task's jobs reach it, no "
+                          "further job is submitted (they end canceled; the task's stop_reason says why)")
 
 
 class JobRequest(BaseModel):
@@ -96,7 +99,7 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
         task = await get_tasks().create_task(TaskSpec(
             title=body.title, label=body.label, service=service_dict(body.service), parameters=body.parameters,
             format=body.format, dimension_name=body.dimension.name, dimension_values=body.dimension.values,
-            max_attempts=body.max_attempts), who)
+            max_attempts=body.max_attempts, max_costs=body.max_costs), who)
         return JSONResponse(views.task_summary(task), status_code=201)
 
     @router.get("/upscale_tasks", summary="List tasks, newest first, with pagination")
@@ -166,6 +169,11 @@ def create_router(get_tasks: Callable[[], TaskService]) -> APIRouter:
                 responses=error_responses(404, 409))
     async def job_results(job_id: JobId, who: Caller) -> JSONResponse:
         return JSONResponse(await get_tasks().job_results(job_id, who))
+
+    @router.get("/unit_jobs/{job_id}/logs", summary="The error log entries of the job's failed backend jobs "
+                "(fetched once per failure and stored)", responses=error_responses(404))
+    async def job_logs(job_id: JobId, who: Caller) -> JSONResponse:
+        return JSONResponse(views.job_logs_body(job_id, await get_tasks().job_logs(job_id, who)))
 
     @router.delete("/unit_jobs/{job_id}", summary="Cancel a unit job",
                    responses=error_responses(404, 409))

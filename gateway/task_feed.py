@@ -29,6 +29,7 @@ import asyncpg
 
 from gateway import task_views as views
 from upscaling import event_wire
+from upscaling.jobs.events import fill_usage
 from upscaling.statuses import (
     TERMINAL_TASK_STATUSES,
     job_status_from_proto,
@@ -96,6 +97,11 @@ def _time(stamp: Any) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
+def _usage(usage: Any) -> dict[str, dict[str, Any]] | None:
+    """An event's usage map as stored ({"cpu": {"value", "unit"}, ...}; None when empty)."""
+    return {name: {"value": m.value, "unit": m.unit} for name, m in usage.items()} or None
+
+
 class TaskState:
     """A task row and its job rows (as dicts, the columns `task_views` reads), updated by applying events."""
 
@@ -130,6 +136,8 @@ class TaskState:
                 # the event carries 0 / "" for a progress or message that is not set
                 job["progress"] = ev.progress if ev.progress or job["progress"] is not None else None
                 job["message"] = ev.message or None
+                job["costs"] = ev.costs if ev.HasField("costs") else None
+                job["usage"] = _usage(ev.usage)
                 job["updated"] = _time(ev.time)
                 self.changed_at[ev.job_id] = event.sequence
             self.task["updated"] = _time(ev.time)
@@ -139,6 +147,9 @@ class TaskState:
                 self.task["status"] = task_status_from_proto(task_ev.status)
             except ValueError:
                 pass
+            self.task["costs"] = task_ev.costs
+            self.task["usage"] = _usage(task_ev.usage)
+            self.task["stop_reason"] = task_ev.stop_reason or None
             self.task["updated"] = _time(task_ev.time)
         self.sequence = event.sequence
         self.task["last_sequence"] = event.sequence
@@ -416,9 +427,10 @@ class TaskFeed:
         return self._cached(("batch", sequence), lambda: join_entries(entries))
 
     def summary_key(self) -> tuple[Any, ...]:
-        """What a task-level watcher sees: the status and the counts."""
+        """What a task-level watcher sees: the status, the counts, the costs and the stop reason."""
         assert self.state is not None
-        return self.state.status, tuple(self.counts().values())
+        return (self.state.status, tuple(self.counts().values()), self.state.task.get("costs"),
+                self.state.task.get("stop_reason"))
 
     def summary_bytes(self) -> bytes:
         """A `TaskStatusEvent` with the current status and counts, numbered with the current sequence."""
@@ -427,7 +439,9 @@ class TaskFeed:
             assert s is not None
             event = jobs_pb2.TaskStatusEvent(task_id=self.task_id, status=task_status_to_proto(s.status),
                                              job_counts={k: v for k, v in self.counts().items() if v},
-                                             sequence=s.sequence)
+                                             sequence=s.sequence, costs=s.task.get("costs") or 0.0,
+                                             stop_reason=s.task.get("stop_reason") or "")
+            fill_usage(event.usage, s.task.get("usage"))
             event.time.FromDatetime(s.task["updated"])
             return upscaling_pb2.WatchTaskResponse(task_event=event, sequence=s.sequence).SerializeToString()
         return self._cached("summary", build)
@@ -456,7 +470,7 @@ class TaskFeed:
                        for j in s.jobs if s.changed_at.get(j["id"], -1) > since]
             body = {"id": self.task_id, "status": s.status, "updated": _iso(s.task["updated"]),
                     "job_counts": self.counts(), "progress": views.task_progress(s.jobs), "sequence": s.sequence,
-                    "delta": True, "since": since, "jobs": changed}
+                    **views.task_costs(s.task), "delta": True, "since": since, "jobs": changed}
             return _dumps({"type": "status", "data": body, "message": self._message(), "task_id": self.task_id})
         return self._cached(("delta", since), build)
 

@@ -11,6 +11,8 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from upscaling.db import Row
+from upscaling.jobs.costs import as_costs
+from upscaling.jobs.events import fill_usage
 from upscaling.statuses import JOB_STATUSES, TERMINAL_JOB_STATUSES, job_status_to_proto, task_status_to_proto
 from upscaling.v1 import common_pb2, upscaling_pb2
 
@@ -54,6 +56,17 @@ def task_progress(jobs: Sequence[Row]) -> float:
     return round(done / len(jobs), 1)
 
 
+def _costs(value: Any) -> float | None:
+    costs = as_costs(value)
+    return None if costs is None else round(costs, 9)
+
+
+def task_costs(task: Row) -> dict[str, Any]:
+    """A task's costs so far (what the backends reported of its jobs, summed), usage totals, limit and stop reason."""
+    return {"costs": _costs(task.get("costs")) or 0.0, "usage": task.get("usage"),
+            "max_costs": _costs(task.get("max_costs")), "stop_reason": task.get("stop_reason")}
+
+
 def task_summary(task: Row) -> dict[str, Any]:
     return {"id": task["id"], "title": task["title"], "label": task["label"], "status": task["status"]}
 
@@ -62,7 +75,7 @@ def task_list_item(task: Row, counts: Mapping[str, int] | None = None) -> dict[s
     """A task in listings: summary, service, times, job count and counts per status."""
     return {**task_summary(task), "service": service_view(task["service"]), "format": task["format"],
             "created": _iso(task["created"]), "updated": _iso(task["updated"]), "job_count": task["job_count"],
-            "job_counts": {s: (counts or {}).get(s, 0) for s in JOB_STATUSES}}
+            "job_counts": {s: (counts or {}).get(s, 0) for s in JOB_STATUSES}, **task_costs(task)}
 
 
 def job_summary(job: Row) -> dict[str, Any]:
@@ -72,13 +85,27 @@ def job_summary(job: Row) -> dict[str, Any]:
 def job_item(job: Row) -> dict[str, Any]:
     """A job inside a task body: `{id,title,label,status,service,parameters}` plus progress and message."""
     return {**job_summary(job), "service": service_view(job["service"]), "parameters": job["parameters"],
-            "progress": job["progress"], "message": job["message"]}
+            "progress": job["progress"], "message": job["message"], "costs": _costs(job.get("costs"))}
+
+
+def job_logs_body(job_id: int, failures: Sequence[Row]) -> dict[str, Any]:
+    """`GET /unit_jobs/{id}/logs`: the error entries of each failed backend job, oldest failure first."""
+    return {"id": job_id, "logs": [{**entry, "backend_job_id": f["backend_job_id"], "attempt": f["attempt"]}
+                                   for f in failures for entry in f["entries"]], "links": []}
+
+
+def job_logs_proto(job_id: int, failures: Sequence[Row]) -> upscaling_pb2.GetJobLogsResponse:
+    body = job_logs_body(job_id, failures)
+    return upscaling_pb2.GetJobLogsResponse(job_id=job_id, logs=[
+        upscaling_pb2.JobLogEntry(id=e.get("id") or "", level=e.get("level") or "", message=e.get("message") or "",
+                                  code=e.get("code") or "", time=e.get("time") or "",
+                                  backend_job_id=e["backend_job_id"], attempt=e["attempt"]) for e in body["logs"]])
 
 
 def job_body(job: Row) -> dict[str, Any]:
     """`GET /unit_jobs/{id}`."""
     return {**job_item(job), "task_id": job["task_id"], "format": job["format"],
-            "backend_job_id": job["backend_job_id"], "created": _iso(job["created"]),
+            "backend_job_id": job["backend_job_id"], "usage": job.get("usage"), "created": _iso(job["created"]),
             "updated": _iso(job["updated"])}
 
 
@@ -88,7 +115,7 @@ def task_body(task: Row, jobs: Sequence[Row]) -> dict[str, Any]:
             "format": task["format"], "dimension": {"name": task["dimension_name"]},
             "max_attempts": task["max_attempts"], "created": _iso(task["created"]),
             "updated": _iso(task["updated"]), "job_counts": job_counts(jobs), "progress": task_progress(jobs),
-            "jobs": [job_item(j) for j in jobs]}
+            **task_costs(task), "jobs": [job_item(j) for j in jobs]}
 
 
 def service_proto(service: Mapping[str, Any] | None) -> common_pb2.ServiceRef:
@@ -98,12 +125,14 @@ def service_proto(service: Mapping[str, Any] | None) -> common_pb2.ServiceRef:
 
 
 def job_proto(job: Row) -> upscaling_pb2.UnitJob:
-    return upscaling_pb2.UnitJob(
+    proto = upscaling_pb2.UnitJob(
         id=job["id"], task_id=job["task_id"] or 0, title=job["title"], label=job["label"],
         status=job_status_to_proto(job["status"]), service=service_proto(job["service"]),
         parameters_json=_json(job["parameters"]), backend_job_id=job["backend_job_id"] or "",
         progress=job["progress"] or 0.0, message=job["message"] or "", created=_stamp(job["created"]),
-        updated=_stamp(job["updated"]))
+        updated=_stamp(job["updated"]), costs=_costs(job.get("costs")))
+    fill_usage(proto.usage, job.get("usage"))
+    return proto
 
 
 def task_proto(task: Row, jobs: Sequence[Row] | None = None, counts: Mapping[str, int] | None = None
@@ -114,10 +143,14 @@ def task_proto(task: Row, jobs: Sequence[Row] | None = None, counts: Mapping[str
     dimension = upscaling_pb2.Dimension(name=task["dimension_name"])
     if jobs:
         dimension.values_json.extend(_json((j["parameters"] or {}).get(task["dimension_name"])) for j in jobs)
-    return upscaling_pb2.Task(
+    proto = upscaling_pb2.Task(
         id=task["id"], title=task["title"], label=task["label"],
         status=task_status_to_proto(task["status"]),
         service=service_proto(task["service"]), parameters_json=_json(task["parameters"]), format=task["format"],
         dimension=dimension, job_counts={k: v for k, v in (counts or {}).items() if v},
-        jobs=[job_proto(j) for j in jobs or ()], created=_stamp(task["created"]), updated=_stamp(task["updated"]))
+        jobs=[job_proto(j) for j in jobs or ()], created=_stamp(task["created"]), updated=_stamp(task["updated"]),
+        costs=_costs(task.get("costs")) or 0.0, max_costs=_costs(task.get("max_costs")),
+        stop_reason=task.get("stop_reason") or "")
+    fill_usage(proto.usage, task.get("usage"))
+    return proto
 

@@ -36,7 +36,7 @@ MAX_PAGE_SIZE = 500
 _IN_FLIGHT = sorted(ACTIVE_JOB_STATUSES & set(TASK_STATUSES))
 # Rows are scoped to their owner: `$n` is the caller's user id, or NULL for an admin (every row).
 _JOB_COLUMNS = ("id, task_id, seq, title, label, status, service, parameters, format, backend_job_id, progress,"
-                " message, created, updated")
+                " message, costs, usage, created, updated")
 
 
 @dataclass
@@ -51,6 +51,7 @@ class TaskSpec:
     dimension_name: str = ""
     dimension_values: list[Any] = field(default_factory=list)
     max_attempts: int | None = None
+    max_costs: float | None = None
 
 
 @dataclass
@@ -213,6 +214,14 @@ class TaskService:
         return fmt
 
     @staticmethod
+    def _check_max_costs(value: Any) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise InvalidArgument(f"max_costs must be a number above 0, got {value!r}")
+        return float(value)
+
+    @staticmethod
     def _check_title(title: Any) -> str:
         if not isinstance(title, str) or not title.strip():
             raise InvalidArgument("title is required")
@@ -243,6 +252,7 @@ class TaskService:
         max_attempts = 1 if spec.max_attempts is None else spec.max_attempts
         if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or not 1 <= max_attempts <= 5:
             raise InvalidArgument(f"max_attempts must be an integer from 1 to {MAX_ATTEMPTS}")
+        max_costs = self._check_max_costs(spec.max_costs)
         if not isinstance(spec.parameters, dict):
             raise InvalidArgument("parameters must be an object")
         dim = spec.dimension_name
@@ -276,10 +286,10 @@ class TaskService:
             await self._check_in_flight(conn, caller)
             task = await conn.fetchrow(
                 "INSERT INTO upscale_tasks (title, label, service, parameters, format, dimension_name, correlation_id,"
-                " process_id, job_count, max_attempts, owner, job_counts)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
+                " process_id, job_count, max_attempts, owner, job_counts, max_costs)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
                 title, spec.label, service, spec.parameters, fmt, dim, cid, udp.id, len(values), max_attempts,
-                caller.user_id, {"created": len(values)})
+                caller.user_id, {"created": len(values)}, max_costs)
             assert task is not None  # INSERT ... RETURNING returns its row
             rows = await conn.fetch(
                 "INSERT INTO unit_jobs (task_id, seq, title, label, service, parameters, format, tag,"
@@ -398,6 +408,13 @@ class TaskService:
             raise FailedPrecondition(f"the results of unit job {job_id} are not stored yet; retry shortly",
                                      error_code="RESULTS_NOT_AVAILABLE")
         return job["results"]
+
+    async def job_logs(self, job_id: int, caller: Principal) -> list[asyncpg.Record]:
+        """The stored error log entries of the caller's job, one row per failed backend job, oldest first."""
+        await self.get_job(job_id, caller)
+        return list(await self.pool.fetch(
+            "SELECT backend_job_id, attempt, entries FROM job_logs WHERE job_id = $1 ORDER BY fetched, attempt",
+            job_id))
 
     @admin_read("task")
     async def task_results(self, task_id: int, caller: Principal) -> tuple[asyncpg.Record, list[asyncpg.Record]]:

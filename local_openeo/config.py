@@ -75,6 +75,8 @@ class Settings:
     udp_fetch_timeout: float = 10.0
     udp_cache_seconds: float = 300.0
     result_size: int = 256  # maximum raster width/height in pixels
+    job_costs: float | None = None  # what every ended job reports it cost; None: 0.05 + 0.01 per run second
+    costs_in_listing: bool = True  # whether job listings carry costs and usage (as GET /jobs/{id} always does)
     access_log: bool = False
 
     def runtime_view(self) -> dict[str, Any]:
@@ -101,6 +103,8 @@ class Settings:
             raise ValueError("job_error_fraction must be within [0, 1]")
         if self.fault_delay < 0 or self.udp_fetch_timeout <= 0 or self.udp_cache_seconds < 0:
             raise ValueError("fault_delay and udp_cache_seconds must be >= 0, udp_fetch_timeout > 0")
+        if self.job_costs is not None and self.job_costs < 0:
+            raise ValueError("job_costs must be >= 0")
         if not 2 <= self.result_size <= 4096:
             raise ValueError("result_size must be within [2, 4096]")
         parse_concurrency_status(self.concurrency_status)
@@ -121,6 +125,8 @@ RUNTIME_KEYS = (
     "udp_fetch_timeout",
     "udp_cache_seconds",
     "result_size",
+    "job_costs",
+    "costs_in_listing",
 )
 
 _PARSERS: dict[str, Any] = {
@@ -143,6 +149,8 @@ _PARSERS: dict[str, Any] = {
     "udp_fetch_timeout": float,
     "udp_cache_seconds": float,
     "result_size": int,
+    "job_costs": lambda v: None if v is None or v == "" else float(v),
+    "costs_in_listing": parse_bool,
     "access_log": parse_bool,
 }
 
@@ -166,6 +174,8 @@ _HELP = {
     "udp_fetch_timeout": "timeout in seconds for fetching a remote UDP (default 10)",
     "udp_cache_seconds": "how long a resolved UDP definition is cached (default 300)",
     "result_size": "max raster width/height of generated results in pixels (default 256)",
+    "job_costs": "costs every ended job reports (default: 0.05 + 0.01 per run second)",
+    "costs_in_listing": "whether job listings carry costs and usage (default true)",
     "access_log": "log every request (default off)",
 }
 

@@ -52,6 +52,7 @@ class Job:
     run_s: float = 0.0
     fails: bool = False
     error_message: str | None = None
+    cost: float | None = None  # what the job reports it cost once ended (fixed at its start); None: by run time
     canceled: float | None = None
     starts: int = 0
     deleted: bool = False
@@ -102,10 +103,13 @@ class Job:
         }
 
     def costs(self) -> float:
+        if self.cost is not None:
+            return self.cost
         return round(0.05 + max(self.run_s, 0.001) * 0.01, 4)
 
-    def describe(self, now: float, *, full: bool) -> dict:
-        """openEO batch job metadata (``GET /jobs/{id}``; without the process for listings)."""
+    def describe(self, now: float, *, full: bool, costs: bool = True) -> dict:
+        """openEO batch job metadata (``GET /jobs/{id}``; without the process for listings, and without costs and
+        usage when not ``costs``). An ended job (finished or error) reports its ``costs`` and ``usage``."""
         status = self.status(now)
         data: dict = {
             "id": self.id,
@@ -122,7 +126,7 @@ class Job:
             data["plan"] = self.plan
         if self.budget is not None:
             data["budget"] = self.budget
-        if status in (FINISHED, ERROR):
+        if costs and status in (FINISHED, ERROR):
             data["usage"] = self.usage()
             data["costs"] = self.costs()
         if full:

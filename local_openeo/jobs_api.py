@@ -74,7 +74,8 @@ async def list_jobs(backend: Backend, request: web.Request) -> web.Response:
         href = f"{backend.base_url(request)}{API_PREFIX}/jobs?limit={limit}&cursor={next_cursor}"
         links.append({"rel": "next", "href": href, "type": "application/json", "title": "Next page"})
     now = time.time()
-    return json_response({"jobs": [job.describe(now, full=False) for job in page], "links": links})
+    costs = backend.settings.costs_in_listing
+    return json_response({"jobs": [job.describe(now, full=False, costs=costs) for job in page], "links": links})
 
 
 @endpoint("get_job")
@@ -132,6 +133,7 @@ async def start_job(backend: Backend, request: web.Request) -> web.Response:
     job.started = job.updated = now
     job.queue_s, job.run_s = settings.queue_seconds, settings.run_seconds
     job.fails, job.error_message = error is not None, error
+    job.cost = settings.job_costs
     job.canceled = None
     job.starts += 1
     backend.store.activate(job)

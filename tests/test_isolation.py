@@ -88,7 +88,8 @@ async def test_http_user_b_gets_not_found_for_everything_of_user_a(world: World)
     task_paths = [("GET", "/upscale_tasks/{}"), ("POST", "/upscale_tasks/{}/cancel"),
                   ("POST", "/upscale_tasks/{}/retry"), ("GET", "/upscale_tasks/{}/results"),
                   ("GET", "/upscale_tasks/{}/results/items")]
-    job_paths = [("GET", "/unit_jobs/{}"), ("GET", "/unit_jobs/{}/results"), ("DELETE", "/unit_jobs/{}")]
+    job_paths = [("GET", "/unit_jobs/{}"), ("GET", "/unit_jobs/{}/results"), ("GET", "/unit_jobs/{}/logs"),
+                 ("DELETE", "/unit_jobs/{}")]
     for method, path in task_paths:
         theirs = await asyncio.to_thread(call, method, path.format(task), "bob")
         missing = await asyncio.to_thread(call, method, path.format(MISSING), "bob")

@@ -88,3 +88,37 @@ async def _scenario(url: str, steps: list[tuple[int, dict[str, Any]]], sizes: li
 def test_one_by_one_and_batches_agree(database_url: str, scenario: tuple[list[tuple[int, dict[str, Any]]], list[int]]
                                       ) -> None:
     asyncio.run(_scenario(database_url, *scenario))
+
+
+async def test_task_totals_survive_resubmission_and_the_limit_stops_unsubmitted_jobs(database_url: str) -> None:
+    conn = await db_connect(database_url)
+    try:
+        task_id, ids = await _task(conn)
+        await conn.execute("UPDATE upscale_tasks SET max_costs = 5 WHERE id = $1", task_id)
+        await conn.execute("UPDATE unit_jobs SET submitted_at = now() WHERE id = $1", ids[1])  # leased
+        usage = {"cpu": {"value": 2.0, "unit": "cpu-seconds"}}
+        async with conn.transaction():
+            await jobs.update_job(conn, ids[0], status="queued", backend_job_id="b-1")
+            events = await jobs.update_job(conn, ids[0], costs=2.0, usage=usage)
+        task = upscaling_pb2.WatchTaskResponse.FromString(events[-1].body).task_event
+        assert task.costs == 2.0 and task.usage["cpu"].value == 2.0 and task.stop_reason == ""
+        async with conn.transaction():  # a resubmission forgets the job's report, not what it cost
+            await jobs.resubmit(conn, [(ids[0], "again", None)], task_id=task_id)
+            await jobs.update_job(conn, ids[0], status="queued", backend_job_id="b-2")
+        row = await conn.fetchrow("SELECT costs, usage, stop_reason FROM upscale_tasks WHERE id = $1", task_id)
+        assert (row["costs"], row["usage"], row["stop_reason"]) == (2.0, usage, None)
+        async with conn.transaction():  # the second attempt's report reaches the limit
+            events = await jobs.update_job(conn, ids[0], status="finished", costs=3.5, usage=usage)
+        rows = await conn.fetch("SELECT status, message FROM unit_jobs WHERE task_id = $1 ORDER BY seq", task_id)
+        assert [tuple(r) for r in rows] == [("finished", "again"), ("created", None),
+                                            ("canceled", "max_costs 5 reached (spent 5.5)")]
+        row = await conn.fetchrow("SELECT costs, usage, stop_reason FROM upscale_tasks WHERE id = $1", task_id)
+        assert row["costs"] == 5.5 and row["usage"] == {"cpu": {"value": 4.0, "unit": "cpu-seconds"}}
+        assert row["stop_reason"] == "max_costs 5 reached (spent 5.5)"
+        decoded = [upscaling_pb2.WatchTaskResponse.FromString(e.body) for e in events]
+        assert decoded[-1].WhichOneof("update") == "task_event"
+        assert decoded[-1].task_event.stop_reason == row["stop_reason"] and decoded[-1].task_event.costs == 5.5
+        async with conn.transaction():  # already stopped: nothing more to do
+            assert await jobs.stop_for_costs(conn, task_id) == []
+    finally:
+        await conn.close()

@@ -49,6 +49,8 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "outbox": ("SELECT", "INSERT"),
         "task_events": ("SELECT", "INSERT"),
         "audit_log": ("SELECT", "INSERT"),
+        # a failed job's error log entries (`GET /unit_jobs/{id}/logs`)
+        "job_logs": ("SELECT",),
     },
     "dispatcher": {
         "upscale_tasks": ("SELECT", "UPDATE"),
@@ -67,6 +69,8 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "task_events": ("SELECT", "INSERT"),
         # the reconciler reads which jobs dispatchers hold and forgets dispatchers gone for an hour
         "dispatcher_heartbeats": ("SELECT", "DELETE"),
+        # the error log entries of failed jobs, fetched once per failure
+        "job_logs": ("SELECT", "INSERT"),
     },
 }
 

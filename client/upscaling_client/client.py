@@ -90,10 +90,12 @@ class Client:
     def submit(self, udp_url: str, *, backend: str, aoi: dict[str, Any] | str | Path | None = None,
                grid: str = "20x20km", tiles: Tiles | Sequence[dict[str, Any]] | None = None,
                parameters: dict[str, Any] | None = None, title: str | None = None, format: str | None = None,
-               dimension: str = "spatial_extent", max_attempts: int | None = None) -> Task:
+               dimension: str = "spatial_extent", max_attempts: int | None = None,
+               max_costs: float | None = None) -> Task:
         """Create a task running the UDP at `udp_url` on the openEO `backend`, one job per tile: the tiles of `aoi`
         on `grid`, or `tiles` given (Tiles or GeoJSON geometries). `parameters` go to every job; each tile's
-        geometry goes to the UDP parameter `dimension`. Returns at once; see `Task.wait()`."""
+        geometry goes to the UDP parameter `dimension`; once the costs the backend reported of its jobs reach
+        `max_costs`, no further job is submitted. Returns at once; see `Task.wait()`."""
         if (aoi is None) == (tiles is None):
             raise ValueError("give either aoi (tiled on grid) or tiles")
         if tiles is None:
@@ -105,8 +107,15 @@ class Client:
             service=common_pb2.ServiceRef(endpoint=backend, application=udp_url),
             parameters_json=json.dumps(parameters or {}), format=format or "",
             dimension=upscaling_pb2.Dimension(name=dimension, values_json=[json.dumps(g) for g in geometries]),
-            max_attempts=max_attempts or 0)
+            max_attempts=max_attempts or 0, max_costs=max_costs)
         return Task(self, TaskInfo.from_proto(self.call(self._tasks.CreateTask, request).task))
+
+    def job_logs(self, job_id: int) -> list[dict[str, Any]]:
+        """The error log entries of a job's failed backend jobs (`{id, level, message, code, time,
+        backend_job_id, attempt}`), oldest failure first."""
+        reply = self.call(self._tasks.GetJobLogs, upscaling_pb2.GetJobLogsRequest(job_id=job_id))
+        return [{"id": e.id, "level": e.level, "message": e.message, "code": e.code, "time": e.time,
+                 "backend_job_id": e.backend_job_id, "attempt": e.attempt} for e in reply.logs]
 
     def run(self, udp_url: str, *, backend: str, progress: bool = True, **options: Any) -> Task:
         """`submit()` then `wait()`: the task once it is finished, failed or canceled."""

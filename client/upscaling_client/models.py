@@ -117,11 +117,13 @@ class JobInfo:
     progress: float = 0.0
     message: str = ""
     updated: datetime | None = None
+    costs: float | None = None  # what the backend reported the job cost (None: not reported)
 
     @classmethod
     def from_proto(cls, job: upscaling_pb2.UnitJob) -> JobInfo:
         return cls(job.id, job.title, job_status_name(job.status), _loads(job.parameters_json) or {},
-                   job.backend_job_id, job.progress, job.message, _time(job.updated))
+                   job.backend_job_id, job.progress, job.message, _time(job.updated),
+                   job.costs if job.HasField("costs") else None)
 
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
@@ -146,13 +148,19 @@ class TaskInfo:
     jobs: tuple[JobInfo, ...] = ()
     created: datetime | None = None
     updated: datetime | None = None
+    costs: float = 0.0  # the sum of what the backends reported of the task's jobs
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)  # summed per metric: {"cpu": {value, unit}}
+    max_costs: float | None = None
+    stop_reason: str = ""  # why the task stopped submitting jobs (its max_costs reached), or ""
 
     @classmethod
     def from_proto(cls, task: upscaling_pb2.Task) -> TaskInfo:
         counts = {s: int(task.job_counts.get(s, 0)) for s in JOB_STATUSES}
         return cls(task.id, task.title, task_status_name(task.status), task.service.endpoint,
                    task.service.application, _loads(task.parameters_json) or {}, task.format, task.dimension.name,
-                   counts, tuple(JobInfo.from_proto(j) for j in task.jobs), _time(task.created), _time(task.updated))
+                   counts, tuple(JobInfo.from_proto(j) for j in task.jobs), _time(task.created), _time(task.updated),
+                   task.costs, {k: {"value": m.value, "unit": m.unit} for k, m in task.usage.items()},
+                   task.max_costs if task.HasField("max_costs") else None, task.stop_reason)
 
     @property
     def total(self) -> int:

@@ -38,12 +38,13 @@ from typing import Any, TypeVar
 import asyncpg
 from aio_pika.abc import AbstractExchange
 
-from services.dispatcher import backend_limits
+from services.dispatcher import backend_limits, cost_limit
 from services.dispatcher.attempt import Lease, Reaction, Step, SubmitTry, job_spec, message_arguments, next_step, react
 from services.dispatcher.batching import MicroBatcher
 from upscaling import jobs, metrics
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
+from upscaling.jobs.costs import REACHED_SQL
 from upscaling.leases import START_WINDOW_S, lease_seconds
 from upscaling.logs import correlation_id
 from upscaling.openeo_backend import jobs as backend_jobs
@@ -58,7 +59,7 @@ T = TypeVar("T")
 _JOBS_SQL = """
 SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.tag, uj.attempts, uj.submitted_at, uj.service,
        uj.format, uj.title, uj.process_id,
-       (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel
+       (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel, t.costs AS task_costs, t.max_costs
 FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id
 WHERE uj.id = ANY($1::bigint[])
 """
@@ -67,12 +68,12 @@ WHERE uj.id = ANY($1::bigint[])
 # The reservation of a batch of jobs no try has leased yet, on backends without a running-jobs limit (see
 # Submitter._reserve): rows are locked in id order, and a row another transaction holds right now is skipped
 # (that job then takes the one-job transaction), so two dispatchers' batches never deadlock.
-_FIRST_LEASES_SQL = """
+_FIRST_LEASES_SQL = f"""
 WITH wanted AS (SELECT * FROM unnest($1::bigint[], $2::text[]) AS w(id, backend)),
 locked AS (
   SELECT uj.id FROM unit_jobs uj JOIN wanted ON wanted.id = uj.id
   WHERE uj.status = 'created' AND uj.backend_job_id IS NULL AND uj.submitted_at IS NULL AND NOT uj.cancel_requested
-    AND NOT EXISTS (SELECT 1 FROM upscale_tasks t WHERE t.id = uj.task_id AND t.cancel_requested)
+    AND NOT EXISTS (SELECT 1 FROM upscale_tasks t WHERE t.id = uj.task_id AND (t.cancel_requested OR {REACHED_SQL}))
   ORDER BY uj.id FOR UPDATE OF uj SKIP LOCKED)
 UPDATE unit_jobs uj SET submitted_at = clock_timestamp(), backend = wanted.backend, attempts = uj.attempts + 1,
                         updated = now()
@@ -268,6 +269,9 @@ class Submitter:
                 await self._update(row["id"], status="canceled", message="canceled before submission")
                 log.info("unit job canceled before submission", extra={"job_id": row["id"]})
             return False
+        if row["backend_job_id"] is None and row["submitted_at"] is None and cost_limit.over_limit(row):
+            await cost_limit.stop(self.pool, self.events, row["task_id"])
+            return False
         endpoint = (row["service"] or {}).get("endpoint") or msg.service.endpoint
         backend = self.backends.find(endpoint)
         if backend is None:
@@ -318,11 +322,12 @@ class Submitter:
             current = await conn.fetchrow(
                 "SELECT uj.status, uj.backend_job_id, uj.attempts, uj.submitted_at,"
                 " extract(epoch FROM uj.submitted_at + make_interval(secs => $2) - now())::float8 AS lease_left_s,"
-                " (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel"
+                " (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel,"
+                f" coalesce({REACHED_SQL}, false) AS over_costs"
                 " FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id WHERE uj.id = $1",
                 row["id"], self.lease_s)
             if (current is None or current["status"] != "created" or current["backend_job_id"] is not None
-                    or current["cancel"]):
+                    or current["cancel"] or (current["over_costs"] and current["submitted_at"] is None)):
                 return Reservation(Outcome.CHANGED)
             if (current["lease_left_s"] or 0.0) > 0:
                 return Reservation(Outcome.LEASED, wait_s=current["lease_left_s"])

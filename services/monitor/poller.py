@@ -20,10 +20,11 @@ from aio_pika.abc import AbstractExchange
 from services.monitor import cancel, store
 from services.monitor.calls import CallCounter
 from services.monitor.locks import BackendLocks
-from services.monitor.store import JobChange
+from services.monitor.store import FailureLogs, JobChange
 from upscaling import jobs, metrics
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
+from upscaling.jobs.costs import as_costs, as_usage
 from upscaling.logs import correlation_id
 from upscaling.openeo_backend import jobs as backend_jobs
 from upscaling.openeo_backend.errors import BackendError
@@ -184,7 +185,8 @@ class Monitor:
                     metrics.backend_error(backend.endpoint, outcome)
             else:
                 reports[job_id] = outcome
-        changes = await asyncio.gather(*(self._change_for(backend, by_backend_id[job_id], report, calls)
+        changes = await asyncio.gather(*(self._change_for(backend, by_backend_id[job_id], report, calls,
+                                                          listed=job_id in listed)
                                          for job_id, report in reports.items()))
         found = [c for c in changes if c is not None]
         result.changes = len(found)
@@ -193,7 +195,7 @@ class Monitor:
         await store.mark_checked(self.pool, [by_backend_id[j]["id"] for j, r in reports.items() if r is not None])
 
     async def _change_for(self, backend: BackendConfig, row: asyncpg.Record, report: dict[str, Any] | None,
-                          calls: CallCounter) -> JobChange | None:
+                          calls: CallCounter, listed: bool = False) -> JobChange | None:
         """The change to record for a job given the backend's report (None: the backend lost the job)."""
         change = JobChange(row["id"], row["task_id"], row["correlation_id"])
         backend_job_id = row["backend_job_id"]
@@ -204,6 +206,9 @@ class Monitor:
         status = from_openeo(report.get("status"))
         raw_progress = report.get("progress")
         progress = float(raw_progress) if isinstance(raw_progress, int | float) else None
+        if status in ("finished", "failed", "canceled") and listed and "costs" not in report and "usage" not in report:
+            report = await self._described(backend, backend_job_id, report, calls)
+        spent = self._spent(row, report)
         if status == "finished":
             try:
                 results = await self._backend(calls, "results", backend_jobs.results_metadata, backend, backend_job_id)
@@ -213,37 +218,66 @@ class Monitor:
                                    "error": str(exc)})
                 return None
             change.fields = {"status": "finished", "progress": 100.0 if progress is None else progress,
-                             "usage": report.get("usage"), "costs": report.get("costs"), "results": results}
+                             "results": results, **spent}
             return change
         if status == "failed":
-            return await self._failed(backend, row, report, calls, change)
+            return await self._failed(backend, row, spent, calls, change)
         if status == "canceled":
-            change.fields = {"status": "canceled"}
+            change.fields = {"status": "canceled", **spent}
             return change
-        if status == "created" or (status == row["status"] and (progress is None or progress == row["progress"])):
+        if status == "created" or (status == row["status"] and (progress is None or progress == row["progress"])
+                                   and not spent):
             return None
-        change.fields = {"status": status}
+        change.fields = {"status": status, **spent}
         if progress is not None:
             change.fields["progress"] = progress
         return change
 
-    async def _failed(self, backend: BackendConfig, row: asyncpg.Record, report: dict[str, Any],
+    async def _described(self, backend: BackendConfig, backend_job_id: str, report: dict[str, Any],
+                         calls: CallCounter) -> dict[str, Any]:
+        """An ended job's own `GET /jobs/{id}` when its listing entry carries no costs or usage (once: the job is
+        recorded as ended in this cycle); the listing entry when that call fails."""
+        try:
+            described = await self._backend(calls, "job_gets", backend_jobs.describe_job, backend, backend_job_id)
+        except Exception as exc:
+            log.warning("cannot describe an ended backend job for its costs",
+                        extra={"backend": backend.endpoint, "backend_job_id": backend_job_id, "error": str(exc)})
+            return report
+        return report if described is None else {**report, **described}
+
+    @staticmethod
+    def _spent(row: asyncpg.Record, report: dict[str, Any]) -> dict[str, Any]:
+        """The costs and usage a report carries that differ from the recorded ones."""
+        found: dict[str, Any] = {}
+        costs, usage = as_costs(report.get("costs")), as_usage(report.get("usage"))
+        if costs is not None and costs != row["costs"]:
+            found["costs"] = costs
+        if usage is not None and usage != row["usage"]:
+            found["usage"] = usage
+        return found
+
+    async def _failed(self, backend: BackendConfig, row: asyncpg.Record, spent: dict[str, Any],
                       calls: CallCounter, change: JobChange) -> JobChange:
         backend_job_id = row["backend_job_id"]
-        try:
-            message = await self._backend(calls, "logs", backend_jobs.error_message, backend, backend_job_id)
-        except Exception as exc:
-            log.warning("cannot fetch job logs", extra={"backend": backend.endpoint, "backend_job_id": backend_job_id,
-                                                        "error": str(exc)})
-            message = None
-        message = message or f"backend job {backend_job_id} ended in error"
         attempts = max(row["attempts"], 1)
+        entries = await store.stored_logs(self.pool, row["id"], backend_job_id)
+        if entries is None:
+            try:
+                entries = await self._backend(calls, "logs", backend_jobs.error_logs, backend, backend_job_id)
+                change.logs = FailureLogs(backend_job_id, attempts, entries)
+            except Exception as exc:
+                log.warning("cannot fetch job logs", extra={"backend": backend.endpoint,
+                                                            "backend_job_id": backend_job_id, "error": str(exc)})
+                entries = []
+        message = backend_jobs.last_error_message(entries) or f"backend job {backend_job_id} ended in error"
         if attempts < row["max_attempts"] and not row["cancel"]:
             change.resubmit = True
             change.fields = {"message": f"attempt {attempts} of {row['max_attempts']} failed ({message}); resubmitted"}
+            if spent:
+                # what the failed attempt cost is recorded before the resubmission forgets the job's report
+                change.spent = spent
             return change
-        change.fields = {"status": "failed", "message": message, "usage": report.get("usage"),
-                         "costs": report.get("costs")}
+        change.fields = {"status": "failed", "message": message, **spent}
         return change
 
     async def _record(self, changes: list[JobChange]) -> None:

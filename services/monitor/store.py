@@ -12,7 +12,7 @@ from upscaling import jobs
 from upscaling.statuses import ACTIVE_JOB_STATUSES, TERMINAL_TASK_STATUSES
 
 _ACTIVE_SQL = """
-SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.progress, uj.message, uj.attempts,
+SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.progress, uj.message, uj.attempts, uj.costs, uj.usage,
        (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel,
        coalesce(t.max_attempts, 1) AS max_attempts, t.correlation_id
 FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id
@@ -50,6 +50,17 @@ class JobChange:
     correlation_id: str | None
     fields: dict[str, Any] = field(default_factory=dict)
     resubmit: bool = False
+    logs: FailureLogs | None = None  # the error log entries of a failed backend job, stored with the change
+    spent: dict[str, Any] = field(default_factory=dict)  # a resubmitted attempt's costs/usage, recorded first
+
+
+@dataclass(frozen=True)
+class FailureLogs:
+    """The error-level log entries of one failed backend job of a unit job (stored once per failure)."""
+
+    backend_job_id: str
+    attempt: int
+    entries: list[dict[str, str]]
 
 
 async def active_jobs(pool: asyncpg.Pool, endpoints: list[str]) -> list[asyncpg.Record]:
@@ -82,13 +93,27 @@ async def record(pool: asyncpg.Pool, changes: list[JobChange]) -> list[jobs.Pend
     if not changes:
         return []
     task_id = changes[0].task_id if all(c.task_id == changes[0].task_id for c in changes) else jobs.UNKNOWN
-    plain = [(c.job_id, c.fields) for c in sorted(changes, key=lambda c: c.job_id) if not c.resubmit]
+    plain = [(c.job_id, c.spent if c.resubmit else c.fields) for c in sorted(changes, key=lambda c: c.job_id)
+             if not c.resubmit or c.spent]
     again = [(c.job_id, c.fields.get("message"), c.correlation_id)
              for c in sorted(changes, key=lambda c: c.job_id) if c.resubmit]
+    logs = [(c.job_id, c.logs) for c in changes if c.logs is not None]
     async with pool.acquire() as conn, conn.transaction():
+        if logs:
+            await conn.executemany(
+                "INSERT INTO job_logs (job_id, backend_job_id, attempt, entries) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (job_id, backend_job_id) DO NOTHING",
+                [(job_id, f.backend_job_id, f.attempt, f.entries) for job_id, f in logs])
         events = await jobs.update_jobs(conn, plain, task_id=task_id) if plain else []
         events.extend(await jobs.resubmit(conn, again, task_id=task_id))
     return events
+
+
+async def stored_logs(pool: asyncpg.Pool, job_id: int, backend_job_id: str) -> list[dict[str, str]] | None:
+    """The error log entries stored for this failure (None: not fetched yet)."""
+    entries = await pool.fetchval("SELECT entries FROM job_logs WHERE job_id = $1 AND backend_job_id = $2", job_id,
+                                  backend_job_id)
+    return None if entries is None else list(entries)
 
 
 async def unsubmitted_cancels(pool: asyncpg.Pool) -> list[JobChange]:

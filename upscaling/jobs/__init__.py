@@ -3,6 +3,7 @@
 - `transitions`: the transition rule (pure), for one job and for a batch alike;
 - `store`: the writes (status changes, submissions, resubmissions, retries, cancellations) in the caller's
   transaction, with the task re-derived and the events numbered and stored;
+- `costs`: costs and usage totals and the `max_costs` rule (pure);
 - `messages`: the `SubmitJobMessage` builder and the table of output formats;
 - `events`: status events and their broker messages (publish after commit);
 - `outbox`: enqueueing job messages and status events, always with `NOTIFY`;
@@ -20,6 +21,7 @@ from upscaling.jobs.store import (
     request_task_cancel,
     resubmit,
     retry_failed,
+    stop_for_costs,
     submit_new,
     update_job,
     update_jobs,
@@ -39,6 +41,7 @@ __all__ = [
     "request_task_cancel",
     "resubmit",
     "retry_failed",
+    "stop_for_costs",
     "submit_new",
     "update_job",
     "update_jobs",

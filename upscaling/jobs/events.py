@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from upscaling import event_wire
 from upscaling.broker import event_batch_routing_key, event_routing_key
+from upscaling.jobs.costs import as_costs, metrics
 from upscaling.logs import correlation_id
 from upscaling.statuses import job_status_to_proto, task_status_to_proto
 from upscaling.v1 import jobs_pb2, upscaling_pb2
@@ -53,21 +54,37 @@ def now_proto() -> Timestamp:
     return stamp
 
 
+def fill_usage(target: Any, usage: Any) -> None:
+    """Put a stored `usage` ({"cpu": {"value", "unit"}, ...}) into a proto's `map<string, UsageMetric>`."""
+    for name, (value, unit) in metrics(usage).items():
+        target[name].value = value
+        target[name].unit = unit
+
+
 def job_event(task_id: int, job_id: int, status: str, job: Mapping[str, Any], sequence: int, now: Timestamp,
               cid: str | None) -> PendingEvent:
-    """The serialized job event of a job (`job` holds its backend_job_id, progress and message)."""
+    """The serialized job event of a job (`job` holds its backend_job_id, progress, message, costs and usage)."""
     event = jobs_pb2.JobStatusEvent(
         job_id=job_id, task_id=task_id, status=job_status_to_proto(status),
         backend_job_id=job.get("backend_job_id") or "", progress=job.get("progress") or 0.0,
         message=job.get("message") or "", time=now, sequence=sequence, correlation_id=cid or "")
+    costs = as_costs(job.get("costs"))
+    if costs is not None:
+        event.costs = costs
+    fill_usage(event.usage, job.get("usage"))
     body = upscaling_pb2.WatchTaskResponse(job_event=event, sequence=sequence).SerializeToString()
     return PendingEvent(event_routing_key(task_id, job_id), body, sequence)
 
 
-def task_event(task_id: int, status: str, counts: Mapping[str, int], sequence: int) -> PendingEvent:
-    """The serialized task event of a task whose status changed."""
+def task_event(task_id: int, status: str, counts: Mapping[str, int], sequence: int,
+               task: Mapping[str, Any] | None = None) -> PendingEvent:
+    """The serialized task event of a task whose status (or costs, usage, stop reason: from `task`) changed."""
     event = jobs_pb2.TaskStatusEvent(task_id=task_id, status=task_status_to_proto(status), job_counts=counts,
                                      time=now_proto(), sequence=sequence, correlation_id=correlation_id.get() or "")
+    if task is not None:
+        event.costs = as_costs(task.get("costs")) or 0.0
+        fill_usage(event.usage, task.get("usage"))
+        event.stop_reason = task.get("stop_reason") or ""
     body = upscaling_pb2.WatchTaskResponse(task_event=event, sequence=sequence).SerializeToString()
     return PendingEvent(event_routing_key(task_id, None), body, sequence)
 

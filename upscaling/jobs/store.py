@@ -14,8 +14,9 @@ from typing import Any
 
 import asyncpg
 
+from upscaling.broker import event_routing_key
 from upscaling.db import AnyConnection, Row
-from upscaling.jobs import outbox, transitions
+from upscaling.jobs import costs, outbox, transitions
 from upscaling.jobs.events import PendingEvent, job_event, now_proto, task_event
 from upscaling.jobs.messages import submit_message
 from upscaling.logs import correlation_id
@@ -23,7 +24,7 @@ from upscaling.statuses import ACTIVE_JOB_STATUSES, derive_task_status
 
 # The columns a status change reads (never `*`: a job's parameters and arguments hold its whole tile geometry).
 _JOB_STATE = "id, task_id, status, tag, backend_job_id, progress, message, usage, costs, results"
-_TASK_STATE = "id, status, last_sequence, job_counts, cancel_requested"
+_TASK_STATE = "id, status, last_sequence, job_counts, cancel_requested, costs, usage, max_costs, stop_reason"
 # The columns of a job message (`messages.submit_message`).
 _MESSAGE_COLUMNS = "id, task_id, service, submit_arguments, format, title, tag, attempts, process_id"
 ACTIVE = sorted(ACTIVE_JOB_STATUSES)
@@ -54,9 +55,11 @@ async def job_counts(conn: AnyConnection, task_id: int) -> dict[str, int]:
 
 
 async def refresh_task(conn: AnyConnection, task_id: int, *, sequence: int | None = None,
-                       task: asyncpg.Record | None = None, counts: dict[str, int] | None = None) -> list[PendingEvent]:
+                       task: asyncpg.Record | None = None, counts: dict[str, int] | None = None,
+                       spend: costs.Spend | None = None, announce: bool = False) -> list[PendingEvent]:
     """Re-derive a task's status (task row locked by the caller, or here) from `counts` (jobs per status;
-    counted when not given) and store both; emits a task event when the status changed."""
+    counted when not given), add `spend` to its costs and usage, and store them; emits a task event when the
+    status, the costs or usage changed, or when the caller `announce`s a change of the task (its stop reason)."""
     if task is None:
         task = await conn.fetchrow(f"SELECT {_TASK_STATE} FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)
         if task is None:
@@ -65,17 +68,52 @@ async def refresh_task(conn: AnyConnection, task_id: int, *, sequence: int | Non
     if counts is None:
         counts = await job_counts(conn, task_id)
     status = derive_task_status(counts, task["cancel_requested"])
+    state = dict(task)
+    if spend:
+        state["costs"] = round((task["costs"] or 0.0) + spend.costs, 9)
+        state["usage"] = costs.add_usage(task["usage"], spend)
     events: list[PendingEvent] = []
-    if status != task["status"]:
+    if status != task["status"] or spend or announce:
         seq += 1
-        event = task_event(task_id, status, counts, seq)
+        event = task_event(task_id, status, counts, seq, state)
         await conn.execute("INSERT INTO task_events (task_id, sequence, job_id, payload) VALUES ($1, $2, NULL, $3)",
                            task_id, seq, event.body)
         events.append(event)
+    if spend:
+        await conn.execute("UPDATE upscale_tasks SET costs = $2, usage = $3 WHERE id = $1", task_id, state["costs"],
+                           state["usage"])
     if seq != task["last_sequence"] or status != task["status"] or counts != task["job_counts"]:
         await conn.execute("UPDATE upscale_tasks SET status = $2, last_sequence = $3, job_counts = $4, updated = now()"
                            " WHERE id = $1", task_id, status, seq, counts)
     return events
+
+
+async def stop_for_costs(conn: AnyConnection, task_id: int) -> list[PendingEvent]:
+    """When a task's costs reached its `max_costs`: its jobs never submitted end `canceled` with the reason, and
+    the task's `stop_reason` says it (set once); jobs already submitted continue. Nothing when not reached."""
+    _require_transaction(conn, "stopping a task's submissions")
+    task = await conn.fetchrow("SELECT costs, max_costs, stop_reason FROM upscale_tasks WHERE id = $1 FOR UPDATE",
+                               task_id)
+    if task is None or not costs.reached(task["max_costs"], task["costs"]):
+        return []
+    reason = task["stop_reason"] or costs.stop_reason(task["max_costs"], task["costs"])
+    if task["stop_reason"] is None:
+        await conn.execute("UPDATE upscale_tasks SET stop_reason = $2, updated = now() WHERE id = $1", task_id,
+                           reason)
+    ids = [r["id"] for r in await conn.fetch(
+        "SELECT id FROM unit_jobs WHERE task_id = $1 AND status = 'created' AND backend_job_id IS NULL"
+        " AND submitted_at IS NULL ORDER BY id", task_id)]
+    events = await update_jobs(conn, [(job_id, {"status": "canceled", "message": reason}) for job_id in ids],
+                               task_id=task_id)
+    task_key = task_event_key(task_id)
+    if task["stop_reason"] is None and not any(e.routing_key == task_key for e in events):
+        events.extend(await refresh_task(conn, task_id, announce=True))  # the watchers learn the stop reason
+    return events
+
+
+def task_event_key(task_id: int) -> str:
+    """The routing key of a task's task events."""
+    return event_routing_key(task_id, None)
 
 
 async def _write_rows(conn: AnyConnection, plan: transitions.Plan) -> None:
@@ -96,7 +134,8 @@ async def _write_rows(conn: AnyConnection, plan: transitions.Plan) -> None:
 
 async def _record_task(conn: AnyConnection, task: asyncpg.Record | None, jobs: Mapping[int, Any],
                        changes: list[tuple[int, transitions.Change]]) -> tuple[list[PendingEvent], set[int]]:
-    """Apply the changes of one task's jobs (task None: standalone jobs, no events)."""
+    """Apply the changes of one task's jobs (task None: standalone jobs, no events); when what they report makes
+    the task reach its `max_costs`, its jobs never submitted are stopped (`stop_for_costs`)."""
     if task is None:
         plan = transitions.plan(jobs, None, changes)
     else:
@@ -130,7 +169,9 @@ async def _record_task(conn: AnyConnection, task: asyncpg.Record | None, jobs: M
             "INSERT INTO task_events (task_id, sequence, job_id, payload)"
             " SELECT $1, u.s, u.j, u.p FROM unnest($2::bigint[], $3::bigint[], $4::bytea[]) AS u(s, j, p)",
             task_id, [e.sequence for e in events], [c.job_id for c in plan.events], [e.body for e in events])
-    events.extend(await refresh_task(conn, task_id, sequence=seq, task=task, counts=plan.counts))
+    events.extend(await refresh_task(conn, task_id, sequence=seq, task=task, counts=plan.counts, spend=plan.spend))
+    if plan.spend and costs.reached(task["max_costs"], (task["costs"] or 0.0) + plan.spend.costs):
+        events.extend(await stop_for_costs(conn, task_id))
     return events, plan.stale
 
 

@@ -9,12 +9,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from upscaling.jobs.costs import Spend
 from upscaling.statuses import TERMINAL_JOB_STATUSES
 
 # The columns a change may set besides `status` (the job state a change reads and writes).
 FIELDS = ("backend_job_id", "progress", "message", "usage", "costs", "results")
 # The columns a watcher sees: a change of one of them is a job event.
-PUBLIC = frozenset({"status", "backend_job_id", "progress", "message"})
+PUBLIC = frozenset({"status", "backend_job_id", "progress", "message", "costs", "usage"})
 # Keys of a change that are not columns: may a terminal job change status (retries, resubmissions); the
 # correlation id of the change (its event carries it); the tag the change was made for (else the job is stale).
 OPTIONS = frozenset({"allow_from_terminal", "correlation_id", "expect_tag"})
@@ -57,6 +58,7 @@ class Plan:
     events: list[JobEvent] = field(default_factory=list)
     counts: dict[str, int] | None = None
     stale: set[int] = field(default_factory=set)  # jobs whose tag is not the one a change expected
+    spend: Spend = field(default_factory=Spend)  # what the changes add to the task's costs and usage
 
 
 class CountsMissed(Exception):
@@ -89,6 +91,7 @@ def plan(jobs: Mapping[int, Any], counts: Mapping[str, int] | None,
                 out.counts[changed["status"]] = out.counts.get(changed["status"], 0) + 1
             if changed["status"] in TERMINAL_JOB_STATUSES:
                 out.finish.add(job_id)
+        out.spend.add(job, changed)
         job.update(changed)
         out.rows[job_id] = job
         if PUBLIC & changed.keys():

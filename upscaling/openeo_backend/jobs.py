@@ -117,13 +117,41 @@ def results_metadata(backend: BackendConfig, timeout_s: float, job_id: str) -> d
     return dict(connection.call(backend, timeout_s, lambda conn: conn.job(job_id).get_results().get_metadata()))
 
 
+# At most this many error-level entries of one failed job are kept, each message at most MAX_LOG_MESSAGE characters.
+MAX_LOG_ENTRIES = 100
+MAX_LOG_MESSAGE = 4000
+
+
+def error_logs(backend: BackendConfig, timeout_s: float, job_id: str) -> list[dict[str, str]]:
+    """The error-level log entries of a job (`GET /jobs/{id}/logs?level=error`), oldest first, as
+    `{id, level, message, code, time}` texts (the last MAX_LOG_ENTRIES of them)."""
+    entries = connection.call(backend, timeout_s, lambda conn: list(conn.job(job_id).logs(level="error")))
+    return log_entries(entries)
+
+
+def log_entries(entries: Any) -> list[dict[str, str]]:
+    """A backend's log entries, error level only, normalized (pure)."""
+    out = []
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, dict) or str(entry.get("level", "")).lower() != "error":
+            continue
+        out.append({"id": str(entry.get("id") or ""), "level": "error",
+                    "message": str(entry.get("message") or "")[:MAX_LOG_MESSAGE],
+                    "code": str(entry.get("code") or ""), "time": str(entry.get("time") or "")})
+    return out[-MAX_LOG_ENTRIES:]
+
+
+def last_error_message(entries: list[dict[str, str]]) -> str | None:
+    """The message of the last error entry that has one (pure)."""
+    for entry in reversed(entries):
+        if entry.get("message"):
+            return entry["message"]
+    return None
+
+
 def error_message(backend: BackendConfig, timeout_s: float, job_id: str) -> str | None:
     """The message of the last error-level log entry of a job (`GET /jobs/{id}/logs?level=error`), if any."""
-    entries = connection.call(backend, timeout_s, lambda conn: list(conn.job(job_id).logs(level="error")))
-    for entry in reversed(entries):
-        if str(entry.get("level", "")).lower() == "error" and entry.get("message"):
-            return str(entry["message"])
-    return None
+    return last_error_message(error_logs(backend, timeout_s, job_id))
 
 
 def stop_job(backend: BackendConfig, timeout_s: float, job_id: str) -> None:

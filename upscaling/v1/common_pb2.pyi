@@ -62,3 +62,11 @@ class ServiceRef(_message.Message):
     application: str
     namespace: str
     def __init__(self, endpoint: _Optional[str] = ..., application: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class UsageMetric(_message.Message):
+    __slots__ = ("value", "unit")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    unit: str
+    def __init__(self, value: _Optional[float] = ..., unit: _Optional[str] = ...) -> None: ...

@@ -20,7 +20,14 @@ class Dimension(_message.Message):
     def __init__(self, name: _Optional[str] = ..., values_json: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UnitJob(_message.Message):
-    __slots__ = ("id", "task_id", "title", "label", "status", "service", "parameters_json", "backend_job_id", "progress", "message", "created", "updated")
+    __slots__ = ("id", "task_id", "title", "label", "status", "service", "parameters_json", "backend_job_id", "progress", "message", "created", "updated", "costs", "usage")
+    class UsageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.UsageMetric
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.UsageMetric, _Mapping]] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +40,8 @@ class UnitJob(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
+    COSTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     id: int
     task_id: int
     title: str
@@ -45,10 +54,12 @@ class UnitJob(_message.Message):
     message: str
     created: _timestamp_pb2.Timestamp
     updated: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., task_id: _Optional[int] = ..., title: _Optional[str] = ..., label: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    costs: float
+    usage: _containers.MessageMap[str, _common_pb2.UsageMetric]
+    def __init__(self, id: _Optional[int] = ..., task_id: _Optional[int] = ..., title: _Optional[str] = ..., label: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., costs: _Optional[float] = ..., usage: _Optional[_Mapping[str, _common_pb2.UsageMetric]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "title", "label", "status", "service", "parameters_json", "format", "dimension", "job_counts", "jobs", "created", "updated")
+    __slots__ = ("id", "title", "label", "status", "service", "parameters_json", "format", "dimension", "job_counts", "jobs", "created", "updated", "costs", "usage", "max_costs", "stop_reason")
     class JobCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +67,13 @@ class Task(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class UsageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.UsageMetric
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.UsageMetric, _Mapping]] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +86,10 @@ class Task(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
+    COSTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_COSTS_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     id: int
     title: str
     label: str
@@ -80,10 +102,14 @@ class Task(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[UnitJob]
     created: _timestamp_pb2.Timestamp
     updated: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., title: _Optional[str] = ..., label: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., dimension: _Optional[_Union[Dimension, _Mapping]] = ..., job_counts: _Optional[_Mapping[str, int]] = ..., jobs: _Optional[_Iterable[_Union[UnitJob, _Mapping]]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    costs: float
+    usage: _containers.MessageMap[str, _common_pb2.UsageMetric]
+    max_costs: float
+    stop_reason: str
+    def __init__(self, id: _Optional[int] = ..., title: _Optional[str] = ..., label: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., dimension: _Optional[_Union[Dimension, _Mapping]] = ..., job_counts: _Optional[_Mapping[str, int]] = ..., jobs: _Optional[_Iterable[_Union[UnitJob, _Mapping]]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., costs: _Optional[float] = ..., usage: _Optional[_Mapping[str, _common_pb2.UsageMetric]] = ..., max_costs: _Optional[float] = ..., stop_reason: _Optional[str] = ...) -> None: ...
 
 class CreateTaskRequest(_message.Message):
-    __slots__ = ("title", "label", "service", "parameters_json", "format", "dimension", "max_attempts")
+    __slots__ = ("title", "label", "service", "parameters_json", "format", "dimension", "max_attempts", "max_costs")
     TITLE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +117,7 @@ class CreateTaskRequest(_message.Message):
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COSTS_FIELD_NUMBER: _ClassVar[int]
     title: str
     label: str
     service: _common_pb2.ServiceRef
@@ -98,7 +125,8 @@ class CreateTaskRequest(_message.Message):
     format: str
     dimension: Dimension
     max_attempts: int
-    def __init__(self, title: _Optional[str] = ..., label: _Optional[str] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., dimension: _Optional[_Union[Dimension, _Mapping]] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+    max_costs: float
+    def __init__(self, title: _Optional[str] = ..., label: _Optional[str] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., dimension: _Optional[_Union[Dimension, _Mapping]] = ..., max_attempts: _Optional[int] = ..., max_costs: _Optional[float] = ...) -> None: ...
 
 class CreateTaskResponse(_message.Message):
     __slots__ = ("task",)
@@ -231,6 +259,38 @@ class GetTaskResultsResponse(_message.Message):
     stac_json: str
     collection_json: str
     def __init__(self, stac_json: _Optional[str] = ..., collection_json: _Optional[str] = ...) -> None: ...
+
+class GetJobLogsRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: int
+    def __init__(self, job_id: _Optional[int] = ...) -> None: ...
+
+class JobLogEntry(_message.Message):
+    __slots__ = ("id", "level", "message", "code", "time", "backend_job_id", "attempt")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    level: str
+    message: str
+    code: str
+    time: str
+    backend_job_id: str
+    attempt: int
+    def __init__(self, id: _Optional[str] = ..., level: _Optional[str] = ..., message: _Optional[str] = ..., code: _Optional[str] = ..., time: _Optional[str] = ..., backend_job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class GetJobLogsResponse(_message.Message):
+    __slots__ = ("job_id", "logs")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    job_id: int
+    logs: _containers.RepeatedCompositeFieldContainer[JobLogEntry]
+    def __init__(self, job_id: _Optional[int] = ..., logs: _Optional[_Iterable[_Union[JobLogEntry, _Mapping]]] = ...) -> None: ...
 
 class DescribeServiceRequest(_message.Message):
     __slots__ = ("label", "service")

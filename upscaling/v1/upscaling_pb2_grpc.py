@@ -80,6 +80,11 @@ class UpscalingServiceStub:
                 request_serializer=upscaling_dot_v1_dot_upscaling__pb2.GetTaskResultsRequest.SerializeToString,
                 response_deserializer=upscaling_dot_v1_dot_upscaling__pb2.GetTaskResultsResponse.FromString,
                 _registered_method=True)
+        self.GetJobLogs = channel.unary_unary(
+                '/upscaling.v1.UpscalingService/GetJobLogs',
+                request_serializer=upscaling_dot_v1_dot_upscaling__pb2.GetJobLogsRequest.SerializeToString,
+                response_deserializer=upscaling_dot_v1_dot_upscaling__pb2.GetJobLogsResponse.FromString,
+                _registered_method=True)
         self.DescribeService = channel.unary_unary(
                 '/upscaling.v1.UpscalingService/DescribeService',
                 request_serializer=upscaling_dot_v1_dot_upscaling__pb2.DescribeServiceRequest.SerializeToString,
@@ -156,6 +161,14 @@ class UpscalingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobLogs(self, request, context):
+        """The error-level log entries of a job's failed backend jobs, fetched from the backend once per failure and
+        stored (NOT_FOUND for an unknown job or another user's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeService(self, request, context):
         """The UDP's parameters.
         """
@@ -219,6 +232,11 @@ def add_UpscalingServiceServicer_to_server(servicer, server):
                     servicer.GetTaskResults,
                     request_deserializer=upscaling_dot_v1_dot_upscaling__pb2.GetTaskResultsRequest.FromString,
                     response_serializer=upscaling_dot_v1_dot_upscaling__pb2.GetTaskResultsResponse.SerializeToString,
+            ),
+            'GetJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobLogs,
+                    request_deserializer=upscaling_dot_v1_dot_upscaling__pb2.GetJobLogsRequest.FromString,
+                    response_serializer=upscaling_dot_v1_dot_upscaling__pb2.GetJobLogsResponse.SerializeToString,
             ),
             'DescribeService': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeService,
@@ -475,6 +493,33 @@ class UpscalingService:
             '/upscaling.v1.UpscalingService/GetTaskResults',
             upscaling_dot_v1_dot_upscaling__pb2.GetTaskResultsRequest.SerializeToString,
             upscaling_dot_v1_dot_upscaling__pb2.GetTaskResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/upscaling.v1.UpscalingService/GetJobLogs',
+            upscaling_dot_v1_dot_upscaling__pb2.GetJobLogsRequest.SerializeToString,
+            upscaling_dot_v1_dot_upscaling__pb2.GetJobLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

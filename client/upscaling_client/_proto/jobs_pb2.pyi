@@ -35,7 +35,14 @@ class SubmitJobMessage(_message.Message):
     def __init__(self, job_id: _Optional[int] = ..., task_id: _Optional[int] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., title: _Optional[str] = ..., tag: _Optional[str] = ..., correlation_id: _Optional[str] = ..., attempt: _Optional[int] = ..., process_id: _Optional[str] = ...) -> None: ...
 
 class JobStatusEvent(_message.Message):
-    __slots__ = ("job_id", "task_id", "status", "backend_job_id", "progress", "message", "time", "sequence", "correlation_id")
+    __slots__ = ("job_id", "task_id", "status", "backend_job_id", "progress", "message", "time", "sequence", "correlation_id", "costs", "usage")
+    class UsageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.UsageMetric
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.UsageMetric, _Mapping]] = ...) -> None: ...
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +52,8 @@ class JobStatusEvent(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    COSTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     job_id: int
     task_id: int
     status: _common_pb2.JobStatus
@@ -54,10 +63,12 @@ class JobStatusEvent(_message.Message):
     time: _timestamp_pb2.Timestamp
     sequence: int
     correlation_id: str
-    def __init__(self, job_id: _Optional[int] = ..., task_id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., correlation_id: _Optional[str] = ...) -> None: ...
+    costs: float
+    usage: _containers.MessageMap[str, _common_pb2.UsageMetric]
+    def __init__(self, job_id: _Optional[int] = ..., task_id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., correlation_id: _Optional[str] = ..., costs: _Optional[float] = ..., usage: _Optional[_Mapping[str, _common_pb2.UsageMetric]] = ...) -> None: ...
 
 class TaskStatusEvent(_message.Message):
-    __slots__ = ("task_id", "status", "job_counts", "time", "sequence", "correlation_id")
+    __slots__ = ("task_id", "status", "job_counts", "time", "sequence", "correlation_id", "costs", "usage", "stop_reason")
     class JobCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -65,16 +76,29 @@ class TaskStatusEvent(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class UsageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.UsageMetric
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.UsageMetric, _Mapping]] = ...) -> None: ...
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     JOB_COUNTS_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    COSTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     task_id: int
     status: _common_pb2.TaskStatus
     job_counts: _containers.ScalarMap[str, int]
     time: _timestamp_pb2.Timestamp
     sequence: int
     correlation_id: str
-    def __init__(self, task_id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., job_counts: _Optional[_Mapping[str, int]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., correlation_id: _Optional[str] = ...) -> None: ...
+    costs: float
+    usage: _containers.MessageMap[str, _common_pb2.UsageMetric]
+    stop_reason: str
+    def __init__(self, task_id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., job_counts: _Optional[_Mapping[str, int]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., correlation_id: _Optional[str] = ..., costs: _Optional[float] = ..., usage: _Optional[_Mapping[str, _common_pb2.UsageMetric]] = ..., stop_reason: _Optional[str] = ...) -> None: ...

@@ -33,3 +33,14 @@ def test_active_without_changes_backs_off_by_half_up_to_the_longest() -> None:
 
 def test_backoff_starts_from_the_shortest_when_the_current_is_below_it() -> None:
     assert next_interval(0.0, [CycleResult("a", active=1)], LOW, HIGH) == pytest.approx(LOW * 1.5)
+
+
+def test_reported_costs_and_usage_are_recorded_when_they_differ() -> None:
+    from services.monitor.poller import Monitor
+
+    usage = {"cpu": {"value": 1.5, "unit": "cpu-seconds"}}
+    row = {"costs": None, "usage": None}
+    assert Monitor._spent(row, {"costs": 2, "usage": usage}) == {"costs": 2.0, "usage": usage}
+    assert Monitor._spent({"costs": 2.0, "usage": usage}, {"costs": 2, "usage": usage}) == {}
+    assert Monitor._spent(row, {"costs": "free", "usage": {"cpu": "lots"}}) == {}  # malformed: ignored
+    assert Monitor._spent(row, {}) == {}

@@ -82,8 +82,15 @@ def test_an_unchanged_change_records_nothing() -> None:
 
 
 def test_private_fields_change_without_an_event() -> None:
-    plan = transitions.plan(fresh_jobs(), {"created": 4}, [(2, {"usage": {"cpu": 1}, "costs": 3.0})])
-    assert plan.rows[2]["usage"] == {"cpu": 1} and plan.events == []
+    plan = transitions.plan(fresh_jobs(), {"created": 4}, [(2, {"results": {"type": "Collection"}})])
+    assert plan.rows[2]["results"] == {"type": "Collection"} and plan.events == [] and not plan.spend
+
+
+def test_reported_costs_are_an_event_and_add_to_the_task() -> None:
+    usage = {"cpu": {"value": 2.0, "unit": "cpu-seconds"}}
+    plan = transitions.plan(fresh_jobs(), {"created": 4}, [(2, {"usage": usage, "costs": 3.0})])
+    assert [e.state["costs"] for e in plan.events] == [3.0] and plan.events[0].state["usage"] == usage
+    assert plan.spend.costs == 3.0 and plan.spend.usage == {("cpu", "cpu-seconds"): 2.0}
 
 
 def test_a_stale_tag_leaves_the_job_alone() -> None:
