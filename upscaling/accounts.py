@@ -49,6 +49,8 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "outbox": ("SELECT", "INSERT"),
         "task_events": ("SELECT", "INSERT"),
         "audit_log": ("SELECT", "INSERT"),
+        # users' own backend credentials: stored by a token exchange or a registration, listed, deleted
+        "backend_credentials": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     },
     "dispatcher": {
         "upscale_tasks": ("SELECT", "UPDATE"),
@@ -59,6 +61,8 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "job_delivery_state": ("SELECT", "INSERT", "UPDATE", "DELETE"),
         "dead_letters": ("SELECT", "INSERT"),
         "dispatcher_heartbeats": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+        # submits with the job owner's backend credentials, refreshing them before they expire
+        "backend_credentials": ("SELECT", "UPDATE"),
     },
     "monitor": {
         "upscale_tasks": ("SELECT", "UPDATE"),
@@ -67,6 +71,8 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "task_events": ("SELECT", "INSERT"),
         # the reconciler reads which jobs dispatchers hold and forgets dispatchers gone for an hour
         "dispatcher_heartbeats": ("SELECT", "DELETE"),
+        # polls, cancels and reads results with the job owner's backend credentials, refreshing them
+        "backend_credentials": ("SELECT", "UPDATE"),
     },
 }
 
