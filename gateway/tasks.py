@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.audit import AuditLog, admin_read, audited
 from gateway.auth import Principal
+from gateway.backend_credentials import BackendCredentials
 from gateway.udp import Udp, UdpCache, coerce_value, validate_arguments
 from upscaling import jobs
 from upscaling.backends import Backends
@@ -150,6 +151,8 @@ class TaskService:
         self.max_dimension_values = max_dimension_values
         self.max_in_flight_per_user = max_in_flight_per_user
         self.audit: AuditLog | None = AuditLog(pool)
+        # Users' own backend credentials (set when a backend uses a per-user auth.method).
+        self.credentials: BackendCredentials | None = None
 
     async def _check_in_flight(self, conn: AnyConnection, caller: Principal) -> None:
         """Inside the creating transaction: serialize the caller's creations (advisory lock on the user) and
@@ -248,6 +251,8 @@ class TaskService:
             more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
             raise InvalidArgument(f"invalid values for parameter {dim!r}: " + "; ".join(problems[:5]) + more)
 
+        if self.credentials is not None:
+            await self.credentials.prepare(caller, endpoint)  # the caller's own backend credentials, if needed
         cid = correlation_id.get() or ""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._check_in_flight(conn, caller)
@@ -285,6 +290,8 @@ class TaskService:
         if not isinstance(spec.parameters, dict):
             raise InvalidArgument("parameters must be an object")
         arguments = validate_arguments(udp, spec.parameters)
+        if self.credentials is not None:
+            await self.credentials.prepare(caller, endpoint)  # the caller's own backend credentials, if needed
         cid = correlation_id.get() or ""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._check_in_flight(conn, caller)

@@ -76,6 +76,9 @@ class Settings:
     udp_cache_seconds: float = 300.0
     result_size: int = 256  # maximum raster width/height in pixels
     access_log: bool = False
+    oidc_issuer: str | None = None  # accept OIDC bearer tokens (`Bearer oidc/<provider>/<JWT>`) of this issuer
+    oidc_provider_id: str = "local"  # the provider's id in /credentials/oidc and in the bearer tokens
+    oidc_audience: str | None = None  # the audience tokens must carry (default: any)
 
     def runtime_view(self) -> dict[str, Any]:
         """The runtime-tunable settings as JSON-able dict."""
@@ -144,6 +147,9 @@ _PARSERS: dict[str, Any] = {
     "udp_cache_seconds": float,
     "result_size": int,
     "access_log": parse_bool,
+    "oidc_issuer": lambda v: str(v).rstrip("/") or None,
+    "oidc_provider_id": str,
+    "oidc_audience": lambda v: str(v) or None,
 }
 
 _HELP = {
@@ -167,6 +173,9 @@ _HELP = {
     "udp_cache_seconds": "how long a resolved UDP definition is cached (default 300)",
     "result_size": "max raster width/height of generated results in pixels (default 256)",
     "access_log": "log every request (default off)",
+    "oidc_issuer": "accept OIDC bearer tokens of this issuer (JWKS-verified; the user is `sub`) (default: off)",
+    "oidc_provider_id": "id of that OIDC provider in /credentials/oidc and bearer tokens (default local)",
+    "oidc_audience": "audience OIDC tokens must carry (default: any)",
 }
 
 

@@ -121,16 +121,6 @@ class CredentialStore:
             _stamp(tokens.expires_at),
             None if tokens.refresh_token is None else self.cipher.encrypt(tokens.refresh_token))
 
-    async def register_refresh_token(self, owner: str, backend: BackendConfig, refresh_token: str) -> None:
-        """Store (replace) the owner's refresh token for `backend`; its first use fetches an access token."""
-        register_secret(refresh_token)
-        await self.pool.execute(
-            "INSERT INTO backend_credentials (owner, backend, method, refresh_token, registered_at)"
-            " VALUES ($1, $2, $3, $4, now()) ON CONFLICT (owner, backend) DO UPDATE SET method = EXCLUDED.method,"
-            " access_token = NULL, expires_at = NULL, refresh_token = EXCLUDED.refresh_token, registered_at = now(),"
-            " refreshed_at = NULL",
-            owner, backend.endpoint, backend.auth.method, self.cipher.encrypt(refresh_token))
-
     async def registrations(self, owner: str) -> list[Registration]:
         rows = await self.pool.fetch(
             "SELECT backend, method, registered_at, refreshed_at FROM backend_credentials WHERE owner = $1"
