@@ -77,6 +77,7 @@ class OidcIssuer:
     grants: Counter[str] = field(default_factory=Counter)
     refresh_tokens: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # token -> sub, aud, client
     lock: threading.Lock = field(default_factory=threading.Lock)
+    issued: list[str] = field(default_factory=list)  # every access and refresh token of the token endpoint
 
     @property
     def token_endpoint(self) -> str:
@@ -87,7 +88,12 @@ class OidcIssuer:
         token = f"rt-{uuid.uuid4().hex}{uuid.uuid4().hex}"
         with self.lock:
             self.refresh_tokens[token] = (sub, audience, client_id)
+            self.issued.append(token)
         return token
+
+    def issued_tokens(self) -> list[str]:
+        with self.lock:
+            return list(self.issued)
 
     def revoke(self, sub: str) -> None:
         with self.lock:
@@ -96,6 +102,8 @@ class OidcIssuer:
 
     def _tokens(self, sub: str, audience: str, client_id: str) -> dict[str, Any]:
         access = self.token(sub, audience=audience, expires_in=self.issued_expires_in, azp=client_id)
+        with self.lock:
+            self.issued.append(access)
         return {"access_token": access, "token_type": "Bearer", "expires_in": int(self.issued_expires_in),
                 "refresh_token": self.issue_refresh_token(sub, audience, client_id),
                 "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"}
