@@ -144,3 +144,32 @@ def test_reusing_a_connection_keeps_its_capabilities_cache(logins: Logins, monke
     connection.forget(backend)
     connection.connect(backend, 5.0)
     assert conn.auth_sets > sets  # a new login is assigned
+
+
+def test_a_users_account_uses_their_token_without_login_and_apart_from_the_service_account(logins: Logins) -> None:
+    backend = new_backend()
+    service = connection.connect(backend, 5.0)
+    alice = connection.connect(backend, 5.0, connection.Account("alice", "tok-alice-1", "egi"))
+    bob = connection.connect(backend, 5.0, connection.Account("bob", "tok-bob-1", "egi"))
+    assert logins.count == 1  # only the service account logged in
+    assert service is not alice and alice is not bob  # one connection per account
+    assert alice.auth.bearer == "oidc/egi/tok-alice-1" and bob.auth.bearer == "oidc/egi/tok-bob-1"
+    kept = alice.auth
+    assert connection.connect(backend, 5.0, connection.Account("alice", "tok-alice-1", "egi")).auth is kept
+    renewed = connection.connect(backend, 5.0, connection.Account("alice", "tok-alice-2", "egi"))
+    assert renewed is alice and renewed.auth.bearer == "oidc/egi/tok-alice-2"
+    assert "tok-alice" not in repr(connection.Account("alice", "tok-alice-2", "egi"))
+
+
+def test_a_refused_user_token_is_raised_without_a_login(logins: Logins) -> None:
+    backend = new_backend()
+    calls = []
+
+    def operation(conn: Any) -> None:
+        calls.append(conn.auth.bearer)
+        raise OpenEoApiError(http_status_code=403, code="TokenInvalid", message="expired")
+
+    with pytest.raises(BackendAuthError):
+        connection.call(backend, 5.0, operation, connection.Account("alice", "tok-a", "egi"))
+    assert calls == ["oidc/egi/tok-a"]  # once: the caller refreshes the user's token
+    assert logins.count == 0
