@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 import requests
 from cryptography.fernet import Fernet
@@ -28,6 +29,7 @@ from cryptography.fernet import Fernet
 from tests.auth_support import AUDIENCE, OidcIssuer
 from tests.infra import ROOT, ServiceProcess, free_port, unique_name, wait_grpc_serving, wait_http_ok, with_database
 from tests.support import LocalOpenEO, admin_sql, drop_private_resources, tiles
+from upscaling.v1 import credentials_pb2, credentials_pb2_grpc
 
 EXCHANGE_CLIENT, EXCHANGE_SECRET = "upscaling-exchange", "exchange-client-secret-4d1f9a"
 PUBLIC_CLIENT = "openeo-public-client"
@@ -38,6 +40,7 @@ EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 @dataclass
 class CredsStack:
     http: str
+    grpc: str
     backend: LocalOpenEO
     issuer: OidcIssuer
     exchange: str  # endpoint of the user_token_exchange backend
@@ -121,7 +124,9 @@ def creds_stack(infra: Any, service_env: dict[str, str], tiler_address: str, log
             proc.start()
             started.append(proc)
             wait_grpc_serving(f"127.0.0.1:{port}", proc)
-        yield CredsStack(f"http://127.0.0.1:{http_port}", backend, issuer, exchange, refresh, database_url, started)
+        wait_grpc_serving(f"127.0.0.1:{grpc_port}", gateway)
+        yield CredsStack(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", backend, issuer, exchange, refresh,
+                         database_url, started)
     finally:
         for proc in reversed(started):
             proc.stop()
@@ -249,6 +254,37 @@ def test_credentials_refused_beyond_refresh_fail_the_users_jobs_with_a_clear_mes
     messages = {j.get("message") for j in jobs} or {body.get("message")}
     assert all(m and "could not be refreshed" in m and "dave" in m for m in messages), messages
     assert creds.backend_users("dave revoked") == set()  # nothing was created on the backend
+
+
+def test_grpc_registers_lists_and_deletes_without_returning_the_token(creds: CredsStack) -> None:
+    secret = creds.issuer.issue_refresh_token("frank", BACKEND_AUDIENCE, PUBLIC_CLIENT)
+    md = (("authorization", f"Bearer {creds.token('frank')}"),)
+    with grpc.insecure_channel(creds.grpc) as channel:
+        stub = credentials_pb2_grpc.BackendCredentialsServiceStub(channel)
+        registered = stub.RegisterBackendCredentials(
+            credentials_pb2.RegisterBackendCredentialsRequest(endpoint=creds.refresh, refresh_token=secret),
+            metadata=md, timeout=30)
+        assert registered.credentials.endpoint == creds.refresh
+        assert registered.credentials.method == "user_refresh_token"
+        assert registered.credentials.HasField("registered_at")
+        listed = stub.ListBackendCredentials(credentials_pb2.ListBackendCredentialsRequest(), metadata=md, timeout=30)
+        assert [c.endpoint for c in listed.credentials] == [creds.refresh]
+        issued = [secret, *creds.issuer.issued_tokens()]
+        assert not [t for t in issued if t.encode() in registered.SerializeToString() + listed.SerializeToString()]
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.RegisterBackendCredentials(
+                credentials_pb2.RegisterBackendCredentialsRequest(endpoint=creds.refresh, refresh_token="rt-unknown"),
+                metadata=md, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        stub.DeleteBackendCredentials(credentials_pb2.DeleteBackendCredentialsRequest(endpoint=creds.refresh),
+                                      metadata=md, timeout=30)
+        with pytest.raises(grpc.RpcError) as gone:
+            stub.DeleteBackendCredentials(credentials_pb2.DeleteBackendCredentialsRequest(endpoint=creds.refresh),
+                                          metadata=md, timeout=30)
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as unauthenticated:
+            stub.ListBackendCredentials(credentials_pb2.ListBackendCredentialsRequest(), timeout=30)
+        assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 @pytest.mark.parametrize("module", ["gateway", "services.dispatcher", "services.monitor"])
