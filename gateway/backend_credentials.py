@@ -64,6 +64,11 @@ class BackendCredentials:
                     "refresh token for it first (PUT /backend_credentials {\"endpoint\", \"refresh_token\"} or gRPC "
                     "RegisterBackendCredentials)", error_code="BACKEND_CREDENTIALS_MISSING")
 
+    async def prepare_again(self, caller: Principal, endpoint: object) -> None:
+        """`prepare` for work stored earlier (a retry); nothing when its backend is no longer configured."""
+        if isinstance(endpoint, str) and self.backends.find(endpoint) is not None:
+            await self.prepare(caller, endpoint)
+
     async def _exchange(self, caller: Principal, backend: BackendConfig) -> None:
         token = caller.access_token
         if not token:

@@ -431,6 +431,12 @@ class TaskService:
     @audited("task.retry", "task")
     async def retry_failed(self, task_id: int, caller: Principal) -> int:
         """Put every failed job of a task back to `created` with a new tag and a new outbox row."""
+        if self.credentials is not None:
+            # The owner's own backend credentials are renewed first (a new token exchange, or a check that a
+            # refresh token is registered), so the retried jobs do not fail again for want of them.
+            task = await self.pool.fetchrow("SELECT owner, service FROM upscale_tasks WHERE id = $1", task_id)
+            if task is not None and task["owner"] == caller.user_id:
+                await self.credentials.prepare_again(caller, (task["service"] or {}).get("endpoint"))
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)

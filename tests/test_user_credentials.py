@@ -254,6 +254,17 @@ def test_credentials_refused_beyond_refresh_fail_the_users_jobs_with_a_clear_mes
     messages = {j.get("message") for j in jobs} or {body.get("message")}
     assert all(m and "could not be refreshed" in m and "dave" in m for m in messages), messages
     assert creds.backend_users("dave revoked") == set()  # nothing was created on the backend
+    # Registered again, a retry submits the failed jobs with the new credentials.
+    secret = creds.issuer.issue_refresh_token("dave", BACKEND_AUDIENCE, PUBLIC_CLIENT)
+    assert creds.call("PUT", "/backend_credentials", "dave",
+                      json={"endpoint": creds.refresh, "refresh_token": secret}).status_code == 200
+    reply = creds.call("POST", f"/upscale_tasks/{task_id}/retry", "dave")
+    assert reply.status_code == 200 and reply.json()["retried"] == 2, reply.text
+    deadline = time.monotonic() + 60
+    while (body := creds.wait_task("dave", task_id))["status"] != "finished":
+        assert time.monotonic() < deadline, body
+        time.sleep(0.3)
+    assert creds.backend_users("dave revoked") == {"dave"}
 
 
 def test_grpc_registers_lists_and_deletes_without_returning_the_token(creds: CredsStack) -> None:
