@@ -159,8 +159,14 @@ class Monitor:
             by_owner: dict[str, list[asyncpg.Record]] = defaultdict(list)
             for row in rows:
                 by_owner[row["owner"]].append(row)
-            await asyncio.gather(*(self._poll_owner(backend, owner, owned, result)
-                                   for owner, owned in by_owner.items()))
+            outcomes = await asyncio.gather(*(self._poll_owner(backend, owner, owned, result)
+                                              for owner, owned in by_owner.items()), return_exceptions=True)
+            for owner, outcome in zip(by_owner, outcomes, strict=True):
+                if isinstance(outcome, BaseException):  # this owner's jobs are polled again next cycle
+                    log.warning("backend cycle of an owner failed",
+                                extra={"backend": backend.endpoint, "owner": owner, "error": repr(outcome)})
+                    if isinstance(outcome, BackendError):
+                        metrics.backend_error(backend.endpoint, outcome)
         elif rows:
             await self._poll(backend, rows, result)
         duration = time.monotonic() - started
@@ -175,36 +181,46 @@ class Monitor:
         """Poll one owner's jobs on a backend with per-user credentials, as the owner's account (its token refreshed
         when it nears expiry, and once more when the backend refuses it). Jobs whose owner has no usable credentials
         any more fail with the reason; an unreachable identity provider skips the owner this cycle."""
+        try:
+            for force in (False, True):
+                account = await self._owner_account(backend, owner, force)
+                if account is None:
+                    return
+                try:
+                    await self._poll(backend, rows, result, account)
+                    return
+                except BackendAuthError as exc:
+                    log.warning("backend refused the owner's token; refreshing it",
+                                extra={"backend": backend.endpoint, "owner": owner, "error": str(exc)})
+                    refused = exc
+            raise CredentialsError(f"backend {backend.endpoint} refused the credentials of user {owner!r} even "
+                                   f"after a refresh: {refused}")
+        except CredentialsError as error:
+            changes = []
+            for row in rows:
+                change = JobChange(row["id"], row["task_id"], row["correlation_id"])
+                change.fields = {"status": "failed", "message": str(error)}
+                changes.append(change)
+            log.warning("jobs failed: the owner's backend credentials are unusable",
+                        extra={"backend": backend.endpoint, "owner": owner, "job_ids": [r["id"] for r in rows],
+                               "error": str(error)})
+            result.changes += len(changes)
+            await self._record(changes)
+
+    async def _owner_account(self, backend: BackendConfig, owner: str, force_refresh: bool) -> Account | None:
+        """The owner's backend account; None when the identity provider cannot be reached now (CredentialsError
+        when the owner has no usable credentials)."""
         if self.credentials is None:
-            error: BackendError = CredentialsError(f"backend {backend.endpoint} needs its users' own credentials, "
-                                                   "which this monitor cannot read")
-        else:
-            try:
-                for force in (False, True):
-                    account = await self.credentials.account(backend, owner, force_refresh=force)
-                    try:
-                        await self._poll(backend, rows, result, account)
-                        return
-                    except BackendAuthError as exc:
-                        error = exc
-                        log.warning("backend refused the owner's token; refreshing it",
-                                    extra={"backend": backend.endpoint, "owner": owner, "error": str(exc)})
-            except CredentialsError as exc:
-                error = exc
-            except BackendError as exc:
-                log.warning("cannot get the owner's backend credentials; trying again next cycle",
-                            extra={"backend": backend.endpoint, "owner": owner, "error": str(exc)})
-                return
-        changes = []
-        for row in rows:
-            change = JobChange(row["id"], row["task_id"], row["correlation_id"])
-            change.fields = {"status": "failed", "message": str(error)}
-            changes.append(change)
-        log.warning("jobs failed: the owner's backend credentials are unusable",
-                    extra={"backend": backend.endpoint, "owner": owner, "job_ids": [r["id"] for r in rows],
-                           "error": str(error)})
-        result.changes += len(changes)
-        await self._record(changes)
+            raise CredentialsError(f"backend {backend.endpoint} needs its users' own credentials, which this "
+                                   "monitor cannot read")
+        try:
+            return await self.credentials.account(backend, owner, force_refresh=force_refresh)
+        except CredentialsError:
+            raise
+        except BackendError as exc:
+            log.warning("cannot get the owner's backend credentials; trying again next cycle",
+                        extra={"backend": backend.endpoint, "owner": owner, "error": str(exc)})
+            return None
 
     async def _poll(self, backend: BackendConfig, rows: list[asyncpg.Record], result: CycleResult,
                     account: Account = SERVICE) -> None:
