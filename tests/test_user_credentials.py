@@ -29,7 +29,7 @@ from cryptography.fernet import Fernet
 from tests.auth_support import AUDIENCE, OidcIssuer
 from tests.infra import ROOT, ServiceProcess, free_port, unique_name, wait_grpc_serving, wait_http_ok, with_database
 from tests.support import LocalOpenEO, admin_sql, drop_private_resources, tiles
-from upscaling.v1 import credentials_pb2, credentials_pb2_grpc
+from upscaling.v1 import common_pb2, credentials_pb2, credentials_pb2_grpc, upscaling_pb2, upscaling_pb2_grpc
 
 EXCHANGE_CLIENT, EXCHANGE_SECRET = "upscaling-exchange", "exchange-client-secret-4d1f9a"
 PUBLIC_CLIENT = "openeo-public-client"
@@ -172,6 +172,32 @@ def test_token_exchange_runs_each_users_jobs_under_their_backend_account(creds: 
                                                                             for r in rows)]
 
 
+def test_grpc_create_task_exchanges_the_callers_token_too(creds: CredsStack) -> None:
+    md = (("authorization", f"Bearer {creds.token('gina')}"),)
+    request = upscaling_pb2.CreateTaskRequest(
+        title="gina grpc", label="openeo",
+        service=common_pb2.ServiceRef(endpoint=creds.exchange, application=creds.backend.application),
+        parameters_json=json.dumps({"year": 2024}),
+        dimension=upscaling_pb2.Dimension(name="spatial_extent", values_json=[json.dumps(t) for t in tiles(2)]))
+    with grpc.insecure_channel(creds.grpc) as channel:
+        task = upscaling_pb2_grpc.UpscalingServiceStub(channel).CreateTask(request, metadata=md, timeout=60).task
+    assert creds.wait_task("gina", task.id)["status"] == "finished"
+    assert creds.backend_users("gina grpc") == {"gina"}
+
+
+def test_a_refused_exchange_refuses_the_task_and_stores_nothing(creds: CredsStack) -> None:
+    secret = creds.issuer.clients.pop(EXCHANGE_CLIENT)  # the provider no longer knows the service's client
+    try:
+        reply = creds.call("POST", "/upscale_tasks", "hank", json=creds.task_body("hank refused", creds.exchange))
+    finally:
+        creds.issuer.clients[EXCHANGE_CLIENT] = secret
+    assert reply.status_code == 409, reply.text
+    assert reply.json()["error_code"] == "BACKEND_CREDENTIALS_REFUSED"
+    assert "invalid_client" in reply.json()["message"]
+    assert creds.call("GET", "/upscale_tasks", "hank").json()["tasks"] == []
+    assert not [r for r in asyncio.run(_credential_rows(creds.database_url)) if r["owner"] == "hank"]
+
+
 def test_a_token_near_expiry_is_refreshed_and_rotated_tokens_are_kept(creds: CredsStack) -> None:
     # Backend tokens now live 20 s, less than the refresh margin (60 s): every use refreshes first. Refresh tokens
     # are single-use (rotated), so a job only finishes when each rotated refresh token was stored.
@@ -296,6 +322,20 @@ def test_grpc_registers_lists_and_deletes_without_returning_the_token(creds: Cre
         with pytest.raises(grpc.RpcError) as unauthenticated:
             stub.ListBackendCredentials(credentials_pb2.ListBackendCredentialsRequest(), timeout=30)
         assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_gateway_exchanging_tokens_needs_oidc_sign_in(service_env: dict[str, str]) -> None:
+    backends = [{"endpoint": "http://127.0.0.1:9/openeo/1.2",
+                 "auth": {"method": "user_token_exchange", "token_endpoint": "http://127.0.0.1:9/token",
+                          "client_id": "c", "client_secret": "s", "provider_id": "p"}}]
+    env = {**service_env, "OPENEO_BACKENDS": json.dumps(backends), "AUTH_MODE": "none",
+           "CREDENTIALS_KEY": Fernet.generate_key().decode(), "GATEWAY_HTTP_PORT": str(free_port()),
+           "GATEWAY_GRPC_PORT": str(free_port()), "MIGRATE_ON_START": "false"}
+    done = subprocess.run([sys.executable, "-m", "gateway"], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert "user_token_exchange, which exchanges the caller's OIDC access token: it needs AUTH_MODE=oidc" in (
+        done.stderr + done.stdout), done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("module", ["gateway", "services.dispatcher", "services.monitor"])
