@@ -28,6 +28,7 @@ from upscaling.db import AnyConnection
 from upscaling.logs import register_secret
 from upscaling.openeo_backend.connection import Account
 from upscaling.openeo_backend.errors import BackendError, BackendPermanentError, BackendTransientError
+from upscaling.openeo_backend import user_tokens
 from upscaling.openeo_backend.user_tokens import CredentialsRefused, Tokens
 
 KEY_ENV = "CREDENTIALS_KEY"
@@ -169,11 +170,15 @@ class CredentialStore:
                 and row["expires_at"].timestamp() - time.time() > self.min_valid_s)
 
     @staticmethod
-    def _missing(backend: BackendConfig, owner: str) -> str:
-        how = ("register an openEO refresh token for it (PUT /backend_credentials)"
-               if backend.auth.method == "user_refresh_token"
-               else "create the work again with a valid sign-in token, which is exchanged for one of the backend")
-        return f"user {owner!r} has no credentials for backend {backend.endpoint}: {how}"
+    def _remedy(backend: BackendConfig) -> str:
+        """What the user does to get usable credentials again."""
+        if backend.auth.method == "user_refresh_token":
+            return "register an openEO refresh token for it (PUT /backend_credentials), then retry"
+        return "retry (or create the work again) while signed in: your token is exchanged for one of the backend"
+
+    @classmethod
+    def _missing(cls, backend: BackendConfig, owner: str) -> str:
+        return f"user {owner!r} has no credentials for backend {backend.endpoint}: {cls._remedy(backend)}"
 
     @staticmethod
     def _account(backend: BackendConfig, owner: str, access_token: str) -> Account:
@@ -181,18 +186,15 @@ class CredentialStore:
         return Account(owner=owner, access_token=access_token, provider_id=backend.auth.provider_id or "")
 
     async def _refresh(self, backend: BackendConfig, owner: str, row: asyncpg.Record) -> Tokens:
-        from upscaling.openeo_backend import user_tokens
-
         if row["refresh_token"] is None:
             raise CredentialsError(f"the backend credentials of user {owner!r} for {backend.endpoint} expired and "
-                                   "cannot be refreshed (no refresh token): "
-                                   + self._missing(backend, owner).split(": ", 1)[1])
+                                   f"cannot be refreshed (no refresh token): {self._remedy(backend)}")
         refresh_token = self.cipher.decrypt(row["refresh_token"])
         try:
             return await asyncio.to_thread(user_tokens.refresh, backend, refresh_token, self.timeout_s)
         except CredentialsRefused as exc:
             raise CredentialsError(f"the backend credentials of user {owner!r} for {backend.endpoint} could not be "
-                                   f"refreshed ({exc}): " + self._missing(backend, owner).split(": ", 1)[1]) from None
+                                   f"refreshed ({exc}): {self._remedy(backend)}") from None
         except BackendTransientError:
             raise
         except BackendError as exc:
