@@ -26,9 +26,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from upscaling.backends import BackendConfig, Backends
 from upscaling.db import AnyConnection
 from upscaling.logs import register_secret
+from upscaling.openeo_backend import user_tokens
 from upscaling.openeo_backend.connection import Account
 from upscaling.openeo_backend.errors import BackendError, BackendPermanentError, BackendTransientError
-from upscaling.openeo_backend import user_tokens
 from upscaling.openeo_backend.user_tokens import CredentialsRefused, Tokens
 
 KEY_ENV = "CREDENTIALS_KEY"
