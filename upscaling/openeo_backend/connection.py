@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -75,11 +76,32 @@ _logins: dict[str, _Login] = {}
 _logins_lock = threading.Lock()
 
 
-def _cache() -> dict[tuple[str, str], Connection]:
-    cache: dict[tuple[str, str], Connection] | None = getattr(_local, "connections", None)
+# Users' connections kept per thread (least recently used dropped first): many users must not mean a requests
+# session per user in every worker thread.
+MAX_USER_CONNECTIONS_PER_THREAD = 32
+
+
+def _cache() -> OrderedDict[tuple[str, str], Connection]:
+    cache: OrderedDict[tuple[str, str], Connection] | None = getattr(_local, "connections", None)
     if cache is None:
-        cache = _local.connections = {}
+        cache = _local.connections = OrderedDict()
     return cache
+
+
+def _cached(backend: BackendConfig, timeout_s: float, account: Account) -> Connection:
+    """This thread's connection to `backend` for `account`, opened on first use."""
+    cache = _cache()
+    key = (backend.endpoint, account.key)
+    conn = cache.get(key)
+    if conn is None:
+        conn = cache[key] = _open(backend, timeout_s)
+        if account.owner is not None:
+            users = [k for k in cache if k[1] != SERVICE.key]
+            for old in users[:max(0, len(users) - MAX_USER_CONNECTIONS_PER_THREAD)]:
+                cache.pop(old).session.close()
+    else:
+        cache.move_to_end(key)
+    return conn
 
 
 def _login_of(backend: BackendConfig) -> _Login:
@@ -116,10 +138,7 @@ def connect(backend: BackendConfig, timeout_s: float, account: Account = SERVICE
     """This thread's connection to `backend` as `account`: the backend's shared login for the service account
     (logging in when nobody has), the user's token for a user's; the current correlation id as header. Blocking;
     raises the openeo client's exceptions (`call` types them)."""
-    cache = _cache()
-    conn = cache.get((backend.endpoint, account.key))
-    if conn is None:
-        conn = cache[(backend.endpoint, account.key)] = _open(backend, timeout_s)
+    conn = _cached(backend, timeout_s, account)
     if account.owner is not None:
         auth: AuthBase | None = _user_auth(conn, account)
     else:

@@ -6,7 +6,7 @@
 - `refresh`: a `refresh_token` grant, at the configured `token_endpoint` (`user_token_exchange`) or at the token
   endpoint of the backend's OIDC provider `provider_id` (`user_refresh_token`: the provider's issuer from the
   backend's `GET /credentials/oidc`, its token endpoint from the issuer's discovery document, both through the
-  openeo client).
+  openeo client; kept DISCOVERY_TTL_S).
 
 Every token that passes through is registered for log redaction. A refusal of the identity provider (4xx,
 e.g. `invalid_grant`) raises `CredentialsRefused` (the user must sign in or register again); an unreachable or
@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from openeo.rest.auth.oidc import OidcProviderInfo
 
 from upscaling.backends import BackendConfig
-from upscaling.logs import register_secret
+from upscaling.logs import redact, register_secret
 from upscaling.openeo_backend import connection
 from upscaling.openeo_backend.errors import BackendPermanentError, BackendTransientError
 
@@ -32,6 +33,9 @@ TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 # Lifetime assumed for an access token whose answer and payload say nothing about it.
 DEFAULT_LIFETIME_S = 300.0
+# How long a discovered token endpoint is used before the backend's provider list is read again.
+DISCOVERY_TTL_S = 300.0
+_discovered: dict[tuple[str, str], tuple[str, float]] = {}  # (backend, provider) -> (token endpoint, expiry)
 
 
 class CredentialsRefused(BackendPermanentError):
@@ -90,7 +94,8 @@ def _post(url: str, data: dict[str, str], timeout_s: float) -> Tokens:
     if reply.status_code != 200 or not isinstance(body, dict):
         # An OAuth error answer: `error` and `error_description` name the reason, never a token.
         reason = body.get("error_description") or body.get("error") if isinstance(body, dict) else None
-        raise CredentialsRefused(f"the identity provider refused the token: {str(reason or reply.status_code)[:200]}",
+        raise CredentialsRefused(f"the identity provider refused the token: "
+                                 f"{redact(str(reason or reply.status_code))[:200]}",
                                  code=str(body.get("error", "")) if isinstance(body, dict) else "",
                                  http_status=reply.status_code)
     return tokens_of(body)
@@ -122,8 +127,16 @@ def token_endpoint(backend: BackendConfig, timeout_s: float) -> str:
     backend's OIDC provider `provider_id`."""
     if backend.auth.token_endpoint:
         return backend.auth.token_endpoint
-    from openeo.rest.auth.oidc import OidcProviderInfo
+    key = (backend.endpoint, backend.auth.provider_id or "")
+    cached = _discovered.get(key)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
+    url = _discover(backend, timeout_s)
+    _discovered[key] = (url, time.monotonic() + DISCOVERY_TTL_S)
+    return url
 
+
+def _discover(backend: BackendConfig, timeout_s: float) -> str:
     listing = connection.call_anonymous(backend, timeout_s, lambda conn: conn.get("/credentials/oidc").json())
     for provider in (listing or {}).get("providers") or ():
         if isinstance(provider, dict) and provider.get("id") == backend.auth.provider_id:

@@ -173,3 +173,21 @@ def test_a_refused_user_token_is_raised_without_a_login(logins: Logins) -> None:
         connection.call(backend, 5.0, operation, connection.Account("alice", "tok-a", "egi"))
     assert calls == ["oidc/egi/tok-a"]  # once: the caller refreshes the user's token
     assert logins.count == 0
+
+
+def test_a_thread_keeps_a_bounded_number_of_user_connections(logins: Logins,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = []
+    monkeypatch.setattr(connection, "_open", lambda backend, timeout_s: SimpleNamespace(
+        auth=None, session=SimpleNamespace(headers={}, close=lambda: closed.append(1))))
+    backend = new_backend()
+
+    def work() -> int:
+        connection.connect(backend, 5.0)
+        for i in range(connection.MAX_USER_CONNECTIONS_PER_THREAD + 8):
+            connection.connect(backend, 5.0, connection.Account(f"user{i}", f"token-{i}", "egi"))
+        return len(connection._cache())
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(work).result() == connection.MAX_USER_CONNECTIONS_PER_THREAD + 1  # + the service's
+    assert len(closed) == 8
