@@ -20,7 +20,6 @@ from gateway.auth import Principal
 from upscaling.backends import BackendConfig, Backends
 from upscaling.credentials import CredentialStore, Registration
 from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from upscaling.logs import register_secret
 from upscaling.openeo_backend import user_tokens
 from upscaling.openeo_backend.errors import BackendError, BackendTransientError
 
@@ -97,7 +96,7 @@ class BackendCredentials:
         if len(refresh_token) > MAX_REFRESH_TOKEN_LENGTH or any(c.isspace() for c in refresh_token.strip()):
             raise InvalidArgument("refresh_token is not a token")
         refresh_token = refresh_token.strip()
-        register_secret(refresh_token)
+        user_tokens.register_token(refresh_token)
         try:
             tokens = await asyncio.to_thread(user_tokens.refresh, backend, refresh_token, self.timeout_s)
         except BackendTransientError as exc:

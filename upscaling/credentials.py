@@ -7,7 +7,7 @@ owner's backend `Account`, refreshed before they expire.
   first encrypts, every one decrypts: put a new key first to rotate, drop the old one once every row was
   rewritten). A service whose backends use a per-user method refuses to start without it (`load_cipher`).
 - No token is ever returned by an API or written to a log: every decrypted or received token is registered for
-  redaction (`upscaling.logs.register_secret`), listings carry endpoints and times only.
+  redaction (`user_tokens.register_token`), listings carry endpoints and times only.
 - Refreshing: `account` returns a token valid for at least `min_valid_s`; otherwise it refreshes it under the
   row's lock (`SELECT ... FOR UPDATE`), so one replica refreshes and the others take its rotated tokens.
 """
@@ -29,7 +29,7 @@ from upscaling.logs import register_secret
 from upscaling.openeo_backend import user_tokens
 from upscaling.openeo_backend.connection import Account
 from upscaling.openeo_backend.errors import BackendError, BackendPermanentError, BackendTransientError
-from upscaling.openeo_backend.user_tokens import CredentialsRefused, Tokens
+from upscaling.openeo_backend.user_tokens import CredentialsRefused, Tokens, register_token
 
 KEY_ENV = "CREDENTIALS_KEY"
 # A token with less time left than this is refreshed before use (covers one backend call and the clock skew).
@@ -63,7 +63,7 @@ class Cipher:
         except InvalidToken:
             raise CredentialsError("stored backend credentials cannot be decrypted with the keys of "
                                    f"{KEY_ENV}; register them again") from None
-        register_secret(token)
+        register_token(token)
         return token
 
 
@@ -182,7 +182,7 @@ class CredentialStore:
 
     @staticmethod
     def _account(backend: BackendConfig, owner: str, access_token: str) -> Account:
-        register_secret(access_token)
+        register_token(access_token)
         return Account(owner=owner, access_token=access_token, provider_id=backend.auth.provider_id or "")
 
     async def _refresh(self, backend: BackendConfig, owner: str, row: asyncpg.Record) -> Tokens:

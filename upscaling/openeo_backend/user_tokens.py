@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,15 @@ DEFAULT_LIFETIME_S = 300.0
 # How long a discovered token endpoint is used before the backend's provider list is read again.
 DISCOVERY_TTL_S = 300.0
 _discovered: dict[tuple[str, str], tuple[str, float]] = {}  # (backend, provider) -> (token endpoint, expiry)
+# A whole JWT: every log line is redacted of these by pattern (`upscaling.logs`).
+_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*")
+
+
+def register_token(token: str | None) -> None:
+    """Redact `token` from every log line: registered as a secret unless it is a JWT, which the log patterns
+    redact anyway (registering each rotated JWT would grow the list of exact values checked on every line)."""
+    if token and not _JWT.fullmatch(token):
+        register_secret(token)
 
 
 class CredentialsRefused(BackendPermanentError):
@@ -74,8 +84,8 @@ def tokens_of(answer: dict[str, Any], now: float | None = None) -> Tokens:
         expires_at = _jwt_exp(access) or now + DEFAULT_LIFETIME_S
     refresh = answer.get("refresh_token")
     tokens = Tokens(access, expires_at, refresh if isinstance(refresh, str) and refresh else None)
-    register_secret(tokens.access_token)
-    register_secret(tokens.refresh_token)
+    register_token(tokens.access_token)
+    register_token(tokens.refresh_token)
     return tokens
 
 

@@ -69,3 +69,15 @@ def test_token_answers_give_the_expiry_and_the_rotated_refresh_token() -> None:
     assert tokens_of({"access_token": _jwt({"exp": 5000})}, now=1000.0).expires_at == 5000.0
     assert tokens_of({"access_token": "opaque"}, now=1000.0).expires_at == 1000.0 + DEFAULT_LIFETIME_S
     assert "rt-rotated-2" not in redact("refresh_token rotated to rt-rotated-2 ok")
+
+
+def test_tokens_are_redacted_from_logs_and_only_opaque_ones_are_kept_as_exact_values() -> None:
+    from upscaling import logs
+    from upscaling.openeo_backend.user_tokens import register_token
+
+    jwt_token = _jwt({"exp": 5000, "sub": "alice"})
+    register_token(jwt_token)
+    register_token("opaque-refresh-token-1234")
+    assert jwt_token not in logs._secrets and "opaque-refresh-token-1234" in logs._secrets
+    assert jwt_token not in redact(f"got {jwt_token}") and "opaque-refresh-token-1234" not in redact(
+        "got opaque-refresh-token-1234")
