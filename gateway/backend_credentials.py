@@ -14,16 +14,20 @@ No answer ever carries a token; every token that passes through is registered fo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from gateway.audit import AuditLog
 from gateway.auth import Principal
 from upscaling.backends import BackendConfig, Backends
 from upscaling.credentials import CredentialStore, Registration
-from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError, Unavailable
 from upscaling.openeo_backend import user_tokens
 from upscaling.openeo_backend.errors import BackendError, BackendTransientError
 
 MAX_REFRESH_TOKEN_LENGTH = 8192
+T = TypeVar("T")
 
 
 def check_auth_mode(backends: Backends, auth_mode: str) -> None:
@@ -41,6 +45,22 @@ class BackendCredentials:
     store: CredentialStore
     backends: Backends
     timeout_s: float = 15.0
+    audit: AuditLog | None = None
+
+    async def _audited(self, caller: Principal, action: str, endpoint: object, work: Awaitable[T]) -> T:
+        """`work`, recorded in the audit trail with its outcome (resource `backend_credentials`, detail: the
+        endpoint or the error; never a token)."""
+        if self.audit is None:
+            return await work
+        try:
+            result = await work
+        except ServiceError as exc:
+            await self.audit.record(caller, action, "backend_credentials", None, exc.error_code, exc.message,
+                                    owner=caller.user_id)
+            raise
+        await self.audit.record(caller, action, "backend_credentials", None, "ok", str(endpoint)[:300],
+                                owner=caller.user_id)
+        return result
 
     def _backend(self, endpoint: object) -> BackendConfig:
         if not isinstance(endpoint, str) or not endpoint:
@@ -85,7 +105,11 @@ class BackendCredentials:
         await self.store.save_tokens(caller.user_id, backend, tokens)
 
     async def register(self, caller: Principal, endpoint: object, refresh_token: object) -> Registration:
-        """Check and store the caller's refresh token for a `user_refresh_token` backend."""
+        """Check and store the caller's refresh token for a `user_refresh_token` backend (audited)."""
+        return await self._audited(caller, "credentials.register", endpoint,
+                                   self._register(caller, endpoint, refresh_token))
+
+    async def _register(self, caller: Principal, endpoint: object, refresh_token: object) -> Registration:
         backend = self._backend(endpoint)
         if backend.auth.method != "user_refresh_token":
             raise InvalidArgument(f"backend {backend.endpoint} takes no registered credentials (its auth.method is "
@@ -115,6 +139,10 @@ class BackendCredentials:
         return await self.store.registrations(caller.user_id)
 
     async def delete(self, caller: Principal, endpoint: object) -> None:
+        """Forget the caller's credentials for a backend (audited)."""
+        await self._audited(caller, "credentials.delete", endpoint, self._delete(caller, endpoint))
+
+    async def _delete(self, caller: Principal, endpoint: object) -> None:
         backend = self._backend(endpoint)
         if not await self.store.delete(caller.user_id, backend):
             raise NotFound(f"no credentials of yours are stored for backend {backend.endpoint}",

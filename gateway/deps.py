@@ -108,7 +108,7 @@ class Dependencies:
                                  max_in_flight_per_user=self.limits.max_tasks_in_flight_per_user)
         if self.cipher is not None:
             self.credentials = BackendCredentials(CredentialStore(self.pool, self.cipher, s.openeo_timeout_s),
-                                                  backends, s.openeo_timeout_s)
+                                                  backends, s.openeo_timeout_s, self.tasks.audit)
             self.tasks.credentials = self.credentials
         self.hub = EventsHub(self.amqp, self.topology, self.pool, self._load_task)
         await self.hub.start()

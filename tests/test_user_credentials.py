@@ -49,6 +49,8 @@ class CredsStack:
     processes: list[ServiceProcess]
 
     def token(self, user: str) -> str:
+        if user == "ops":  # an administrator (OIDC_ADMIN_VALUE in the `roles` claim)
+            return self.issuer.token(user, expires_in=3600, roles=["ops-admin"])
         return self.issuer.token(user, expires_in=3600)
 
     def call(self, method: str, path: str, user: str, **kwargs: Any) -> requests.Response:
@@ -108,7 +110,7 @@ def creds_stack(infra: Any, service_env: dict[str, str], tiler_address: str, log
            "OPENEO_BACKENDS": json.dumps(backends), "EXCHANGE_SECRET": EXCHANGE_SECRET,
            "CREDENTIALS_KEY": f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
            "UDP_ALLOWED_URLS": backend.udp_catalogue, "HEALTH_HOST": "127.0.0.1",
-           "AUTH_MODE": "oidc", "OIDC_ISSUER": issuer.url, "OIDC_AUDIENCE": AUDIENCE,
+           "AUTH_MODE": "oidc", "OIDC_ISSUER": issuer.url, "OIDC_AUDIENCE": AUDIENCE, "OIDC_ADMIN_VALUE": "ops-admin",
            "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
            "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OUTBOX_POLL_S": "0.5",
            "GRPC_GRACE_S": "3", "DB_POOL_MAX": "4", "LOG_LEVEL": "DEBUG"}
@@ -250,6 +252,12 @@ def test_registered_refresh_token_runs_jobs_and_is_never_shown(creds: CredsStack
                                  creds.call("GET", "/backend_credentials", "bob").json()["backend_credentials"]]
     for path in (f"/upscale_tasks/{task_id}", "/upscale_tasks", f"/upscale_tasks/{task_id}/results"):
         answers.append(creds.call("GET", path, "carol").text)
+    # The registrations are in the audit trail, with their outcome and the endpoint.
+    audit = creds.call("GET", "/audit_log", "ops", params={"actor": "carol", "action": "credentials.register"})
+    answers.append(audit.text)
+    assert audit.status_code == 200, audit.text
+    assert sorted(e["outcome"] for e in audit.json()["entries"]) == ["VALIDATION_ERROR", "VALIDATION_ERROR", "ok"]
+    assert {e["resource"] for e in audit.json()["entries"]} == {"backend_credentials"}
     # No token the provider issued (the registered one, the rotated ones, the access tokens) appears in any API
     # answer or in any log line of any service.
     issued = [secret, *creds.issuer.issued_tokens()]
