@@ -11,6 +11,7 @@ import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
 from gateway.auth import Authenticator, AuthSettings, Principal, create_authenticator, load_auth_settings
+from gateway.backend_credentials import BackendCredentials, check_auth_mode
 from gateway.egress import EgressFetcher, policy_from_settings
 from gateway.events_hub import EventsHub
 from gateway.sync_jobs import SyncJobs, SyncLimits, load_sync_limits
@@ -20,7 +21,8 @@ from gateway.udp import UdpCache
 from upscaling import broker, db, metrics
 from upscaling.backends import load_backends
 from upscaling.config import Settings
-from upscaling.errors import Unavailable
+from upscaling.credentials import CredentialStore, load_cipher
+from upscaling.errors import FailedPrecondition, Unavailable
 from upscaling.limits import Limits, RateLimiter, SubscriptionCounter, load_limits
 from upscaling.migrations import apply_migrations
 from upscaling.startup import with_retry
@@ -49,11 +51,28 @@ class Dependencies:
 
     def __post_init__(self) -> None:
         self.authenticator: Authenticator = create_authenticator(self.auth)
+        # Users' own backend credentials need their encryption key (and token exchange needs OIDC sign-in).
+        try:
+            backends = load_backends()
+            self.cipher = load_cipher(backends)
+            check_auth_mode(backends, self.auth.mode)
+        except ValueError as exc:
+            raise SystemExit(f"gateway cannot start: {exc}") from None
+        self.credentials: BackendCredentials | None = None
         # One request bucket per user, shared by HTTP, WebSocket handshakes and gRPC calls.
         self.rate = RateLimiter("MAX_REQUESTS_PER_S_PER_USER", self.limits.requests_per_s_per_user,
                                 self.limits.requests_burst_per_user)
         # Open watches (WatchTask streams and WebSockets) per user.
         self.watches = SubscriptionCounter(self.limits.max_watches_per_user)
+
+    def backend_credentials(self) -> BackendCredentials:
+        """Users' own backend credentials, or FailedPrecondition when no backend uses them."""
+        if self.credentials is None:
+            if self.tasks is None:
+                raise Unavailable("the gateway is still starting")
+            raise FailedPrecondition("no backend of this service uses users' own credentials "
+                                     "(auth.method user_refresh_token or user_token_exchange)")
+        return self.credentials
 
     def task_service(self) -> TaskService:
         """The task service, or Unavailable before the dependencies are up."""
@@ -97,6 +116,10 @@ class Dependencies:
         self.tasks = TaskService(self.pool, backends, self.udps, s.max_dimension_values,
                                  max_in_flight_per_user=self.limits.max_tasks_in_flight_per_user)
         self.sync = SyncJobs(self.tasks, self.sync_limits)
+        if self.cipher is not None:
+            self.credentials = BackendCredentials(CredentialStore(self.pool, self.cipher, s.openeo_timeout_s),
+                                                  backends, s.openeo_timeout_s, self.tasks.audit)
+            self.tasks.credentials = self.credentials
         self.hub = EventsHub(self.amqp, self.topology, self.pool, self._load_task)
         await self.hub.start()
         self.cluster_state = metrics.ClusterState(self.pool, self.amqp, self.topology)

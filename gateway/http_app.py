@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from gateway.audit_api import create_audit_router
 from gateway.auth_http import OPEN_PATHS, AuthMiddleware, caller
 from gateway.deps import Dependencies
+from gateway.http_credentials import create_credentials_router
 from gateway.http_errors import error_responses, install_error_handlers
 from gateway.http_sync import create_sync_router
 from gateway.http_tasks import create_router
@@ -98,6 +99,7 @@ def create_app(deps: Dependencies) -> FastAPI:
     app.include_router(create_router(deps.task_service))
     app.include_router(create_sync_router(deps.sync_jobs))
     app.include_router(create_audit_router(deps.task_service))
+    app.include_router(create_credentials_router(deps.backend_credentials))
     app.include_router(create_ws_router(deps.task_service, deps.events_hub, deps.watches))
     mount_page(app, deps.task_service)
     if deps.authenticator.reads_token:

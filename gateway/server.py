@@ -17,13 +17,21 @@ from gateway.deps import Dependencies
 from gateway.grpc_api import PublicTilerServicer
 from gateway.grpc_upscaling import FULL_NAME, UpscalingServicer, add_to_server
 from gateway.http_app import create_app
+from gateway.http_credentials import BackendCredentialsServicer
 from gateway.tls import GatewayTls
 from gateway.ws_protocol import WebSocketProtocol
 from upscaling import metrics
 from upscaling.config import Settings
 from upscaling.grpc_server import GrpcServer, ServiceBinding, shutdown_event
 from upscaling.health_watch import HealthWatch, broker_check, database_check
-from upscaling.v1 import audit_pb2, audit_pb2_grpc, tiler_pb2, tiler_pb2_grpc
+from upscaling.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    credentials_pb2,
+    credentials_pb2_grpc,
+    tiler_pb2,
+    tiler_pb2_grpc,
+)
 
 log = logging.getLogger("gateway")
 
@@ -51,7 +59,10 @@ async def main(settings: Settings, worker: int = 0, ws_deflate: bool = False) ->
          ServiceBinding(UpscalingServicer(deps.task_service(), deps.events_hub(), deps.watches, deps.sync),
                         add_to_server, FULL_NAME),
          ServiceBinding(AuditServicer(deps.task_service), audit_pb2_grpc.add_AuditServiceServicer_to_server,
-                        audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name)],
+                        audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name),
+         ServiceBinding(BackendCredentialsServicer(deps.backend_credentials),
+                        credentials_pb2_grpc.add_BackendCredentialsServiceServicer_to_server,
+                        credentials_pb2.DESCRIPTOR.services_by_name["BackendCredentialsService"].full_name)],
         settings.gateway_host,
         settings.gateway_grpc_port,
         interceptors=[AuthInterceptor(deps.authenticator, deps.rate)],

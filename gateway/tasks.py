@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.audit import AuditLog, admin_read, audited
 from gateway.auth import Principal
+from gateway.backend_credentials import BackendCredentials
 from gateway.udp import Udp, UdpCache, coerce_value, validate_arguments
 from upscaling import jobs
 from upscaling.backends import Backends
@@ -163,6 +164,8 @@ class TaskService:
         self.max_dimension_values = max_dimension_values
         self.max_in_flight_per_user = max_in_flight_per_user
         self.audit: AuditLog | None = AuditLog(pool)
+        # Users' own backend credentials (set when a backend uses a per-user auth.method).
+        self.credentials: BackendCredentials | None = None
 
     async def _check_in_flight(self, conn: AnyConnection, caller: Principal) -> None:
         """Inside the creating transaction: serialize the caller's creations (advisory lock on the user) and
@@ -281,6 +284,8 @@ class TaskService:
             more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
             raise InvalidArgument(f"invalid values for parameter {dim!r}: " + "; ".join(problems[:5]) + more)
 
+        if self.credentials is not None:
+            await self.credentials.prepare(caller, endpoint)  # the caller's own backend credentials, if needed
         cid = correlation_id.get() or ""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._check_in_flight(conn, caller)
@@ -313,6 +318,8 @@ class TaskService:
         checked = await self.check_job(spec)
         title, service, endpoint, udp, fmt, arguments = (checked.title, checked.service, checked.endpoint,
                                                          checked.udp, checked.format, checked.arguments)
+        if self.credentials is not None:
+            await self.credentials.prepare(caller, endpoint)  # the caller's own backend credentials, if needed
         cid = correlation_id.get() or ""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._check_in_flight(conn, caller)
@@ -459,6 +466,12 @@ class TaskService:
     @audited("task.retry", "task")
     async def retry_failed(self, task_id: int, caller: Principal) -> int:
         """Put every failed job of a task back to `created` with a new tag and a new outbox row."""
+        if self.credentials is not None:
+            # The owner's own backend credentials are renewed first (a new token exchange, or a check that a
+            # refresh token is registered), so the retried jobs do not fail again for want of them.
+            task = await self.pool.fetchrow("SELECT owner, service FROM upscale_tasks WHERE id = $1", task_id)
+            if task is not None and task["owner"] == caller.user_id:
+                await self.credentials.prepare_again(caller, (task["service"] or {}).get("endpoint"))
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 task = await conn.fetchrow("SELECT * FROM upscale_tasks WHERE id = $1 FOR UPDATE", task_id)

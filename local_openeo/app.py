@@ -12,6 +12,7 @@ from local_openeo.admin import add_admin_routes
 from local_openeo.backend import BACKEND, Backend
 from local_openeo.config import API_PREFIX, Settings
 from local_openeo.errors import ApiError, error_response
+from local_openeo.oidc import oidc_middleware
 
 log = logging.getLogger("local_openeo")
 
@@ -44,7 +45,8 @@ async def error_middleware(request: web.Request, handler: Callable) -> web.Strea
 def create_app(settings: Settings) -> web.Application:
     """Build the application; the admin endpoints exist only when an admin token is configured."""
     backend = Backend(settings)
-    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[error_middleware, oidc_middleware(backend.oidc)],
+                          client_max_size=64 * 1024 * 1024)
     app[BACKEND] = backend
     api, d, j = API_PREFIX, discovery, jobs_api
     app.add_routes(

@@ -19,6 +19,7 @@ from local_openeo.errors import ApiError, error_response
 from local_openeo.faults import ERROR_CODES, LOST_KINDS, STATUS_KINDS, FaultInjector
 from local_openeo.jobs import Job, JobStore, rfc3339
 from local_openeo.limits import StartLimiter
+from local_openeo.oidc import OIDC_USER, OidcVerifier
 from local_openeo.results import ResultFiles
 from local_openeo.udp import UdpCatalogue, UdpResolver
 
@@ -30,6 +31,7 @@ class Backend:
         self.settings = settings
         self.store = JobStore()
         self.auth = Authenticator(settings)
+        self.oidc = OidcVerifier(settings)
         self.catalogue = UdpCatalogue(settings.udp_dir)
         self.resolver = UdpResolver(settings, self.catalogue)
         self.faults = FaultInjector(settings.seed, settings.faults, settings.job_error_fraction)
@@ -46,6 +48,10 @@ class Backend:
         return self.settings.public_url or f"{request.scheme}://{request.host}"
 
     def user(self, request: web.Request) -> str:
+        """The caller: the ``sub`` of a verified OIDC token (see ``local_openeo.oidc``), else a basic-auth user."""
+        oidc_user = request.get(OIDC_USER)
+        if isinstance(oidc_user, str):
+            return oidc_user
         return self.auth.user(request.headers.get("Authorization"))
 
     def job(self, request: web.Request) -> tuple[str, Job]:

@@ -78,6 +78,9 @@ class Settings:
     job_costs: float | None = None  # what every ended job reports it cost; None: 0.05 + 0.01 per run second
     costs_in_listing: bool = True  # whether job listings carry costs and usage (as GET /jobs/{id} always does)
     access_log: bool = False
+    oidc_issuer: str | None = None  # accept OIDC bearer tokens (`Bearer oidc/<provider>/<JWT>`) of this issuer
+    oidc_provider_id: str = "local"  # the provider's id in /credentials/oidc and in the bearer tokens
+    oidc_audience: str | None = None  # the audience tokens must carry (default: any)
 
     def runtime_view(self) -> dict[str, Any]:
         """The runtime-tunable settings as JSON-able dict."""
@@ -152,6 +155,9 @@ _PARSERS: dict[str, Any] = {
     "job_costs": lambda v: None if v is None or v == "" else float(v),
     "costs_in_listing": parse_bool,
     "access_log": parse_bool,
+    "oidc_issuer": lambda v: str(v).rstrip("/") or None,
+    "oidc_provider_id": str,
+    "oidc_audience": lambda v: str(v) or None,
 }
 
 _HELP = {
@@ -177,6 +183,9 @@ _HELP = {
     "job_costs": "costs every ended job reports (default: 0.05 + 0.01 per run second)",
     "costs_in_listing": "whether job listings carry costs and usage (default true)",
     "access_log": "log every request (default off)",
+    "oidc_issuer": "accept OIDC bearer tokens of this issuer (JWKS-verified; the user is `sub`) (default: off)",
+    "oidc_provider_id": "id of that OIDC provider in /credentials/oidc and bearer tokens (default local)",
+    "oidc_audience": "audience OIDC tokens must carry (default: any)",
 }
 
 

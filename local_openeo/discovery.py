@@ -75,7 +75,7 @@ async def credentials_basic(backend: Backend, request: web.Request) -> web.Respo
 
 @endpoint("credentials_oidc")
 async def credentials_oidc(backend: Backend, request: web.Request) -> web.Response:
-    return json_response({"providers": []})
+    return json_response({"providers": [backend.oidc.provider()] if backend.settings.oidc_issuer else []})
 
 
 @endpoint("me")

@@ -5,11 +5,14 @@ HTTP, gRPC and WebSocket."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import threading
 import time
+import urllib.parse
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,12 +60,78 @@ def new_key() -> SigningKey:
 
 @dataclass
 class OidcIssuer:
-    """Serves `/.well-known/openid-configuration` and the JWKS of its current keys; signs tokens."""
+    """Serves `/.well-known/openid-configuration`, the JWKS of its current keys and a token endpoint with the
+    RFC 8693 token-exchange and the refresh_token grants (for its `clients`); signs tokens.
+
+    A token exchange verifies the subject token (signature, issuer, expiry) and issues, for the same `sub`, an
+    access token for the requested `audience` (default: the client id) valid `issued_expires_in` seconds, and a
+    refresh token. A refresh token is used once: its grant issues a new access token and a new refresh token
+    (rotation). `revoke(sub)` withdraws every refresh token of a user."""
 
     url: str = ""
     keys: list[SigningKey] = field(default_factory=lambda: [new_key()])
     jwks_requests: int = 0
     server: ThreadingHTTPServer | None = None
+    clients: dict[str, str | None] = field(default_factory=dict)  # client id -> secret (None: public client)
+    issued_expires_in: float = 300
+    grants: Counter[str] = field(default_factory=Counter)
+    refresh_tokens: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # token -> sub, aud, client
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    issued: list[str] = field(default_factory=list)  # every access and refresh token of the token endpoint
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.url}/protocol/openid-connect/token"
+
+    def issue_refresh_token(self, sub: str, audience: str, client_id: str) -> str:
+        """A refresh token of `sub` for `audience` (as a user's sign-in at the backend's provider would get)."""
+        token = f"rt-{uuid.uuid4().hex}{uuid.uuid4().hex}"
+        with self.lock:
+            self.refresh_tokens[token] = (sub, audience, client_id)
+            self.issued.append(token)
+        return token
+
+    def issued_tokens(self) -> list[str]:
+        with self.lock:
+            return list(self.issued)
+
+    def revoke(self, sub: str) -> None:
+        with self.lock:
+            for token in [t for t, v in self.refresh_tokens.items() if v[0] == sub]:
+                del self.refresh_tokens[token]
+
+    def _tokens(self, sub: str, audience: str, client_id: str) -> dict[str, Any]:
+        access = self.token(sub, audience=audience, expires_in=self.issued_expires_in, azp=client_id)
+        with self.lock:
+            self.issued.append(access)
+        return {"access_token": access, "token_type": "Bearer", "expires_in": int(self.issued_expires_in),
+                "refresh_token": self.issue_refresh_token(sub, audience, client_id),
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"}
+
+    def grant(self, form: dict[str, str], basic: tuple[str, str] | None) -> tuple[int, dict[str, Any]]:
+        """The token endpoint's answer (status, JSON) to a form."""
+        client_id, secret = basic or (form.get("client_id", ""), form.get("client_secret"))
+        if client_id not in self.clients or (self.clients[client_id] is not None
+                                             and secret != self.clients[client_id]):
+            return 401, {"error": "invalid_client"}
+        grant_type = form.get("grant_type", "")
+        self.grants[grant_type] += 1
+        if grant_type == "urn:ietf:params:oauth:grant-type:token-exchange":
+            if self.clients[client_id] is None:
+                return 401, {"error": "invalid_client", "error_description": "a public client cannot exchange"}
+            try:
+                claims = jwt.decode(form.get("subject_token", ""), key=self.keys[0].private.public_key(),
+                                    algorithms=["RS256"], issuer=self.url, options={"verify_aud": False})
+            except jwt.PyJWTError as exc:
+                return 400, {"error": "invalid_grant", "error_description": f"subject_token: {type(exc).__name__}"}
+            return 200, self._tokens(claims["sub"], form.get("audience") or client_id, client_id)
+        if grant_type == "refresh_token":
+            with self.lock:
+                found = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
+            if found is None or found[2] != client_id:
+                return 400, {"error": "invalid_grant", "error_description": "refresh token expired or revoked"}
+            return 200, self._tokens(found[0], found[1], client_id)
+        return 400, {"error": "unsupported_grant_type"}
 
     def start(self) -> OidcIssuer:
         """Serve on a free port; the issuer URL has a path, as Keycloak's (`/realms/test`)."""
@@ -74,6 +143,9 @@ class OidcIssuer:
                 path = self.path[len(prefix):] if self.path.startswith(prefix) else ""
                 if path == "/.well-known/openid-configuration":
                     body: Any = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks",
+                                 "token_endpoint": issuer.token_endpoint,
+                                 "grant_types_supported": ["refresh_token",
+                                                           "urn:ietf:params:oauth:grant-type:token-exchange"],
                                  "id_token_signing_alg_values_supported": ["RS256"]}
                 elif path == "/jwks":
                     issuer.jwks_requests += 1
@@ -83,6 +155,25 @@ class OidcIssuer:
                     return
                 payload = json.dumps(body).encode()
                 self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_POST(self) -> None:
+                if self.path != prefix + "/protocol/openid-connect/token":
+                    self.send_error(404)
+                    return
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                form = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
+                basic = None
+                header = self.headers.get("Authorization") or ""
+                if header.lower().startswith("basic "):
+                    user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                    basic = (urllib.parse.unquote(user), urllib.parse.unquote(password))
+                status, body = issuer.grant(form, basic)
+                payload = json.dumps(body).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

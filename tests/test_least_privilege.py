@@ -23,10 +23,14 @@ import grpc
 import pytest
 import requests
 from aiormq.exceptions import ChannelAccessRefused
+from cryptography.fernet import Fernet
 
 from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, with_database
 from tests.support import LocalOpenEO, admin_sql, drop_private_resources, tiles
 from upscaling import accounts, broker
+from upscaling.backends import parse_backend
+from upscaling.credentials import Cipher, CredentialStore
+from upscaling.openeo_backend import user_tokens
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
 
@@ -169,6 +173,48 @@ def test_database_refuses_what_a_role_may_not_do(provisioned: Provisioned) -> No
         "UPDATE dispatcher_heartbeats SET seen_at = now()",
     ))
     assert dispatcher == ["refused", "refused", "allowed"]
+
+
+async def _credentials_as_each_role(urls: dict[str, accounts.ServiceUrls], monkeypatch: pytest.MonkeyPatch
+                                    ) -> list[str]:
+    """Users' own backend credentials as each role uses them: the gateway stores, lists and deletes; the dispatcher
+    and the monitor read and refresh (row lock + update). The identity provider's refresh grant is replaced by a
+    stand-in here: only the database privileges are under test."""
+    cipher = Cipher([Fernet.generate_key().decode()])
+    backend = parse_backend({"endpoint": "http://lp/openeo/1.2",
+                             "auth": {"method": "user_refresh_token", "client_id": "c", "provider_id": "egi"}})
+    monkeypatch.setattr(user_tokens, "refresh", lambda b, token, timeout: user_tokens.Tokens(
+        "access-token-new", time.time() + 3600, token + "-rotated"))
+    seen = []
+    pools = {s: await asyncpg.create_pool(urls[s].database_url, min_size=1, max_size=2)
+             for s in ("gateway", "dispatcher", "monitor")}
+    try:
+        gateway = CredentialStore(pools["gateway"], cipher)
+        await gateway.save_tokens("alice", backend, user_tokens.Tokens("access-token-1", time.time() + 3600,
+                                                                       "refresh-token-1"))
+        seen.append(",".join(r.endpoint for r in await gateway.registrations("alice")))
+        for service in ("dispatcher", "monitor"):
+            store = CredentialStore(pools[service], cipher)
+            seen.append((await store.account(backend, "alice")).access_token)
+            seen.append((await store.account(backend, "alice", force_refresh=True)).access_token)
+            await pools[service].execute("UPDATE backend_credentials SET refreshed_at = NULL")
+        seen.append(str(await gateway.delete("alice", backend)))
+    finally:
+        for pool in pools.values():
+            await pool.close()
+    return seen
+
+
+def test_each_role_may_do_what_users_credentials_need(provisioned: Provisioned,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = asyncio.run(_credentials_as_each_role(provisioned.urls, monkeypatch))
+    assert seen == ["http://lp/openeo/1.2", "access-token-1", "access-token-new", "access-token-new",
+                    "access-token-new", "True"]
+    refused = asyncio.run(_refused_sql(provisioned.urls["dispatcher"].database_url,
+                                       "DELETE FROM backend_credentials",
+                                       "INSERT INTO backend_credentials (owner, backend, method)"
+                                       " VALUES ('a', 'b', 'c')"))
+    assert refused == ["refused", "refused"]
 
 
 @pytest.fixture

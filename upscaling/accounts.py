@@ -51,6 +51,8 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "audit_log": ("SELECT", "INSERT"),
         # a failed job's error log entries (`GET /unit_jobs/{id}/logs`)
         "job_logs": ("SELECT",),
+        # users' own backend credentials: stored by a token exchange or a registration, listed, deleted
+        "backend_credentials": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     },
     "dispatcher": {
         "upscale_tasks": ("SELECT", "UPDATE"),
@@ -61,6 +63,8 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "job_delivery_state": ("SELECT", "INSERT", "UPDATE", "DELETE"),
         "dead_letters": ("SELECT", "INSERT"),
         "dispatcher_heartbeats": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+        # submits with the job owner's backend credentials, refreshing them before they expire
+        "backend_credentials": ("SELECT", "UPDATE"),
     },
     "monitor": {
         "upscale_tasks": ("SELECT", "UPDATE"),
@@ -71,6 +75,8 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "dispatcher_heartbeats": ("SELECT", "DELETE"),
         # the error log entries of failed jobs, fetched once per failure
         "job_logs": ("SELECT", "INSERT"),
+        # polls, cancels and reads results with the job owner's backend credentials, refreshing them
+        "backend_credentials": ("SELECT", "UPDATE"),
     },
 }
 

@@ -10,9 +10,12 @@ the built-in local openEO backend at http://127.0.0.1:8081/openeo/1.2 with its d
      "max_running_jobs": 2,                                    # queued+running jobs at once; 0 = no limit
      "starts_per_second": 0.2}                                 # job starts per second; 0 = no limit
 
-`auth.method` is `none`, `basic` (`password`, `password_env` or `password_file`) or `oidc_client_credentials`
-(`client_id`, `client_secret`/`client_secret_env`/`client_secret_file`, `provider_id`). Secrets never leave
-this module except into the openEO client.
+`auth.method` is `none`, `basic` (`password`, `password_env` or `password_file`), `oidc_client_credentials`
+(`client_id`, `client_secret`/`client_secret_env`/`client_secret_file`, `provider_id`), or one of the per-user
+methods (each job runs with its owner's credentials, `upscaling.credentials`): `user_token_exchange` (`token_endpoint`,
+`client_id`, `client_secret*`, optional `audience`, `scope`, and the `provider_id` the backend knows) or
+`user_refresh_token` (`provider_id`, `client_id`, optional `client_secret*`). Secrets never leave this module
+except into the openEO client and the identity provider's token endpoint.
 """
 
 from __future__ import annotations
@@ -78,6 +81,21 @@ class BackendAuth:
     client_id: str | None = None
     client_secret: str | None = field(default=None, repr=False)
     provider_id: str | None = None
+    token_endpoint: str | None = None
+    audience: str | None = None
+    scope: str | None = None
+
+    @property
+    def per_user(self) -> bool:
+        """Whether jobs run with their owner's own credentials (a `user_*` method)."""
+        return self.method in USER_METHODS
+
+
+AUTH_METHODS = ("none", "basic", "oidc_client_credentials", "user_token_exchange", "user_refresh_token")
+USER_METHODS = frozenset({"user_token_exchange", "user_refresh_token"})
+# What each per-user method needs besides `method`.
+_REQUIRED = {"user_token_exchange": ("token_endpoint", "client_id", "provider_id"),
+             "user_refresh_token": ("client_id", "provider_id")}
 
 
 @dataclass(frozen=True)
@@ -98,8 +116,12 @@ def parse_backend(entry: dict[str, Any]) -> BackendConfig:
         raise ValueError(f"backend entry needs an 'endpoint' string: {entry!r}")
     auth_spec = entry.get("auth") or {"method": "none"}
     method = auth_spec.get("method", "none")
-    if method not in ("none", "basic", "oidc_client_credentials"):
-        raise ValueError(f"backend {entry['endpoint']}: unknown auth method {method!r}")
+    if method not in AUTH_METHODS:
+        raise ValueError(f"backend {entry['endpoint']}: unknown auth method {method!r} "
+                         f"(one of {', '.join(AUTH_METHODS)})")
+    missing = [name for name in _REQUIRED.get(method, ()) if not auth_spec.get(name)]
+    if missing:
+        raise ValueError(f"backend {entry['endpoint']}: auth method {method} needs {', '.join(missing)}")
     auth = BackendAuth(
         method=method,
         username=auth_spec.get("username"),
@@ -107,6 +129,9 @@ def parse_backend(entry: dict[str, Any]) -> BackendConfig:
         client_id=auth_spec.get("client_id"),
         client_secret=_secret(auth_spec, "client_secret"),
         provider_id=auth_spec.get("provider_id"),
+        token_endpoint=auth_spec.get("token_endpoint"),
+        audience=auth_spec.get("audience"),
+        scope=auth_spec.get("scope"),
     )
     endpoint = normalize_endpoint(entry["endpoint"])
     return BackendConfig(
@@ -136,6 +161,10 @@ class Backends:
     def endpoints(self) -> list[str]:
         """Canonical endpoints, for error messages."""
         return [c.endpoint for c in self.configs]
+
+    def per_user(self) -> list[BackendConfig]:
+        """The backends whose jobs run with their owners' own credentials."""
+        return [c for c in self.configs if c.auth.per_user]
 
 
 def load_backends() -> Backends:

@@ -16,6 +16,7 @@ from aio_pika.abc import AbstractRobustConnection
 from upscaling import broker, metrics
 from upscaling.backends import Backends, load_backends
 from upscaling.config import Settings
+from upscaling.credentials import CredentialStore, load_cipher
 from upscaling.db import create_pool
 from upscaling.grpc_server import GrpcServer, shutdown_event
 from upscaling.health_watch import Check, HealthWatch, broker_check, database_check
@@ -37,6 +38,8 @@ class WorkerRuntime:
     executor: ThreadPoolExecutor
     # The checks gRPC health follows: a service adds its own (e.g. that its consumers are registered).
     health_checks: dict[str, Check] = field(default_factory=dict)
+    # Users' own backend credentials (None when no backend uses a per-user `auth.method`).
+    credentials: CredentialStore | None = None
 
 
 @contextlib.asynccontextmanager
@@ -49,6 +52,10 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
     the whole topology; the others too where their broker user may, else the exchanges they publish to."""
     configure_logging(service, settings.log_level, settings.log_format)
     backends = load_backends()
+    try:
+        cipher = load_cipher(backends)
+    except ValueError as exc:
+        raise SystemExit(f"{service} cannot start: {exc}") from None
     stop = shutdown_event()
     if settings.migrate_on_start:
         await with_retry("database", lambda: migrate(settings.database_url))
@@ -74,7 +81,8 @@ async def worker_runtime(service: str, settings: Settings, health_port: int | No
             # NOT_SERVING while PostgreSQL or RabbitMQ is down; the service reconnects and resumes by itself.
             watch = HealthWatch(server.health, checks)
             watch.start()
-        yield WorkerRuntime(settings, backends, stop, pool, connection, topology, executor, checks)
+        credentials = None if cipher is None else CredentialStore(pool, cipher, settings.openeo_timeout_s)
+        yield WorkerRuntime(settings, backends, stop, pool, connection, topology, executor, checks, credentials)
     finally:
         if watch is not None:
             await watch.stop()

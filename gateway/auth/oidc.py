@@ -173,7 +173,8 @@ class OidcAuthenticator:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip() or len(sub) > MAX_SUB_LENGTH:
             raise Unauthenticated("the token has no usable subject (sub)")
-        return Principal(sub, is_admin(claims, self.settings.oidc_admin_claim, self.settings.oidc_admin_value))
+        return Principal(sub, is_admin(claims, self.settings.oidc_admin_claim, self.settings.oidc_admin_value),
+                         access_token=token)
 
     async def close(self) -> None:
         await self.jwks.close()

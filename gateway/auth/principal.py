@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from upscaling.errors import Unauthenticated
 
 
 @dataclass(frozen=True)
 class Principal:
-    """A caller: its user id (the owner of what it creates) and whether it is an operator seeing everything."""
+    """A caller: its user id (the owner of what it creates), whether it is an operator seeing everything, and (in
+    AUTH_MODE=oidc) the access token it signed in with, which a backend with `auth.method: user_token_exchange`
+    exchanges for one of its own (never printed, never compared)."""
 
     user_id: str
     admin: bool = False
+    access_token: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def owner_filter(self) -> str | None:

@@ -25,7 +25,8 @@ async def main() -> None:
         jobs_queue = await broker.consumer_queue(rt.connection, names.jobs_queue, settings.dispatcher_prefetch)
         dead_queue = await broker.consumer_queue(rt.connection, names.dead_letter_queue,
                                                  settings.dead_letter_prefetch)
-        submitter = Submitter(settings, rt.backends, rt.pool, rt.topology.events_exchange, rt.executor)
+        submitter = Submitter(settings, rt.backends, rt.pool, rt.topology.events_exchange, rt.executor,
+                              credentials=rt.credentials)
         consumer = Consumer(jobs_queue, submitter, settings.grpc_grace_s, settings.poison_failures)
         dead_letters = DeadLetterHandler(dead_queue, rt.topology.jobs_exchange,
                                          names.jobs_routing_key, rt.pool,

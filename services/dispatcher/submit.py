@@ -41,13 +41,16 @@ from aio_pika.abc import AbstractExchange
 from services.dispatcher import backend_limits, cost_limit
 from services.dispatcher.attempt import Lease, Reaction, Step, SubmitTry, job_spec, message_arguments, next_step, react
 from services.dispatcher.batching import MicroBatcher
+from services.dispatcher.owner_accounts import OwnerAccounts, job_owner
 from upscaling import jobs, metrics
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
 from upscaling.jobs.costs import REACHED_SQL
+from upscaling.credentials import CredentialStore
 from upscaling.leases import START_WINDOW_S, lease_seconds
 from upscaling.logs import correlation_id
 from upscaling.openeo_backend import jobs as backend_jobs
+from upscaling.openeo_backend.connection import Account
 from upscaling.openeo_backend.errors import BackendError, BackendTimeoutError, ErrorKind
 from upscaling.v1 import jobs_pb2
 
@@ -58,7 +61,7 @@ T = TypeVar("T")
 # The unit jobs of a batch of messages (without their arguments: a message carries them).
 _JOBS_SQL = """
 SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.tag, uj.attempts, uj.submitted_at, uj.service,
-       uj.format, uj.title, uj.process_id,
+       uj.format, uj.title, uj.process_id, uj.owner,
        (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel, t.costs AS task_costs, t.max_costs
 FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id
 WHERE uj.id = ANY($1::bigint[])
@@ -172,7 +175,7 @@ class Submitter:
     """Handles job messages: everything but the broker acknowledgement."""
 
     def __init__(self, settings: Settings, backends: Backends, pool: asyncpg.Pool, events: AbstractExchange,
-                 executor: Executor) -> None:
+                 executor: Executor, credentials: CredentialStore | None = None) -> None:
         self.settings = settings
         self.backends = backends
         self.pool = pool
@@ -184,6 +187,7 @@ class Submitter:
         self._job_rows: MicroBatcher[int, asyncpg.Record | None] = MicroBatcher(self._fetch_jobs)
         self._first_leases: MicroBatcher[tuple[int, str], datetime | None] = MicroBatcher(self._lease_first)
         self._pacer = backend_limits.StartPacer()
+        self._accounts = OwnerAccounts(credentials)
 
     # --- helpers -------------------------------------------------------------------------------------------
 
@@ -211,19 +215,23 @@ class Submitter:
         slot, `backend_limits.StartPacer`), it waits for its turn or raises SlotMissed without sending anything."""
         timeout = self.settings.openeo_timeout_s
 
-        def work() -> T:
-            if not_after is not None and time.monotonic() > not_after:
-                raise LeaseStale()
-            if start_slot is not None:
-                self._pacer.wait_turn(backend, start_slot)
-            started = time.perf_counter()
-            try:
-                return operation(backend, timeout, *args)
-            finally:
-                metrics.backend_call(backend.endpoint, operation.__name__, started)
+        async def run(account: Account) -> T:
+            def work() -> T:
+                if not_after is not None and time.monotonic() > not_after:
+                    raise LeaseStale()
+                if start_slot is not None:
+                    self._pacer.wait_turn(backend, start_slot)
+                started = time.perf_counter()
+                try:
+                    return operation(backend, timeout, *args, account=account)
+                finally:
+                    metrics.backend_call(backend.endpoint, operation.__name__, started)
 
-        context = contextvars.copy_context()  # log lines and requests of the worker thread keep the correlation id
-        return await asyncio.get_running_loop().run_in_executor(self.executor, context.run, work)
+            context = contextvars.copy_context()  # the worker thread's log lines and requests keep the correlation id
+            return await asyncio.get_running_loop().run_in_executor(self.executor, context.run, work)
+
+        # As the job owner's backend account on a backend with per-user credentials, else the service account.
+        return await self._accounts.call(backend, run)
 
     async def _update(self, job_id: int, **changes: Any) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -269,6 +277,7 @@ class Submitter:
                 await self._update(row["id"], status="canceled", message="canceled before submission")
                 log.info("unit job canceled before submission", extra={"job_id": row["id"]})
             return False
+        job_owner.set(row["owner"])  # whose backend credentials the calls of this job use (per-user backends)
         if row["backend_job_id"] is None and row["submitted_at"] is None and cost_limit.over_limit(row):
             await cost_limit.stop(self.pool, self.events, row["task_id"])
             return False

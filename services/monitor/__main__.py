@@ -34,7 +34,8 @@ async def main() -> None:
                             poll_s=settings.outbox_poll_s)
         relay.start()
         try:
-            await Monitor(settings, rt.backends, rt.pool, rt.topology.events_exchange, locks, rt.executor).run(rt.stop)
+            await Monitor(settings, rt.backends, rt.pool, rt.topology.events_exchange, locks, rt.executor,
+                          credentials=rt.credentials).run(rt.stop)
             log.info("shutdown signal received; cycle completed")
         finally:
             rt.stop.set()

@@ -1,5 +1,6 @@
-"""The monitor loop: per backend and cycle one paged job listing, per-job calls only where needed, every
-change recorded and published, and an adaptive interval between cycles."""
+"""The monitor loop: per backend account and cycle one paged job listing (the service account, or on a backend
+with per-user credentials each job owner's), per-job calls only where needed, every change recorded and
+published, and an adaptive interval between cycles."""
 
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ from upscaling import jobs, metrics
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
 from upscaling.jobs.costs import as_costs, as_usage
+from upscaling.credentials import CredentialsError, CredentialStore
 from upscaling.logs import correlation_id
 from upscaling.openeo_backend import jobs as backend_jobs
-from upscaling.openeo_backend.errors import BackendError
+from upscaling.openeo_backend.connection import SERVICE, Account
+from upscaling.openeo_backend.errors import BackendAuthError, BackendError
 from upscaling.statuses import from_openeo
 
 log = logging.getLogger(__name__)
@@ -58,8 +61,9 @@ class Monitor:
     """Polls every configured backend whose advisory lock this replica holds."""
 
     def __init__(self, settings: Settings, backends: Backends, pool: asyncpg.Pool, events: AbstractExchange,
-                 locks: BackendLocks, executor: ThreadPoolExecutor) -> None:
+                 locks: BackendLocks, executor: ThreadPoolExecutor, credentials: CredentialStore | None = None) -> None:
         self.settings = settings
+        self.credentials = credentials
         self.backends = backends
         self.pool = pool
         self.events = events
@@ -69,14 +73,14 @@ class Monitor:
         self.high = max(self.low, settings.monitor_interval_max_s)
         self.timeout_s = settings.openeo_timeout_s
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     async def _backend(self, calls: CallCounter, kind: str, fn: Callable[..., T], backend: BackendConfig,
-                       *args: Any) -> T:
-        """`fn(backend, timeout, *args)` (one HTTP call of `kind`) in a worker thread."""
+                       *args: Any, account: Account = SERVICE) -> T:
+        """`fn(backend, timeout, *args)` (one HTTP call of `kind`, as `account`) in a worker thread."""
         calls.add(kind)
-        return await self._run(fn, backend, self.timeout_s, *args)
+        return await self._run(fn, backend, self.timeout_s, *args, account=account)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle until `stop` is set (the current cycle always completes)."""
@@ -152,7 +156,19 @@ class Monitor:
         result = CycleResult(backend.endpoint)
         rows = await store.active_jobs(self.pool, [backend.endpoint, *backend.aliases])
         result.active = len(rows)
-        if rows:
+        if rows and backend.auth.per_user:
+            by_owner: dict[str, list[asyncpg.Record]] = defaultdict(list)
+            for row in rows:
+                by_owner[row["owner"]].append(row)
+            outcomes = await asyncio.gather(*(self._poll_owner(backend, owner, owned, result)
+                                              for owner, owned in by_owner.items()), return_exceptions=True)
+            for owner, outcome in zip(by_owner, outcomes, strict=True):
+                if isinstance(outcome, BaseException):  # this owner's jobs are polled again next cycle
+                    log.warning("backend cycle of an owner failed",
+                                extra={"backend": backend.endpoint, "owner": owner, "error": repr(outcome)})
+                    if isinstance(outcome, BackendError):
+                        metrics.backend_error(backend.endpoint, outcome)
+        elif rows:
             await self._poll(backend, rows, result)
         duration = time.monotonic() - started
         metrics.monitor_cycle(backend.endpoint, duration, result.calls.by_kind(), result.resubmitted)
@@ -161,20 +177,68 @@ class Monitor:
         log.log(logging.INFO if rows else logging.DEBUG, "monitor cycle", extra=extra)
         return result
 
-    async def _poll(self, backend: BackendConfig, rows: list[asyncpg.Record], result: CycleResult) -> None:
+    async def _poll_owner(self, backend: BackendConfig, owner: str, rows: list[asyncpg.Record],
+                          result: CycleResult) -> None:
+        """Poll one owner's jobs on a backend with per-user credentials, as the owner's account (its token refreshed
+        when it nears expiry, and once more when the backend refuses it). Jobs whose owner has no usable credentials
+        any more fail with the reason; an unreachable identity provider skips the owner this cycle."""
+        try:
+            for force in (False, True):
+                account = await self._owner_account(backend, owner, force)
+                if account is None:
+                    return
+                try:
+                    await self._poll(backend, rows, result, account)
+                    return
+                except BackendAuthError as exc:
+                    log.warning("backend refused the owner's token; refreshing it",
+                                extra={"backend": backend.endpoint, "owner": owner, "error": str(exc)})
+                    refused = exc
+            raise CredentialsError(f"backend {backend.endpoint} refused the credentials of user {owner!r} even "
+                                   f"after a refresh: {refused}")
+        except CredentialsError as error:
+            changes = []
+            for row in rows:
+                change = JobChange(row["id"], row["task_id"], row["correlation_id"])
+                change.fields = {"status": "failed", "message": str(error)}
+                changes.append(change)
+            log.warning("jobs failed: the owner's backend credentials are unusable",
+                        extra={"backend": backend.endpoint, "owner": owner, "job_ids": [r["id"] for r in rows],
+                               "error": str(error)})
+            result.changes += len(changes)
+            await self._record(changes)
+
+    async def _owner_account(self, backend: BackendConfig, owner: str, force_refresh: bool) -> Account | None:
+        """The owner's backend account; None when the identity provider cannot be reached now (CredentialsError
+        when the owner has no usable credentials)."""
+        if self.credentials is None:
+            raise CredentialsError(f"backend {backend.endpoint} needs its users' own credentials, which this "
+                                   "monitor cannot read")
+        try:
+            return await self.credentials.account(backend, owner, force_refresh=force_refresh)
+        except CredentialsError:
+            raise
+        except BackendError as exc:
+            log.warning("cannot get the owner's backend credentials; trying again next cycle",
+                        extra={"backend": backend.endpoint, "owner": owner, "error": str(exc)})
+            return None
+
+    async def _poll(self, backend: BackendConfig, rows: list[asyncpg.Record], result: CycleResult,
+                    account: Account = SERVICE) -> None:
         calls = result.calls
         stoppable = cancel.to_stop(rows)
         if stoppable:
-            await cancel.stop_jobs(functools.partial(self._backend, calls, "stops", backend_jobs.stop_job), backend,
-                                   stoppable)
+            await cancel.stop_jobs(functools.partial(self._backend, calls, "stops", backend_jobs.stop_job,
+                                                     account=account), backend, stoppable)
         by_backend_id = {r["backend_job_id"]: r for r in rows}
         listing = await self._run(backend_jobs.list_jobs, backend, self.timeout_s, self.settings.monitor_page_size,
-                                  set(by_backend_id))
+                                  set(by_backend_id), account=account)
         calls.add("listing", listing.pages)
         listed = listing.jobs
         missing = [job_id for job_id in by_backend_id if job_id not in listed]
         described = await asyncio.gather(
-            *(self._backend(calls, "job_gets", backend_jobs.describe_job, backend, job_id) for job_id in missing),
+            *(self._backend(calls, "job_gets", backend_jobs.describe_job, backend, job_id, account=account)
+              for job_id in missing),
             return_exceptions=True)
         reports: dict[str, dict[str, Any] | None] = dict(listed)
         for job_id, outcome in zip(missing, described, strict=True):
@@ -185,17 +249,18 @@ class Monitor:
                     metrics.backend_error(backend.endpoint, outcome)
             else:
                 reports[job_id] = outcome
-        changes = await asyncio.gather(*(self._change_for(backend, by_backend_id[job_id], report, calls,
+        changes = await asyncio.gather(*(self._change_for(backend, by_backend_id[job_id], report, calls, account,
                                                           listed=job_id in listed)
                                          for job_id, report in reports.items()))
         found = [c for c in changes if c is not None]
-        result.changes = len(found)
-        result.resubmitted = sum(1 for c in found if c.resubmit)
+        result.changes += len(found)
+        result.resubmitted += sum(1 for c in found if c.resubmit)
         await self._record(found)
         await store.mark_checked(self.pool, [by_backend_id[j]["id"] for j, r in reports.items() if r is not None])
 
     async def _change_for(self, backend: BackendConfig, row: asyncpg.Record, report: dict[str, Any] | None,
-                          calls: CallCounter, listed: bool = False) -> JobChange | None:
+                          calls: CallCounter, account: Account = SERVICE, listed: bool = False
+                          ) -> JobChange | None:
         """The change to record for a job given the backend's report (None: the backend lost the job)."""
         change = JobChange(row["id"], row["task_id"], row["correlation_id"])
         backend_job_id = row["backend_job_id"]
@@ -207,11 +272,12 @@ class Monitor:
         raw_progress = report.get("progress")
         progress = float(raw_progress) if isinstance(raw_progress, int | float) else None
         if status in ("finished", "failed", "canceled") and listed and "costs" not in report and "usage" not in report:
-            report = await self._described(backend, backend_job_id, report, calls)
+            report = await self._described(backend, backend_job_id, report, calls, account)
         spent = self._spent(row, report)
         if status == "finished":
             try:
-                results = await self._backend(calls, "results", backend_jobs.results_metadata, backend, backend_job_id)
+                results = await self._backend(calls, "results", backend_jobs.results_metadata, backend, backend_job_id,
+                                              account=account)
             except Exception as exc:
                 log.warning("cannot fetch results metadata; retrying next cycle",
                             extra={"backend": backend.endpoint, "backend_job_id": backend_job_id,
@@ -221,7 +287,7 @@ class Monitor:
                              "results": results, **spent}
             return change
         if status == "failed":
-            return await self._failed(backend, row, spent, calls, change)
+            return await self._failed(backend, row, spent, calls, change, account)
         if status == "canceled":
             change.fields = {"status": "canceled", **spent}
             return change
@@ -234,11 +300,12 @@ class Monitor:
         return change
 
     async def _described(self, backend: BackendConfig, backend_job_id: str, report: dict[str, Any],
-                         calls: CallCounter) -> dict[str, Any]:
+                         calls: CallCounter, account: Account = SERVICE) -> dict[str, Any]:
         """An ended job's own `GET /jobs/{id}` when its listing entry carries no costs or usage (once: the job is
         recorded as ended in this cycle); the listing entry when that call fails."""
         try:
-            described = await self._backend(calls, "job_gets", backend_jobs.describe_job, backend, backend_job_id)
+            described = await self._backend(calls, "job_gets", backend_jobs.describe_job, backend, backend_job_id,
+                                             account=account)
         except Exception as exc:
             log.warning("cannot describe an ended backend job for its costs",
                         extra={"backend": backend.endpoint, "backend_job_id": backend_job_id, "error": str(exc)})
@@ -257,13 +324,14 @@ class Monitor:
         return found
 
     async def _failed(self, backend: BackendConfig, row: asyncpg.Record, spent: dict[str, Any],
-                      calls: CallCounter, change: JobChange) -> JobChange:
+                      calls: CallCounter, change: JobChange, account: Account = SERVICE) -> JobChange:
         backend_job_id = row["backend_job_id"]
         attempts = max(row["attempts"], 1)
         entries = await store.stored_logs(self.pool, row["id"], backend_job_id)
         if entries is None:
             try:
-                entries = await self._backend(calls, "logs", backend_jobs.error_logs, backend, backend_job_id)
+                entries = await self._backend(calls, "logs", backend_jobs.error_logs, backend, backend_job_id,
+                                              account=account)
                 change.logs = FailureLogs(backend_job_id, attempts, entries)
             except Exception as exc:
                 log.warning("cannot fetch job logs", extra={"backend": backend.endpoint,

@@ -13,6 +13,7 @@ from upscaling.statuses import ACTIVE_JOB_STATUSES, TERMINAL_TASK_STATUSES
 
 _ACTIVE_SQL = """
 SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.progress, uj.message, uj.attempts, uj.costs, uj.usage,
+       uj.owner,
        (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel,
        coalesce(t.max_attempts, 1) AS max_attempts, t.correlation_id
 FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id

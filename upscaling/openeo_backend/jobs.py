@@ -1,5 +1,7 @@
-"""Batch-job operations on a backend. Each takes the backend and the client timeout, runs through
-`connection.call` (typed errors, one re-authentication) and is blocking: call it from a worker thread.
+"""Batch-job operations on a backend. Each takes the backend, the client timeout and the backend account whose
+credentials it uses (`account`, default the service account; a job's owner's account for backends with per-user
+credentials), runs through `connection.call` (typed errors, one re-authentication) and is blocking: call it from
+a worker thread.
 
 A unit job's backend job carries the job's tag in its description (`tag_marker`), so a job whose create request
 lost its answer can be found again (`find_job_by_tag`) instead of created twice.
@@ -13,6 +15,7 @@ from typing import Any
 from upscaling.backends import BackendConfig
 from upscaling.jobs.messages import openeo_format
 from upscaling.openeo_backend import connection, paging
+from upscaling.openeo_backend.connection import SERVICE, Account
 from upscaling.openeo_backend.errors import BackendError
 
 
@@ -41,7 +44,7 @@ class Listing:
     pages: int = 0
 
 
-def create_job(backend: BackendConfig, timeout_s: float, spec: JobSpec) -> str:
+def create_job(backend: BackendConfig, timeout_s: float, spec: JobSpec, account: Account = SERVICE) -> str:
     """Create (not start) a batch job calling the UDP; returns the backend job id."""
 
     def create(conn: Any) -> str:
@@ -49,43 +52,45 @@ def create_job(backend: BackendConfig, timeout_s: float, spec: JobSpec) -> str:
         job = cube.create_job(title=spec.title, description=spec.description, out_format=openeo_format(spec.format))
         return str(job.job_id)
 
-    return connection.call(backend, timeout_s, create)
+    return connection.call(backend, timeout_s, create, account)
 
 
-def start_job(backend: BackendConfig, timeout_s: float, job_id: str) -> None:
+def start_job(backend: BackendConfig, timeout_s: float, job_id: str, account: Account = SERVICE) -> None:
     """Start a created backend job (`POST /jobs/{id}/results`)."""
-    connection.call(backend, timeout_s, lambda conn: conn.job(job_id).start())
+    connection.call(backend, timeout_s, lambda conn: conn.job(job_id).start(), account)
 
 
-def create_and_start(backend: BackendConfig, timeout_s: float, spec: JobSpec) -> tuple[str, BackendError | None]:
+def create_and_start(backend: BackendConfig, timeout_s: float, spec: JobSpec,
+                     account: Account = SERVICE) -> tuple[str, BackendError | None]:
     """`create_job` then `start_job` in one go: (backend job id, None) when both succeeded, (backend job id, the
     start's error) when only the create did; a failed create raises."""
-    job_id = create_job(backend, timeout_s, spec)
+    job_id = create_job(backend, timeout_s, spec, account)
     try:
-        start_job(backend, timeout_s, job_id)
+        start_job(backend, timeout_s, job_id, account)
     except BackendError as exc:
         return job_id, exc
     return job_id, None
 
 
 def find_job_by_tag(backend: BackendConfig, timeout_s: float, tag: str,
-                    page_size: int = 100) -> tuple[str, str] | None:
+                    page_size: int = 100, account: Account = SERVICE) -> tuple[str, str] | None:
     """(backend job id, openEO status) of the job whose description or title carries `tag_marker(tag)`, or
     None when no page of the listing has it."""
     marker = tag_marker(tag)
-    for page in paging.job_pages(backend, timeout_s, page_size):
+    for page in paging.job_pages(backend, timeout_s, page_size, account):
         for job in page.get("jobs") or ():
             if marker in (job.get("description") or "") or marker in (job.get("title") or ""):
                 return str(job["id"]), str(job.get("status") or "created")
     return None
 
 
-def list_jobs(backend: BackendConfig, timeout_s: float, page_size: int, wanted: set[str]) -> Listing:
+def list_jobs(backend: BackendConfig, timeout_s: float, page_size: int, wanted: set[str],
+              account: Account = SERVICE) -> Listing:
     """Page through the job listing until every wanted job id was seen or the pages end."""
     listing = Listing()
     if not wanted:
         return listing
-    for page in paging.job_pages(backend, timeout_s, page_size):
+    for page in paging.job_pages(backend, timeout_s, page_size, account):
         listing.pages += 1
         for job in page.get("jobs") or ():
             job_id = job.get("id")
@@ -96,25 +101,28 @@ def list_jobs(backend: BackendConfig, timeout_s: float, page_size: int, wanted: 
     return listing
 
 
-def describe_job(backend: BackendConfig, timeout_s: float, job_id: str) -> dict[str, Any] | None:
+def describe_job(backend: BackendConfig, timeout_s: float, job_id: str,
+                 account: Account = SERVICE) -> dict[str, Any] | None:
     """`GET /jobs/{id}`; None when the backend does not know the job (404)."""
     try:
-        return dict(connection.call(backend, timeout_s, lambda conn: conn.job(job_id).describe()))
+        return dict(connection.call(backend, timeout_s, lambda conn: conn.job(job_id).describe(), account))
     except BackendError as exc:
         if exc.http_status == 404:
             return None
         raise
 
 
-def job_status(backend: BackendConfig, timeout_s: float, job_id: str) -> str:
+def job_status(backend: BackendConfig, timeout_s: float, job_id: str, account: Account = SERVICE) -> str:
     """The openEO status of a backend job."""
-    report = connection.call(backend, timeout_s, lambda conn: conn.job(job_id).describe())
+    report = connection.call(backend, timeout_s, lambda conn: conn.job(job_id).describe(), account)
     return str(report.get("status") or "created")
 
 
-def results_metadata(backend: BackendConfig, timeout_s: float, job_id: str) -> dict[str, Any]:
+def results_metadata(backend: BackendConfig, timeout_s: float, job_id: str,
+                     account: Account = SERVICE) -> dict[str, Any]:
     """The STAC results metadata of a finished job (`GET /jobs/{id}/results`)."""
-    return dict(connection.call(backend, timeout_s, lambda conn: conn.job(job_id).get_results().get_metadata()))
+    return dict(connection.call(backend, timeout_s, lambda conn: conn.job(job_id).get_results().get_metadata(),
+                                     account))
 
 
 # At most this many error-level entries of one failed job are kept, each message at most MAX_LOG_MESSAGE characters.
@@ -122,10 +130,12 @@ MAX_LOG_ENTRIES = 100
 MAX_LOG_MESSAGE = 4000
 
 
-def error_logs(backend: BackendConfig, timeout_s: float, job_id: str) -> list[dict[str, str]]:
+def error_logs(backend: BackendConfig, timeout_s: float, job_id: str,
+               account: Account = SERVICE) -> list[dict[str, str]]:
     """The error-level log entries of a job (`GET /jobs/{id}/logs?level=error`), oldest first, as
     `{id, level, message, code, time}` texts (the last MAX_LOG_ENTRIES of them)."""
-    entries = connection.call(backend, timeout_s, lambda conn: list(conn.job(job_id).logs(level="error")))
+    entries = connection.call(backend, timeout_s, lambda conn: list(conn.job(job_id).logs(level="error")),
+                              account)
     return log_entries(entries)
 
 
@@ -149,11 +159,11 @@ def last_error_message(entries: list[dict[str, str]]) -> str | None:
     return None
 
 
-def error_message(backend: BackendConfig, timeout_s: float, job_id: str) -> str | None:
+def error_message(backend: BackendConfig, timeout_s: float, job_id: str, account: Account = SERVICE) -> str | None:
     """The message of the last error-level log entry of a job (`GET /jobs/{id}/logs?level=error`), if any."""
-    return last_error_message(error_logs(backend, timeout_s, job_id))
+    return last_error_message(error_logs(backend, timeout_s, job_id, account))
 
 
-def stop_job(backend: BackendConfig, timeout_s: float, job_id: str) -> None:
+def stop_job(backend: BackendConfig, timeout_s: float, job_id: str, account: Account = SERVICE) -> None:
     """Cancel a job on the backend (`DELETE /jobs/{id}/results`)."""
-    connection.call(backend, timeout_s, lambda conn: conn.job(job_id).stop())
+    connection.call(backend, timeout_s, lambda conn: conn.job(job_id).stop(), account)

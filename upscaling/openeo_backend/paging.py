@@ -31,13 +31,14 @@ def _getter(path: str, params: dict[str, Any] | None) -> Callable[[Connection], 
     return get
 
 
-def job_pages(backend: BackendConfig, timeout_s: float, page_size: int) -> Iterator[dict[str, Any]]:
-    """The pages of `GET /jobs` (each fetched through `connection.call` when the caller asks for it: stop
+def job_pages(backend: BackendConfig, timeout_s: float, page_size: int,
+              account: connection.Account = connection.SERVICE) -> Iterator[dict[str, Any]]:
+    """The pages of `GET /jobs` as `account` (each fetched through `connection.call` when the caller asks for it: stop
     iterating to stop paging). A page that is not a JSON object raises BackendPermanentError."""
     path: str = "/jobs"
     params: dict[str, Any] | None = {"limit": page_size}
     for _ in range(MAX_PAGES):
-        page = connection.call(backend, timeout_s, _getter(path, params))
+        page = connection.call(backend, timeout_s, _getter(path, params), account)
         if not isinstance(page, dict):
             raise BackendPermanentError(f"GET {path}: the answer is not a JSON object")
         yield page

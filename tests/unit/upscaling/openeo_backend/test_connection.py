@@ -144,3 +144,50 @@ def test_reusing_a_connection_keeps_its_capabilities_cache(logins: Logins, monke
     connection.forget(backend)
     connection.connect(backend, 5.0)
     assert conn.auth_sets > sets  # a new login is assigned
+
+
+def test_a_users_account_uses_their_token_without_login_and_apart_from_the_service_account(logins: Logins) -> None:
+    backend = new_backend()
+    service = connection.connect(backend, 5.0)
+    alice = connection.connect(backend, 5.0, connection.Account("alice", "tok-alice-1", "egi"))
+    bob = connection.connect(backend, 5.0, connection.Account("bob", "tok-bob-1", "egi"))
+    assert logins.count == 1  # only the service account logged in
+    assert service is not alice and alice is not bob  # one connection per account
+    assert alice.auth.bearer == "oidc/egi/tok-alice-1" and bob.auth.bearer == "oidc/egi/tok-bob-1"
+    kept = alice.auth
+    assert connection.connect(backend, 5.0, connection.Account("alice", "tok-alice-1", "egi")).auth is kept
+    renewed = connection.connect(backend, 5.0, connection.Account("alice", "tok-alice-2", "egi"))
+    assert renewed is alice and renewed.auth.bearer == "oidc/egi/tok-alice-2"
+    assert "tok-alice" not in repr(connection.Account("alice", "tok-alice-2", "egi"))
+
+
+def test_a_refused_user_token_is_raised_without_a_login(logins: Logins) -> None:
+    backend = new_backend()
+    calls = []
+
+    def operation(conn: Any) -> None:
+        calls.append(conn.auth.bearer)
+        raise OpenEoApiError(http_status_code=403, code="TokenInvalid", message="expired")
+
+    with pytest.raises(BackendAuthError):
+        connection.call(backend, 5.0, operation, connection.Account("alice", "tok-a", "egi"))
+    assert calls == ["oidc/egi/tok-a"]  # once: the caller refreshes the user's token
+    assert logins.count == 0
+
+
+def test_a_thread_keeps_a_bounded_number_of_user_connections(logins: Logins,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = []
+    monkeypatch.setattr(connection, "_open", lambda backend, timeout_s: SimpleNamespace(
+        auth=None, session=SimpleNamespace(headers={}, close=lambda: closed.append(1))))
+    backend = new_backend()
+
+    def work() -> int:
+        connection.connect(backend, 5.0)
+        for i in range(connection.MAX_USER_CONNECTIONS_PER_THREAD + 8):
+            connection.connect(backend, 5.0, connection.Account(f"user{i}", f"token-{i}", "egi"))
+        return len(connection._cache())
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(work).result() == connection.MAX_USER_CONNECTIONS_PER_THREAD + 1  # + the service's
+    assert len(closed) == 8

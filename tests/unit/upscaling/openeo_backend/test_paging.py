@@ -45,7 +45,8 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedConnection]:
     conns: list[ScriptedConnection] = []
     used = [0]
 
-    def connect(backend: BackendConfig, timeout_s: float) -> ScriptedConnection:
+    def connect(backend: BackendConfig, timeout_s: float,
+                account: connection.Account = connection.SERVICE) -> ScriptedConnection:
         return conns[used[0]]
 
     def forget(backend: BackendConfig, refused: object = None) -> None:
