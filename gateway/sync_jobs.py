@@ -32,6 +32,7 @@ from upscaling import metrics
 from upscaling.config import from_env
 from upscaling.errors import InvalidArgument, ResourceExhausted, ServiceError, TooManyRequests, Unavailable
 from upscaling.limits import exceeded
+from upscaling.openeo_backend import connection as backend_connection
 from upscaling.openeo_backend import errors as backend_errors
 from upscaling.openeo_backend import jobs as backend_jobs
 from upscaling.openeo_backend import sync as backend_sync
@@ -218,6 +219,14 @@ class SyncJobs:
         self.check_area(job.udp, job.arguments)
         backend = self.tasks.backends.find(job.endpoint)
         assert backend is not None  # check_job found it
+        account = backend_connection.SERVICE
+        if self.tasks.credentials is not None and backend.auth.method.startswith("user_"):
+            # a backend that runs each user's jobs with the user's own credentials runs this one so too
+            await self.tasks.credentials.prepare(caller, job.endpoint)
+            try:
+                account = await self.tasks.credentials.store.account(backend, caller.user_id)
+            except backend_errors.BackendError as exc:
+                raise _backend_failure(exc, job.endpoint) from exc
         call = backend_jobs.JobSpec(process_id=job.udp.id, namespace=job.service["application"],
                                     arguments=job.arguments, title=job.title, description="", format=job.format)
         with self._slot(caller.user_id):
@@ -225,7 +234,7 @@ class SyncJobs:
             try:
                 # in a thread of its own, with this request's context (its correlation id goes to the backend)
                 compute = functools.partial(contextvars.copy_context().run, backend_sync.compute_result, backend,
-                                            self.limits.timeout_s, call, self.limits.max_bytes)
+                                            self.limits.timeout_s, call, self.limits.max_bytes, account)
                 result = await asyncio.get_running_loop().run_in_executor(self._threads, compute)
             except backend_errors.BackendError as exc:
                 answer = _backend_failure(exc, job.endpoint)

@@ -45,8 +45,8 @@ from services.dispatcher.owner_accounts import OwnerAccounts, job_owner
 from upscaling import jobs, metrics
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
-from upscaling.jobs.costs import REACHED_SQL
 from upscaling.credentials import CredentialStore
+from upscaling.jobs.costs import REACHED_SQL
 from upscaling.leases import START_WINDOW_S, lease_seconds
 from upscaling.logs import correlation_id
 from upscaling.openeo_backend import jobs as backend_jobs

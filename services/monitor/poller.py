@@ -25,8 +25,8 @@ from services.monitor.store import FailureLogs, JobChange
 from upscaling import jobs, metrics
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
-from upscaling.jobs.costs import as_costs, as_usage
 from upscaling.credentials import CredentialsError, CredentialStore
+from upscaling.jobs.costs import as_costs, as_usage
 from upscaling.logs import correlation_id
 from upscaling.openeo_backend import jobs as backend_jobs
 from upscaling.openeo_backend.connection import SERVICE, Account

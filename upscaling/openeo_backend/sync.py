@@ -16,6 +16,7 @@ from typing import Any
 from upscaling.backends import BackendConfig
 from upscaling.jobs.messages import openeo_format
 from upscaling.openeo_backend import connection
+from upscaling.openeo_backend.connection import SERVICE, Account
 from upscaling.openeo_backend.errors import BackendPermanentError, BackendTimeoutError
 from upscaling.openeo_backend.jobs import JobSpec
 
@@ -42,10 +43,11 @@ class ResultTooLarge(BackendPermanentError):
         self.size = size
 
 
-def compute_result(backend: BackendConfig, timeout_s: float, spec: JobSpec, max_bytes: int) -> SyncResult:
-    """Run the UDP call of `spec` synchronously (`POST /result`, its result saved in `spec.format`) and return
-    the result; at most `max_bytes` are read (`ResultTooLarge` beyond) and the call takes at most `timeout_s`
-    seconds (`BackendTimeoutError` beyond)."""
+def compute_result(backend: BackendConfig, timeout_s: float, spec: JobSpec, max_bytes: int,
+                   account: Account = SERVICE) -> SyncResult:
+    """Run the UDP call of `spec` synchronously (`POST /result`, its result saved in `spec.format`) as `account`
+    and return the result; at most `max_bytes` are read (`ResultTooLarge` beyond) and the call takes at most
+    `timeout_s` seconds (`BackendTimeoutError` beyond)."""
     deadline = time.monotonic() + timeout_s
 
     def compute(conn: Any) -> SyncResult:
@@ -72,4 +74,4 @@ def compute_result(backend: BackendConfig, timeout_s: float, spec: JobSpec, max_
         media_type = response.headers.get("Content-Type") or DEFAULT_MEDIA_TYPE
         return SyncResult(b"".join(chunks), media_type)
 
-    return connection.call(backend, timeout_s, compute)
+    return connection.call(backend, timeout_s, compute, account)
