@@ -144,7 +144,7 @@ def run(monkeypatch: pytest.MonkeyPatch, answer: Answer, max_bytes: int, timeout
         datacube_from_process=lambda pid, namespace, **args: Cube({"udp": {"process_id": pid, "namespace": namespace,
                                                                            "arguments": args}}),
         post=post)
-    monkeypatch.setattr(connection, "call", lambda backend, timeout, operation: operation(conn))
+    monkeypatch.setattr(connection, "call", lambda backend, timeout, operation, account=None: operation(conn))
     spec = JobSpec(process_id="p", namespace="https://example.org/p.json", arguments={"x": 1}, title="t",
                    description="", format="geojson")
     return sync.compute_result(BackendConfig("https://b", "https://b"), timeout_s, spec, max_bytes), sent
