@@ -1,0 +1,105 @@
+"""The local OGC API - Processes server (`python -m local_ogc`: pygeoapi) as a subprocess on a free port, and a
+stack of real processes (gateway, dispatcher, monitor) whose only backend it is."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.infra import ROOT, ServiceProcess, free_port, stop_process, unique_name, wait_grpc_serving, wait_http_ok, \
+    with_database
+from tests.support import admin_sql, drop_private_resources
+
+PROCESS = "geometry-statistics"
+TAG_INPUT = "upscaling_tag"
+
+
+class LocalOGC:
+    """`python -m local_ogc --port 0` and its URL."""
+
+    def __init__(self, run_seconds: float = 1.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_OGC_")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "local_ogc", "--port", "0", "--run-seconds", str(run_seconds)],
+            cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        match = re.search(r"listening on (http://\S+)", line)
+        if match is None:
+            self.stop()
+            raise RuntimeError(f"local OGC server did not start: {line!r}")
+        self.url = match.group(1)
+        self.process_url = f"{self.url}/processes/{PROCESS}"
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def entry(self, **changes: Any) -> dict[str, Any]:
+        """Its OPENEO_BACKENDS entry."""
+        return {"endpoint": self.url, "platform": "ogc_api_process", "tag_input": TAG_INPUT, **changes}
+
+    def job(self, job_id: str) -> requests.Response:
+        return requests.get(f"{self.url}/jobs/{job_id}", params={"f": "json"}, timeout=10)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        reply = requests.get(f"{self.url}/jobs", params={"f": "json", "limit": 1000}, timeout=10)
+        assert reply.status_code == 200, reply.text
+        return list(reply.json()["jobs"])
+
+
+@dataclass
+class OgcStack:
+    http: str
+    grpc: str
+    ogc: LocalOGC
+    processes: list[ServiceProcess]
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.log()[-3000:]}" for p in self.processes)
+
+
+@contextlib.contextmanager
+def ogc_stack(infra: Any, service_env: dict[str, str], tiler_address: str, logs: Path, ogc: LocalOGC,
+              extra_backends: list[dict[str, Any]] | None = None, allowed_urls: str = "") -> Iterator[OgcStack]:
+    """Gateway, dispatcher and monitor on a database and broker prefix of their own, with `ogc` as backend."""
+    prefix = unique_name("ogc")
+    db_name = unique_name("ogc_test")
+    asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
+    http_port, grpc_port = free_port(), free_port()
+    env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": with_database(infra.admin_database_url, db_name),
+           "TILER_ADDRESS": tiler_address, "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
+           "OPENEO_BACKENDS": json.dumps([ogc.entry(max_running_jobs=8), *(extra_backends or [])]),
+           "HEALTH_HOST": "127.0.0.1", "UDP_ALLOWED_URLS": f"{ogc.url}/processes/ {allowed_urls}".strip(),
+           "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
+           "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OUTBOX_POLL_S": "0.5", "GRPC_GRACE_S": "3",
+           "DB_POOL_MAX": "4"}
+    gateway = ServiceProcess("gateway", "gateway", env, logs / "ogc-gateway.log")
+    dispatcher = ServiceProcess("dispatcher", "services.dispatcher", env, logs / "ogc-dispatcher.log")
+    monitor = ServiceProcess("monitor", "services.monitor", env, logs / "ogc-monitor.log")
+    started: list[ServiceProcess] = []
+    try:
+        gateway.start()
+        started.append(gateway)
+        wait_http_ok(f"http://127.0.0.1:{http_port}/health", gateway)
+        wait_grpc_serving(f"127.0.0.1:{grpc_port}", gateway)
+        for proc, port in ((dispatcher, env["DISPATCHER_HEALTH_PORT"]), (monitor, env["MONITOR_HEALTH_PORT"])):
+            proc.start()
+            started.append(proc)
+            wait_grpc_serving(f"127.0.0.1:{port}", proc)
+        yield OgcStack(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", ogc, started)
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
