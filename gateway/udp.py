@@ -156,7 +156,9 @@ def parse_ogc_process(url: str, document: Any) -> Udp:
     process_id = document.get("id")
     if not isinstance(process_id, str) or not process_id:
         raise UdpError("the process description has no 'id'")
-    inputs = document.get("inputs") or {}
+    inputs = document.get("inputs")
+    if inputs is None:
+        inputs = {}
     if not isinstance(inputs, dict):
         raise UdpError("'inputs' is not an object (OGC API - Processes 1.0 process description)")
     params = []

@@ -17,8 +17,16 @@ from typing import Any
 
 import requests
 
-from tests.infra import ROOT, ServiceProcess, free_port, stop_process, unique_name, wait_grpc_serving, wait_http_ok, \
-    with_database
+from tests.infra import (
+    ROOT,
+    ServiceProcess,
+    free_port,
+    stop_process,
+    unique_name,
+    wait_grpc_serving,
+    wait_http_ok,
+    with_database,
+)
 from tests.support import admin_sql, drop_private_resources
 
 PROCESS = "geometry-statistics"
