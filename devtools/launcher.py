@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devtools import ogc_demo, service_accounts
-from upscaling.backends import DEFAULT_BACKENDS
+from upscaling.backends import DEFAULT_BACKENDS, OGC_API_PROCESS
 from upscaling.config import Settings, load_settings
 from upscaling.logs import configure_logging
 from upscaling.metrics import metrics_port
@@ -109,7 +109,7 @@ LOCAL_DEFAULTS = {
 def _local_backends(ogc_port: str) -> str:
     """OPENEO_BACKENDS of the local stack: the local openEO backend and the local OGC server."""
     ogc = {"endpoint": f"http://127.0.0.1:{ogc_port}", "aliases": [f"http://localhost:{ogc_port}"],
-           "platform": "ogc_api_process", "tag_input": "upscaling_tag", "max_running_jobs": 8}
+           "platform": OGC_API_PROCESS, "tag_input": "upscaling_tag", "max_running_jobs": 8}
     return json.dumps([{**DEFAULT_BACKENDS[0], "max_running_jobs": 8}, ogc])
 
 

@@ -10,6 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from upscaling.backends import OGC_API_PROCESS
+
 PROCESS = "geometry-statistics"
 TILES = 4
 
@@ -21,7 +23,7 @@ def ogc_endpoint(backends_json: str | None) -> str | None:
     except ValueError:
         return None
     for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict) and entry.get("platform") == "ogc_api_process":
+        if isinstance(entry, dict) and entry.get("platform") == OGC_API_PROCESS:
             return str(entry.get("endpoint") or "") or None
     return None
 
@@ -38,7 +40,7 @@ def run(http: str, endpoint: str, aoi: Path, grid: str = "20x20km", limit_s: flo
     document = json.loads(aoi.read_text())
     tiles = _call("POST", f"{http}/tiles", {"aoi": document, "grid": grid})["geometries"][:TILES]
     task = _call("POST", f"{http}/upscale_tasks", {
-        "title": "OGC demo: geometry statistics", "label": "ogc_api_process",
+        "title": "OGC demo: geometry statistics", "label": OGC_API_PROCESS,
         "service": {"endpoint": endpoint, "application": f"{endpoint}/processes/{PROCESS}"},
         "parameters": {"year": 2024}, "dimension": {"name": "geometry", "values": tiles}})
     print(f"\nOGC demo: task {task['id']} runs {PROCESS} on {endpoint} over {len(tiles)} tiles", flush=True)

@@ -20,7 +20,7 @@ from gateway.audit import AuditLog, admin_read, audited
 from gateway.auth import Principal
 from gateway.udp import Udp, UdpCache, coerce_value, validate_arguments
 from upscaling import jobs
-from upscaling.backends import BackendConfig, Backends, normalize_endpoint
+from upscaling.backends import OGC_API_PROCESS, PLATFORMS, BackendConfig, Backends, normalize_endpoint
 from upscaling.db import AnyConnection
 from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, TooManyRequests
 from upscaling.jobs import outbox
@@ -29,8 +29,7 @@ from upscaling.limits import exceeded
 from upscaling.logs import correlation_id
 from upscaling.statuses import ACTIVE_JOB_STATUSES, TASK_STATUSES, TERMINAL_JOB_STATUSES
 
-OGC_LABEL = "ogc_api_process"
-LABELS = ("openeo", OGC_LABEL)
+LABELS = PLATFORMS  # a task's label is its backend's platform
 MAX_ATTEMPTS = 5
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -213,7 +212,7 @@ class TaskService:
         if backend.platform != label:
             raise InvalidArgument(f"label {label!r} does not match service.endpoint {endpoint!r}, an "
                                   f"{backend.platform} backend: use label {backend.platform!r}")
-        if label == OGC_LABEL:
+        if label == OGC_API_PROCESS:
             udp = await self.udps.get(ogc_process_url(backend, application), ogc=True)
         else:
             udp = await self.udps.get(application)
@@ -431,9 +430,9 @@ class TaskService:
         if not isinstance(application, str) or not application:
             raise InvalidArgument("service.application is required (the URL of the UDP JSON, or of the OGC process)")
         endpoint = service.get("endpoint") if isinstance(service, dict) else None
-        if isinstance(endpoint, str) and endpoint and (label == OGC_LABEL or self.backends.find(endpoint)):
+        if isinstance(endpoint, str) and endpoint and (label == OGC_API_PROCESS or self.backends.find(endpoint)):
             return (await self._check_service(label, service))[2]
-        if label == OGC_LABEL:
+        if label == OGC_API_PROCESS:
             if not application.startswith(("http://", "https://")):
                 raise InvalidArgument("service.endpoint is required when service.application is an OGC process id")
             return await self.udps.get(application, ogc=True)

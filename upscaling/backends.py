@@ -85,7 +85,10 @@ class BackendAuth:
     provider_id: str | None = None
 
 
-PLATFORMS = ("openeo", "ogc_api_process")
+OPENEO = "openeo"
+OGC_API_PROCESS = "ogc_api_process"
+# The platforms a backend may speak; a task's `label` names its backend's platform.
+PLATFORMS = (OPENEO, OGC_API_PROCESS)
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class BackendConfig:
     auth: BackendAuth = field(default_factory=BackendAuth)
     max_running_jobs: int = 0
     starts_per_second: float = 0.0
-    platform: str = "openeo"
+    platform: str = OPENEO
     tag_input: str = ""
 
 
@@ -118,11 +121,11 @@ def parse_backend(entry: dict[str, Any]) -> BackendConfig:
         client_secret=_secret(auth_spec, "client_secret"),
         provider_id=auth_spec.get("provider_id"),
     )
-    platform = entry.get("platform", "openeo")
+    platform = entry.get("platform", OPENEO)
     if platform not in PLATFORMS:
         raise ValueError(f"backend {entry['endpoint']}: unknown platform {platform!r} (one of {', '.join(PLATFORMS)})")
     tag_input = entry.get("tag_input") or ""
-    if not isinstance(tag_input, str) or (tag_input and platform != "ogc_api_process"):
+    if not isinstance(tag_input, str) or (tag_input and platform != OGC_API_PROCESS):
         raise ValueError(f"backend {entry['endpoint']}: tag_input is the name of an input of an ogc_api_process "
                          "backend's processes")
     endpoint = normalize_endpoint(entry["endpoint"])

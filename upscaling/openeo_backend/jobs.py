@@ -13,16 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from upscaling.backends import BackendConfig
+from upscaling.backends import OGC_API_PROCESS, BackendConfig
 from upscaling.jobs.messages import openeo_format
 from upscaling.openeo_backend import connection, ogc_processes, paging
 from upscaling.openeo_backend.errors import BackendError, BackendPermanentError
 
-OGC = "ogc_api_process"
-
 
 def _ogc(backend: BackendConfig) -> bool:
-    return backend.platform == OGC
+    return backend.platform == OGC_API_PROCESS
 
 
 def tag_marker(tag: str) -> str:
