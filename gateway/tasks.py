@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import math
 import urllib.parse
 from dataclasses import dataclass, field
@@ -435,7 +436,13 @@ class TaskService:
         if label == OGC_API_PROCESS:
             if not application.startswith(("http://", "https://")):
                 raise InvalidArgument("service.endpoint is required when service.application is an OGC process id")
-            return await self.udps.get(application, ogc=True)
+            url = application
+            for backend in self.backends.configs:  # a process of a configured server: fetched where it is reached
+                if backend.platform == OGC_API_PROCESS:
+                    with contextlib.suppress(InvalidArgument):
+                        url = ogc_process_url(backend, application)
+                        break
+            return await self.udps.get(url, ogc=True)
         return await self.udps.get(application)
 
     # ---- cancel / retry ---------------------------------------------------------------------------------

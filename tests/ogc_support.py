@@ -80,16 +80,18 @@ class OgcStack:
 
 @contextlib.contextmanager
 def ogc_stack(infra: Any, service_env: dict[str, str], tiler_address: str, logs: Path, ogc: LocalOGC,
-              extra_backends: list[dict[str, Any]] | None = None, allowed_urls: str = "") -> Iterator[OgcStack]:
-    """Gateway, dispatcher and monitor on a database and broker prefix of their own, with `ogc` as backend."""
+              extra_backends: list[dict[str, Any]] | None = None, via: str = "") -> Iterator[OgcStack]:
+    """Gateway, dispatcher and monitor on a database and broker prefix of their own, with `ogc` as backend
+    (reached through `via`, a proxy URL, when given)."""
+    entry = ogc.entry(max_running_jobs=8, **({"url": via} if via else {}))
     prefix = unique_name("ogc")
     db_name = unique_name("ogc_test")
     asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
     http_port, grpc_port = free_port(), free_port()
     env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": with_database(infra.admin_database_url, db_name),
            "TILER_ADDRESS": tiler_address, "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
-           "OPENEO_BACKENDS": json.dumps([ogc.entry(max_running_jobs=8), *(extra_backends or [])]),
-           "HEALTH_HOST": "127.0.0.1", "UDP_ALLOWED_URLS": f"{ogc.url}/processes/ {allowed_urls}".strip(),
+           "OPENEO_BACKENDS": json.dumps([entry, *(extra_backends or [])]),
+           "HEALTH_HOST": "127.0.0.1", "UDP_ALLOWED_URLS": f"{via or ogc.url}/processes/",
            "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
            "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OUTBOX_POLL_S": "0.5", "GRPC_GRACE_S": "3",
            "DB_POOL_MAX": "4"}
@@ -111,3 +113,52 @@ def ogc_stack(infra: Any, service_env: dict[str, str], tiler_address: str, logs:
         for proc in reversed(started):
             proc.stop()
         asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
+
+
+class AnswerDroppingProxy:
+    """An HTTP proxy in front of a server that forwards every request; once armed, it forwards the next execution
+    request (`POST .../execution`) and then closes the connection without answering: a lost answer."""
+
+    def __init__(self, target: str) -> None:
+        import http.server
+        import threading
+
+        proxy = self
+        self.target = target.rstrip("/")
+        self.armed = threading.Event()
+        self.dropped = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("content-type", "prefer", "accept", "authorization", "x-correlation-id")}
+                reply = requests.request(self.command, f"{proxy.target}{self.path}", data=body, headers=headers,
+                                         timeout=30, allow_redirects=False)
+                if self.command == "POST" and self.path.split("?")[0].endswith("/execution") and proxy.armed.is_set():
+                    proxy.armed.clear()
+                    proxy.dropped += 1
+                    self.close_connection = True
+                    return  # the job was created; its answer is lost
+                self.send_response(reply.status_code)
+                for key, value in reply.headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(reply.content)))
+                self.end_headers()
+                self.wfile.write(reply.content)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -17,7 +17,7 @@ from shapely.geometry import shape
 from websockets.sync.client import connect
 
 from tests.full_stack import AOI
-from tests.ogc_support import PROCESS, TAG_INPUT, LocalOGC, OgcStack, ogc_stack
+from tests.ogc_support import PROCESS, TAG_INPUT, AnswerDroppingProxy, LocalOGC, OgcStack, ogc_stack
 from upscaling.backends import parse_backend
 from upscaling.openeo_backend import jobs as backend_jobs
 from upscaling.openeo_backend.errors import BackendPermanentError
@@ -39,11 +39,21 @@ def ogc() -> Iterator[LocalOGC]:
 
 
 @pytest.fixture(scope="module")
-def ogc_env(infra: Any, service_env: dict[str, str], stack: Any, ogc: LocalOGC,
+def proxy(ogc: LocalOGC) -> Iterator[AnswerDroppingProxy]:
+    running = AnswerDroppingProxy(ogc.url)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def ogc_env(infra: Any, service_env: dict[str, str], stack: Any, ogc: LocalOGC, proxy: AnswerDroppingProxy,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OgcStack]:
+    """The stack, whose services reach the OGC server through `proxy` (clients download from the server)."""
     logs: Path = tmp_path_factory.mktemp("ogc-logs")
     with ogc_stack(infra, service_env, stack.tiler_address, logs, ogc,
-                   extra_backends=[{"endpoint": OPENEO_ENDPOINT}]) as running:
+                   extra_backends=[{"endpoint": OPENEO_ENDPOINT}], via=proxy.url) as running:
         yield running
 
 
@@ -212,6 +222,19 @@ def test_wrong_label_and_bad_ogc_services_are_rejected(ogc_env: OgcStack) -> Non
             stub.DescribeService(upscaling_pb2.DescribeServiceRequest(
                 label="ogc_api_process", service=common_pb2.ServiceRef(application=PROCESS)), timeout=30)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_an_execution_whose_answer_was_lost_is_found_and_not_run_twice(ogc_env: OgcStack,
+                                                                       proxy: AnswerDroppingProxy) -> None:
+    s = ogc_env
+    before = {j["jobID"] for j in s.ogc.jobs()}
+    proxy.armed.set()
+    job_id = unit_job(s, {"geometry": tiles(s, 1)[0], "year": 2021})
+    finished = poll(lambda: (j := job_of(s, job_id))["status"] in TERMINAL and j, "the job done", stack=s)
+    assert proxy.dropped == 1 and finished["status"] == "finished", (finished, s.logs())
+    new = [j for j in s.ogc.jobs() if j["jobID"] not in before]
+    assert [j["jobID"] for j in new] == [finished["backend_job_id"]], new  # one execution, found by its tag
+    assert "found the backend job of an earlier try by its tag" in s.processes[1].log()
 
 
 def test_a_job_whose_answer_was_lost_is_found_by_its_tag(ogc: LocalOGC) -> None:
