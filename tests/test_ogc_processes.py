@@ -204,8 +204,8 @@ def test_wrong_label_and_bad_ogc_services_are_rejected(ogc_env: OgcStack) -> Non
 
     by_id = create("ogc_api_process", service(s, PROCESS), {"geometry": tile, "year": "2022"})
     assert by_id.status_code == 201, by_id.text
-    stored = job_of(s, by_id.json()["id"])
-    assert stored["parameters"]["year"] == "2022"
+    stored = poll(lambda: (j := job_of(s, by_id.json()["id"]))["status"] in TERMINAL and j, "the job done", stack=s)
+    assert stored["parameters"]["year"] == "2022" and stored["status"] == "finished"
 
     params = requests.post(f"{s.http}/params", json={"label": "ogc_api_process", "service": service(s)}, timeout=30)
     assert params.status_code == 200, params.text
