@@ -256,3 +256,21 @@ def test_a_job_whose_answer_was_lost_is_found_by_its_tag(ogc: LocalOGC) -> None:
     untagged = parse_backend({"endpoint": ogc.url, "platform": "ogc_api_process"})
     with pytest.raises(BackendPermanentError, match="cannot be found again without a tag_input"):
         backend_jobs.find_job_by_tag(untagged, 10, "uj-lost-1")
+
+
+def test_the_python_client_runs_an_ogc_task_and_downloads_its_results(ogc_env: OgcStack, tmp_path: Path) -> None:
+    from upscaling_client import Client
+
+    s = ogc_env
+    client = Client(s.grpc)
+    assert [p["name"] for p in client.describe(s.ogc.process_url, label="ogc_api_process")] == \
+        ["geometry", "year", "fail"]
+    values = tiles(s, 2)
+    task = client.run(s.ogc.process_url, backend=s.ogc.url, label="ogc_api_process", dimension="geometry",
+                      tiles=values, parameters={"year": 2020}, progress=False)
+    assert task.info.status == "finished", task.info
+    files = sorted(task.download(tmp_path / "results"), key=lambda p: p.parent.name)
+    assert [p.name for p in files] == ["results.json", "results.json"]
+    downloaded = [json.loads(p.read_text())["statistics"] for p in files]
+    assert {d["year"] for d in downloaded} == {2020}
+    assert sorted(d["bounds"][0] for d in downloaded) == pytest.approx(sorted(shape(v).bounds[0] for v in values))
