@@ -53,14 +53,15 @@ def _session(backend: BackendConfig) -> requests.Session:
         sessions = _local.sessions = {}
     session = sessions.get(backend.endpoint)
     if session is None:
-        session = sessions[backend.endpoint] = requests.Session()
-        session.headers["Accept"] = "application/json"
         auth = backend.auth
-        if auth.method == "basic":
-            session.auth = (auth.username or "", auth.password or "")
-        elif auth.method != "none":
+        if auth.method not in ("none", "basic"):
             raise BackendPermanentError(f"auth method {auth.method!r} is not supported for an OGC API - Processes "
                                         "backend (use none or basic)")
+        session = requests.Session()
+        session.headers["Accept"] = "application/json"
+        if auth.method == "basic":
+            session.auth = (auth.username or "", auth.password or "")
+        sessions[backend.endpoint] = session
     return session
 
 
