@@ -114,3 +114,11 @@ def test_unsupported_auth_is_a_clear_permanent_error() -> None:
         with pytest.raises(Exception, match="not supported for an OGC API - Processes backend") as caught:
             ogc_processes.describe(backend, 1, "j")
         assert getattr(caught.value, "kind", None) is ErrorKind.PERMANENT
+
+
+def test_basic_auth_and_json_are_asked_for_on_every_request() -> None:
+    backend = parse_backend({"endpoint": "https://ogc3.example.org", "platform": "ogc_api_process",
+                             "auth": {"method": "basic", "username": "u", "password": "p"}})
+    session = ogc_processes._session(backend)
+    assert session.auth == ("u", "p") and session.headers["Accept"] == "application/json"
+    assert ogc_processes._session(backend) is session
