@@ -88,7 +88,7 @@ def ogc_process_url(backend: BackendConfig, application: str) -> str:
         for base in (backend.endpoint, *backend.aliases, normalize_endpoint(backend.url)):
             prefix = f"{base}/processes/"
             rest = normalized[len(prefix):] if normalized.startswith(prefix) else ""
-            if rest and "/" not in rest:
+            if rest and not any(c in rest for c in "/?#") and not rest.isspace():
                 return f"{backend.url.rstrip('/')}/processes/{rest}"
         raise InvalidArgument(f"service.application {application[:300]!r} is not a process of {backend.endpoint} "
                               f"(expected {backend.endpoint}/processes/<id>, or the process id)")

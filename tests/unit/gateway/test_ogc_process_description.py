@@ -49,6 +49,7 @@ def test_the_process_url_of_an_application() -> None:
     assert ogc_process_url(BACKEND, "https://OGC.example.org/api/processes/p1") == \
         "http://ogc.internal:5000/api/processes/p1"
     for wrong in ("https://elsewhere.org/api/processes/p1", "https://ogc.example.org/api/processes/p1/execution",
+                  "https://ogc.example.org/api/processes/p1?f=html", "https://ogc.example.org/api/processes/#x",
                   "a/b", " "):
         with pytest.raises(InvalidArgument):
             ogc_process_url(BACKEND, wrong)
