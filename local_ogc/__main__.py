@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -11,8 +12,6 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 
 def build_config(url: str, workdir: Path, run_seconds: float) -> dict[str, Any]:
@@ -86,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         workdir = Path(tmp)
         (workdir / "outputs").mkdir()
         config_path, openapi_path = workdir / "pygeoapi.yml", workdir / "openapi.yml"
-        config_path.write_text(yaml.safe_dump(build_config(url, workdir, args.run_seconds)))
+        # JSON is YAML: pygeoapi reads it as its YAML configuration.
+        config_path.write_text(json.dumps(build_config(url, workdir, args.run_seconds), indent=1))
         from pygeoapi.openapi import generate_openapi_document
 
         openapi_path.write_text(generate_openapi_document(config_path, "yaml"))
