@@ -2,7 +2,8 @@
 local process, run the demo, stop them all on Ctrl-C.
 
 Services run against RABBITMQ_URL / DATABASE_URL (defaults: the local RabbitMQ and PostgreSQL). The local
-openEO backend (package `local_openeo`) starts too, as the built-in default backend.
+openEO backend (package `local_openeo`) starts too, as the built-in default backend, and the local OGC API -
+Processes server (package `local_ogc`, LOCAL_OGC_PORT, default 8082) as a second backend (`ogc_api_process`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools import service_accounts
-from upscaling.backends import DEFAULT_BACKENDS
+from devtools import ogc_demo, service_accounts
+from upscaling.backends import DEFAULT_BACKENDS, OGC_API_PROCESS
 from upscaling.config import Settings, load_settings
 from upscaling.logs import configure_logging
 from upscaling.metrics import metrics_port
@@ -71,8 +72,10 @@ def _exists(module: str) -> bool:
 def _children() -> list[Child]:
     s = load_settings()
     port = os.environ.get("LOCAL_OPENEO_PORT", "8081")
+    ogc_port = os.environ.get("LOCAL_OGC_PORT", "8082")
     candidates = [
         Child("local-openeo", "local_openeo", f"http://127.0.0.1:{port}/.well-known/openeo"),
+        Child("local-ogc", "local_ogc", f"http://127.0.0.1:{ogc_port}/processes?f=json"),
         Child("tiler", "services.tiler"),
         Child("dispatcher", "services.dispatcher"),
         Child("monitor", "services.monitor"),
@@ -95,11 +98,19 @@ def _stop(children: list[Child]) -> None:
 
 
 # The built-in local openEO backend runs jobs quickly for the demo (each setting can be overridden).
+# The local OGC server is the second backend (its demo process takes LOCAL_OGC_RUN_SECONDS per job).
 LOCAL_DEFAULTS = {
     "LOCAL_OPENEO_QUEUE_SECONDS": "0.2",
     "LOCAL_OPENEO_RUN_SECONDS": "1.0",
-    "OPENEO_BACKENDS": json.dumps([{**DEFAULT_BACKENDS[0], "max_running_jobs": 8}]),
+    "LOCAL_OGC_RUN_SECONDS": "1.0",
 }
+
+
+def _local_backends(ogc_port: str) -> str:
+    """OPENEO_BACKENDS of the local stack: the local openEO backend and the local OGC server."""
+    ogc = {"endpoint": f"http://127.0.0.1:{ogc_port}", "aliases": [f"http://localhost:{ogc_port}"],
+           "platform": OGC_API_PROCESS, "tag_input": "upscaling_tag", "max_running_jobs": 8}
+    return json.dumps([{**DEFAULT_BACKENDS[0], "max_running_jobs": 8}, ogc])
 
 
 def _demo(settings: Settings, openeo_url: str, run_dir: Path, aoi: Path) -> int:
@@ -129,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(migrate(settings.database_url))
     port = os.environ.get("LOCAL_OPENEO_PORT", "8081")
     # The gateway fetches UDPs only at public addresses unless allowlisted: allow the built-in catalogue.
-    catalogue = f"http://127.0.0.1:{port}/udp/ http://localhost:{port}/udp/"
-    env = {**LOCAL_DEFAULTS, "UDP_ALLOWED_URLS": catalogue, **os.environ, "MIGRATE_ON_START": "false"}
+    ogc_port = os.environ.get("LOCAL_OGC_PORT", "8082")
+    catalogue = (f"http://127.0.0.1:{port}/udp/ http://localhost:{port}/udp/ http://127.0.0.1:{ogc_port}/processes/"
+                 f" http://localhost:{ogc_port}/processes/")
+    env = {**LOCAL_DEFAULTS, "OPENEO_BACKENDS": _local_backends(ogc_port), "UDP_ALLOWED_URLS": catalogue,
+           **os.environ, "MIGRATE_ON_START": "false"}
     own_env = service_accounts.stack_env(settings)  # each service under its own broker user and database role
     children = _children()
     log_dir = Path(os.environ.get("RUN_LOG_DIR", ROOT / ".run" / "logs"))
@@ -166,12 +180,17 @@ def main(argv: list[str] | None = None) -> int:
             if child.name == "local-openeo" and child.ready_url:
                 openeo_url = child.ready_url.removesuffix("/.well-known/openeo")
                 print(f"  local openEO    {openeo_url}")
+            if child.name == "local-ogc" and child.ready_url:
+                print(f"  local OGC API   {child.ready_url.removesuffix('/processes?f=json')} (OGC API - Processes)")
         print(f"  service logs    {log_dir}/<service>.log")
         print(f"  Python client   pip install ./client; upscale --address 127.0.0.1:{settings.gateway_grpc_port} ls")
         demo = _exists("services.dispatcher") and _exists("services.monitor") and not args.no_demo \
             and os.environ.get("DEMO", "1") != "0"
         if demo:
             code = _demo(settings, openeo_url or "http://127.0.0.1:8081", log_dir.parent, aoi)
+            ogc_endpoint = ogc_demo.ogc_endpoint(env.get("OPENEO_BACKENDS"))
+            if code == 0 and ogc_endpoint:
+                code = ogc_demo.run(f"http://127.0.0.1:{settings.gateway_http_port}", ogc_endpoint, aoi)
             print(f"Demo {'succeeded' if code == 0 else 'FAILED'}.", flush=True)
             if args.exit_after_demo:
                 return code

@@ -26,8 +26,9 @@ Caller = Annotated[Principal, Depends(caller)]
 class ServiceModel(BaseModel):
     """An openEO backend and a UDP."""
 
-    endpoint: str = Field(description="openEO backend URL (one of the configured backends)")
-    application: str = Field(description="URL of the UDP (process definition JSON)")
+    endpoint: str = Field(description="backend URL (one of the configured backends: openEO, or OGC API - Processes)")
+    application: str = Field(description="URL of the UDP (process definition JSON); for ogc_api_process the process"
+                                         " URL {endpoint}/processes/{id} or its id")
     namespace: str | None = None
 
 
@@ -44,7 +45,7 @@ class TaskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: str
-    label: str = Field(description="'openeo'")
+    label: str = Field(description="'openeo' or 'ogc_api_process' (the platform of the service's backend)")
     service: ServiceModel
     parameters: dict[str, Any] = Field(default_factory=dict)
     format: str | None = Field(None, description="gtiff (default), geojson, netcdf or json")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import math
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +22,7 @@ from gateway.auth import Principal
 from gateway.backend_credentials import BackendCredentials
 from gateway.udp import Udp, UdpCache, coerce_value, validate_arguments
 from upscaling import jobs
-from upscaling.backends import Backends
+from upscaling.backends import OGC_API_PROCESS, PLATFORMS, BackendConfig, Backends, normalize_endpoint
 from upscaling.db import AnyConnection
 from upscaling.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, TooManyRequests
 from upscaling.jobs import outbox
@@ -29,7 +31,7 @@ from upscaling.limits import exceeded
 from upscaling.logs import correlation_id
 from upscaling.statuses import ACTIVE_JOB_STATUSES, TASK_STATUSES, TERMINAL_JOB_STATUSES
 
-LABELS = ("openeo", "ogc_api_process")
+LABELS = PLATFORMS  # a task's label is its backend's platform
 MAX_ATTEMPTS = 5
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -84,6 +86,29 @@ class TaskView:
 
     task: asyncpg.Record
     jobs: list[asyncpg.Record]
+
+
+def _check_label(label: Any) -> None:
+    if label not in LABELS:
+        raise InvalidArgument(f"label must be one of {', '.join(LABELS)}, got {label!r}")
+
+
+def ogc_process_url(backend: BackendConfig, application: str) -> str:
+    """The description URL of an OGC process: `application` itself when it is a process URL of the backend
+    (`{endpoint}/processes/{id}`), else `{url}/processes/{application}` for a process id; InvalidArgument for a
+    URL elsewhere."""
+    if application.startswith(("http://", "https://")):
+        normalized = normalize_endpoint(application)
+        for base in (backend.endpoint, *backend.aliases, normalize_endpoint(backend.url)):
+            prefix = f"{base}/processes/"
+            rest = normalized[len(prefix):] if normalized.startswith(prefix) else ""
+            if rest and not any(c in rest for c in "/?#") and not rest.isspace():
+                return f"{backend.url.rstrip('/')}/processes/{rest}"
+        raise InvalidArgument(f"service.application {application[:300]!r} is not a process of {backend.endpoint} "
+                              f"(expected {backend.endpoint}/processes/<id>, or the process id)")
+    if "/" in application or not application.strip():
+        raise InvalidArgument(f"service.application {application[:300]!r} is not an OGC process id")
+    return f"{backend.url.rstrip('/')}/processes/{urllib.parse.quote(application, safe='')}"
 
 
 def encode_page_token(last_id: int) -> str:
@@ -187,23 +212,27 @@ class TaskService:
     # ---- validation -------------------------------------------------------------------------------------
 
     async def _check_service(self, label: str, service: Any) -> tuple[dict[str, Any], str, Udp]:
-        """(public service dict, canonical endpoint, UDP) or InvalidArgument."""
-        if label == "ogc_api_process":
-            raise InvalidArgument("label 'ogc_api_process' is not supported; use 'openeo'")
-        if label != "openeo":
-            raise InvalidArgument(f"label must be 'openeo', got {label!r}")
+        """(public service dict, canonical endpoint, UDP) or InvalidArgument. The label must be the platform of the
+        endpoint's backend; an `ogc_api_process` application is the process (its URL or id) on that server."""
+        _check_label(label)
         if not isinstance(service, dict):
             raise InvalidArgument("service must be an object {endpoint, application, namespace?}")
         endpoint, application = service.get("endpoint"), service.get("application")
         if not isinstance(endpoint, str) or not endpoint:
-            raise InvalidArgument("service.endpoint is required (an openEO backend URL)")
+            raise InvalidArgument("service.endpoint is required (an openEO backend or OGC API - Processes URL)")
         if not isinstance(application, str) or not application:
-            raise InvalidArgument("service.application is required (the URL of the UDP JSON)")
+            raise InvalidArgument("service.application is required (the URL of the UDP JSON, or of the OGC process)")
         backend = self.backends.find(endpoint)
         if backend is None:
-            raise InvalidArgument(f"service.endpoint {endpoint!r} is not a configured openEO backend; "
+            raise InvalidArgument(f"service.endpoint {endpoint!r} is not a configured backend; "
                                   f"configured: {', '.join(self.backends.endpoints())}")
-        udp = await self.udps.get(application)
+        if backend.platform != label:
+            raise InvalidArgument(f"label {label!r} does not match service.endpoint {endpoint!r}, an "
+                                  f"{backend.platform} backend: use label {backend.platform!r}")
+        if label == OGC_API_PROCESS:
+            udp = await self.udps.get(ogc_process_url(backend, application), ogc=True)
+        else:
+            udp = await self.udps.get(application)
         public = {"endpoint": endpoint, "application": application}
         if service.get("namespace"):
             public["namespace"] = str(service["namespace"])
@@ -437,14 +466,25 @@ class TaskService:
         return task, list(jobs)
 
     async def describe(self, label: str, service: Any) -> Udp:
-        """The UDP of a service (label checked, endpoint not required)."""
-        if label == "ogc_api_process":
-            raise InvalidArgument("label 'ogc_api_process' is not supported; use 'openeo'")
-        if label != "openeo":
-            raise InvalidArgument(f"label must be 'openeo', got {label!r}")
+        """The UDP of a service (label checked, endpoint not required for openEO). An `ogc_api_process` service
+        names its process by URL, or by id with the server's endpoint (then the label must match its platform)."""
+        _check_label(label)
         application = service.get("application") if isinstance(service, dict) else None
         if not isinstance(application, str) or not application:
-            raise InvalidArgument("service.application is required (the URL of the UDP JSON)")
+            raise InvalidArgument("service.application is required (the URL of the UDP JSON, or of the OGC process)")
+        endpoint = service.get("endpoint") if isinstance(service, dict) else None
+        if isinstance(endpoint, str) and endpoint and (label == OGC_API_PROCESS or self.backends.find(endpoint)):
+            return (await self._check_service(label, service))[2]
+        if label == OGC_API_PROCESS:
+            if not application.startswith(("http://", "https://")):
+                raise InvalidArgument("service.endpoint is required when service.application is an OGC process id")
+            url = application
+            for backend in self.backends.configs:  # a process of a configured server: fetched where it is reached
+                if backend.platform == OGC_API_PROCESS:
+                    with contextlib.suppress(InvalidArgument):
+                        url = ogc_process_url(backend, application)
+                        break
+            return await self.udps.get(url, ogc=True)
         return await self.udps.get(application)
 
     # ---- cancel / retry ---------------------------------------------------------------------------------

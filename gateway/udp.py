@@ -13,7 +13,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,51 @@ def parse_udp(url: str, document: Any) -> Udp:
     return Udp(url=url, id=process_id, parameters=tuple(params), by_name={p.name: p for p in params})
 
 
+def _ogc_schemas(schema: Any) -> tuple[dict[str, Any], ...]:
+    """An OGC input's JSON schema as the list `UdpParameter` reads (`oneOf`/`anyOf` alternatives flattened); a
+    GeoJSON geometry (`format: geojson-geometry`, `contentMediaType: application/geo+json` or a `$ref` to the OGC
+    geometry schema) gets the openEO subtype `geojson`."""
+    if not isinstance(schema, dict):
+        return ()
+    alternatives = schema.get("oneOf") or schema.get("anyOf")
+    if isinstance(alternatives, list):
+        return tuple(s for alt in alternatives for s in _ogc_schemas(alt))
+    flat = dict(schema)
+    ref = str(schema.get("$ref") or "")
+    if (schema.get("format") in ("geojson-geometry", "geojson-feature", "geojson-feature-collection")
+            or "geo+json" in str(schema.get("contentMediaType") or "") or "geojson" in ref.lower()):
+        flat["subtype"] = "geojson"
+    return (flat,)
+
+
+def parse_ogc_process(url: str, document: Any) -> Udp:
+    """A `Udp` from an OGC API - Processes process description (`id`, `inputs: {name: {schema, minOccurs,
+    description}}`): an input is optional when `minOccurs` is 0 or its schema has a default. UdpError when the
+    document is not a process description."""
+    if not isinstance(document, dict):
+        raise UdpError("the document is not a JSON object")
+    process_id = document.get("id")
+    if not isinstance(process_id, str) or not process_id:
+        raise UdpError("the process description has no 'id'")
+    inputs = document.get("inputs")
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, dict):
+        raise UdpError("'inputs' is not an object (OGC API - Processes 1.0 process description)")
+    params = []
+    for name, raw in inputs.items():
+        if not isinstance(raw, dict):
+            raise UdpError(f"invalid input entry {name!r}")
+        schemas = _ogc_schemas(raw.get("schema") or {})
+        has_default = any("default" in s for s in schemas)
+        min_occurs = raw.get("minOccurs", 1)
+        params.append(UdpParameter(
+            name=str(name), schemas=schemas, description=str(raw.get("description") or raw.get("title") or ""),
+            optional=min_occurs == 0, has_default=has_default,
+            default=next((s["default"] for s in schemas if "default" in s), None)))
+    return Udp(url=url, id=process_id, parameters=tuple(params), by_name={p.name: p for p in params})
+
+
 class UdpCache:
     """Fetches UDPs through the egress fetcher (timeout, size cap, policy) and caches them for `ttl_s` seconds."""
 
@@ -146,26 +191,32 @@ class UdpCache:
         self._cache: dict[str, tuple[float, Udp]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def get(self, url: str) -> Udp:
-        """The UDP at `url` (cached); InvalidArgument naming the URL and the reason when it cannot be had."""
-        hit = self._cache.get(url)
+    async def get(self, url: str, ogc: bool = False) -> Udp:
+        """The UDP at `url` (cached); InvalidArgument naming the URL and the reason when it cannot be had. `ogc`:
+        `url` is an OGC API - Processes process description (`parse_ogc_process`)."""
+        if ogc:
+            return await self._get(url, f"ogc {url}", parse_ogc_process)
+        return await self._get(url, url, parse_udp)
+
+    async def _get(self, url: str, key: str, parse: Callable[[str, Any], Udp]) -> Udp:
+        hit = self._cache.get(key)
         if hit and time.monotonic() - hit[0] < self.ttl_s:
             return hit[1]
-        lock = self._locks.setdefault(url, asyncio.Lock())
+        lock = self._locks.setdefault(key, asyncio.Lock())
         try:
             async with lock:
-                hit = self._cache.get(url)
+                hit = self._cache.get(key)
                 if hit and time.monotonic() - hit[0] < self.ttl_s:
                     return hit[1]
                 try:
-                    udp = parse_udp(url, await self._fetch(url))
+                    udp = parse(url, await self._fetch(url))
                 except UdpError as exc:
                     raise InvalidArgument(f"cannot use the application {url[:300]}: {exc}") from exc
-                self._cache[url] = (time.monotonic(), udp)
+                self._cache[key] = (time.monotonic(), udp)
                 return udp
         finally:
-            if not lock.locked() and self._locks.get(url) is lock:
-                del self._locks[url]  # one lock per URL being fetched, not per URL ever asked for
+            if not lock.locked() and self._locks.get(key) is lock:
+                del self._locks[key]  # one lock per URL being fetched, not per URL ever asked for
 
     async def _fetch(self, url: str) -> Any:
         if not url.startswith(("http://", "https://")):

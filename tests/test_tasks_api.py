@@ -128,8 +128,8 @@ def _bad_cases(gw: Gateway) -> list[tuple[str, dict[str, Any], str]]:
     b = gw.task_body
     service = {"endpoint": gw.backend.endpoint, "application": gw.backend.application}
     return [
-        ("ogc label", b(label="ogc_api_process"), "not supported"),
-        ("other label", b(label="wps"), "label must be 'openeo'"),
+        ("ogc label", b(label="ogc_api_process"), "does not match service.endpoint"),
+        ("other label", b(label="wps"), "label must be one of openeo, ogc_api_process"),
         ("unknown endpoint", b(service={**service, "endpoint": "https://openeo.example.org"}),
          gw.backend.endpoint),
         ("udp missing", b(service={**service, "application": gw.backend.udp("nope")}), gw.backend.udp("nope")),

@@ -10,6 +10,11 @@ the built-in local openEO backend at http://127.0.0.1:8081/openeo/1.2 with its d
      "max_running_jobs": 2,                                    # queued+running jobs at once; 0 = no limit
      "starts_per_second": 0.2}                                 # job starts per second; 0 = no limit
 
+`platform` is `openeo` (default) or `ogc_api_process` (an OGC API - Processes server: `endpoint` is its landing
+page; `tag_input` optionally names an input of its processes that carries each job's tag, so that a job whose
+execution request lost its answer is found again instead of executed twice; see
+`upscaling.openeo_backend.ogc_processes`).
+
 `auth.method` is `none`, `basic` (`password`, `password_env` or `password_file`), `oidc_client_credentials`
 (`client_id`, `client_secret`/`client_secret_env`/`client_secret_file`, `provider_id`), or one of the per-user
 methods (each job runs with its owner's credentials, `upscaling.credentials`): `user_token_exchange` (`token_endpoint`,
@@ -98,9 +103,15 @@ _REQUIRED = {"user_token_exchange": ("token_endpoint", "client_id", "provider_id
              "user_refresh_token": ("client_id", "provider_id")}
 
 
+OPENEO = "openeo"
+OGC_API_PROCESS = "ogc_api_process"
+# The platforms a backend may speak; a task's `label` names its backend's platform.
+PLATFORMS = (OPENEO, OGC_API_PROCESS)
+
+
 @dataclass(frozen=True)
 class BackendConfig:
-    """One openEO backend."""
+    """One backend: an openEO backend, or an OGC API - Processes server (`platform`)."""
 
     endpoint: str
     url: str
@@ -108,6 +119,8 @@ class BackendConfig:
     auth: BackendAuth = field(default_factory=BackendAuth)
     max_running_jobs: int = 0
     starts_per_second: float = 0.0
+    platform: str = OPENEO
+    tag_input: str = ""
 
 
 def parse_backend(entry: dict[str, Any]) -> BackendConfig:
@@ -133,6 +146,13 @@ def parse_backend(entry: dict[str, Any]) -> BackendConfig:
         audience=auth_spec.get("audience"),
         scope=auth_spec.get("scope"),
     )
+    platform = entry.get("platform", OPENEO)
+    if platform not in PLATFORMS:
+        raise ValueError(f"backend {entry['endpoint']}: unknown platform {platform!r} (one of {', '.join(PLATFORMS)})")
+    tag_input = entry.get("tag_input") or ""
+    if not isinstance(tag_input, str) or (tag_input and platform != OGC_API_PROCESS):
+        raise ValueError(f"backend {entry['endpoint']}: tag_input is the name of an input of an ogc_api_process "
+                         "backend's processes")
     endpoint = normalize_endpoint(entry["endpoint"])
     return BackendConfig(
         endpoint=endpoint,
@@ -141,6 +161,8 @@ def parse_backend(entry: dict[str, Any]) -> BackendConfig:
         auth=auth,
         max_running_jobs=int(entry.get("max_running_jobs", 0)),
         starts_per_second=float(entry.get("starts_per_second", 0.0)),
+        platform=platform,
+        tag_input=tag_input,
     )
 
 

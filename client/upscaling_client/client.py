@@ -91,11 +91,12 @@ class Client:
                grid: str = "20x20km", tiles: Tiles | Sequence[dict[str, Any]] | None = None,
                parameters: dict[str, Any] | None = None, title: str | None = None, format: str | None = None,
                dimension: str = "spatial_extent", max_attempts: int | None = None,
-               max_costs: float | None = None) -> Task:
+               max_costs: float | None = None, label: str = "openeo") -> Task:
         """Create a task running the UDP at `udp_url` on the openEO `backend`, one job per tile: the tiles of `aoi`
         on `grid`, or `tiles` given (Tiles or GeoJSON geometries). `parameters` go to every job; each tile's
         geometry goes to the UDP parameter `dimension`; once the costs the backend reported of its jobs reach
-        `max_costs`, no further job is submitted. Returns at once; see `Task.wait()`."""
+        `max_costs`, no further job is submitted. Returns at once; see `Task.wait()`. On an OGC API - Processes
+        backend: `label="ogc_api_process"`, `udp_url` the process URL, `dimension` its geometry input."""
         if (aoi is None) == (tiles is None):
             raise ValueError("give either aoi (tiled on grid) or tiles")
         if tiles is None:
@@ -103,7 +104,7 @@ class Client:
         geometries = tiles.geometries if isinstance(tiles, Tiles) else list(tiles)
         name = udp_url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json")
         request = upscaling_pb2.CreateTaskRequest(
-            title=title or f"{name} ({len(geometries)} tiles)", label="openeo",
+            title=title or f"{name} ({len(geometries)} tiles)", label=label,
             service=common_pb2.ServiceRef(endpoint=backend, application=udp_url),
             parameters_json=json.dumps(parameters or {}), format=format or "",
             dimension=upscaling_pb2.Dimension(name=dimension, values_json=[json.dumps(g) for g in geometries]),
@@ -167,10 +168,11 @@ class Client:
                 break
         return found
 
-    def describe(self, udp_url: str, backend: str = "") -> list[dict[str, Any]]:
-        """The UDP's parameters: name, type, optional, description, default, options."""
+    def describe(self, udp_url: str, backend: str = "", label: str = "openeo") -> list[dict[str, Any]]:
+        """The UDP's parameters (an OGC process's inputs with `label="ogc_api_process"`): name, type, optional,
+        description, default, options."""
         reply = self.call(self._tasks.DescribeService, upscaling_pb2.DescribeServiceRequest(
-            label="openeo", service=common_pb2.ServiceRef(endpoint=backend, application=udp_url)))
+            label=label, service=common_pb2.ServiceRef(endpoint=backend, application=udp_url)))
         return [{"name": p.name, "type": p.type, "optional": p.optional, "description": p.description,
                  "default": json.loads(p.default_json) if p.default_json else None,
                  "options": json.loads(p.options_json) if p.options_json else []} for p in reply.parameters]

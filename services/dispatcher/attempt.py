@@ -110,7 +110,8 @@ def job_spec(msg: jobs_pb2.SubmitJobMessage, row: dict[str, Any] | Any, argument
         arguments=arguments,
         title=msg.title or row["title"],
         description=f"Unit job {row['id']} of task {row['task_id']} {tag_marker(row['tag'])}",
-        format=msg.format or row["format"] or "")
+        format=msg.format or row["format"] or "",
+        tag=row["tag"])
 
 
 def message_arguments(msg: jobs_pb2.SubmitJobMessage) -> dict[str, Any] | None:

@@ -265,6 +265,9 @@ class Monitor:
         change = JobChange(row["id"], row["task_id"], row["correlation_id"])
         backend_job_id = row["backend_job_id"]
         if report is None:
+            if row["cancel"]:  # stopped and then forgotten (an OGC server deletes a dismissed job)
+                change.fields = {"status": "canceled"}
+                return change
             change.fields = {"status": "failed",
                              "message": f"backend job {backend_job_id} vanished: the backend no longer knows it"}
             return change

@@ -28,3 +28,13 @@ def test_a_missing_aoi_file_is_refused_before_anything_starts(capsys: pytest.Cap
         launcher.main(["--aoi", str(tmp_path / "nowhere.geojson"), "--exit-after-demo"])
     assert exit_info.value.code == 2
     assert "nowhere.geojson: no such file" in capsys.readouterr().err
+
+
+def test_the_ogc_demo_runs_only_with_an_ogc_backend() -> None:
+    from devtools.ogc_demo import ogc_endpoint
+
+    both = json.dumps([{"endpoint": "http://o/openeo/1.2"},
+                       {"endpoint": "http://127.0.0.1:8082", "platform": "ogc_api_process"}])
+    assert ogc_endpoint(both) == "http://127.0.0.1:8082"
+    assert ogc_endpoint(json.dumps([{"endpoint": "http://o/openeo/1.2"}])) is None
+    assert ogc_endpoint(None) is None and ogc_endpoint("not json") is None and ogc_endpoint("{}") is None

@@ -91,7 +91,7 @@ def test_job_spec_prefers_the_message_and_falls_back_to_the_row() -> None:
                                     service=common_pb2.ServiceRef(application="https://other"))
     spec = job_spec(msg, row, {"year": "2024"})
     assert spec == JobSpec("msg_process", "https://udp/x.json", {"year": "2024"}, "msg title",
-                           "Unit job 5 of task 9 [uj-5]", "geojson")
+                           "Unit job 5 of task 9 [uj-5]", "geojson", tag="uj-5")
     bare = job_spec(jobs_pb2.SubmitJobMessage(job_id=5), {**row, "service": None}, {})
     assert (bare.process_id, bare.namespace, bare.title, bare.format) == ("row_process", None, "row title", "netcdf")
 
