@@ -211,7 +211,7 @@ def test_wrong_label_and_bad_ogc_services_are_rejected(ogc_env: OgcStack) -> Non
     assert params.status_code == 200, params.text
     by_name = {p["name"]: p for p in params.json()}
     assert list(by_name) == ["geometry", "year", "fail"]
-    assert by_name["geometry"]["type"] == "geojson" and not by_name["geometry"]["optional"]
+    assert by_name["geometry"]["type"] == "polygon" and not by_name["geometry"]["optional"]
     assert by_name["year"]["type"] == "integer" and by_name["year"]["optional"] and by_name["year"]["default"] == 2024
     with grpc.insecure_channel(s.grpc) as channel:
         stub = upscaling_pb2_grpc.UpscalingServiceStub(channel)

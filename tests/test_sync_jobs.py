@@ -180,7 +180,7 @@ def test_too_large_aoi_is_refused_before_the_backend(gw: Gateway) -> None:
 
 
 @pytest.mark.parametrize(("change", "expected"), [
-    ({"service": {"endpoint": "https://openeo.example.org", "application": None}}, "not a configured openEO backend"),
+    ({"service": {"endpoint": "https://openeo.example.org", "application": None}}, "not a configured backend"),
     ({"parameters": {"spatial_extent": TILE, "colour": "red"}}, "unknown parameter 'colour'"),
     ({"parameters": {"year": 2024}}, "missing required parameter 'spatial_extent'"),
     ({"parameters": {"spatial_extent": "Austria"}}, "parameter 'spatial_extent'"),

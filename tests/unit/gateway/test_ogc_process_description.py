@@ -20,7 +20,7 @@ def test_the_process_inputs_become_parameters() -> None:
     udp = parse_ogc_process("u", PROCESS_METADATA)
     assert udp.id == "geometry-statistics"
     params = {p["name"]: p for p in describe(udp)}
-    assert params["geometry"]["type"] == "geojson" and not params["geometry"]["optional"]
+    assert params["geometry"]["type"] == "polygon" and not params["geometry"]["optional"]
     assert params["year"] == {**params["year"], "type": "integer", "optional": True, "default": 2024}
     assert validate_arguments(udp, {"geometry": POLYGON, "year": "2023"}) == {"geometry": POLYGON, "year": 2023}
     with pytest.raises(InvalidArgument, match="missing required parameter 'geometry'"):
