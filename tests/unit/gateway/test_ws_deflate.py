@@ -57,3 +57,14 @@ def test_small_messages_and_a_bounded_cache(monkeypatch) -> None:
         text = _text(n)
         assert client.decode(server.encode(Frame(OP_TEXT, text))).data == text
     assert len(ws_deflate.SHARED._items) == 2
+
+
+def test_a_checksum_collision_never_sends_another_message(monkeypatch) -> None:
+    monkeypatch.setattr(ws_deflate, "SHARED", CompressedCache())
+    monkeypatch.setattr(ws_deflate.zlib, "crc32", lambda data: 7)  # every message collides
+    server, client = _pair()
+    first, second = _text(400), _text(400).replace(b"running", b"queued!")
+    assert len(first) == len(second) and first != second
+    assert client.decode(server.encode(Frame(OP_TEXT, first))).data == first
+    assert client.decode(server.encode(Frame(OP_TEXT, second))).data == second
+    assert ws_deflate.SHARED.hits == 0 and ws_deflate.SHARED.misses == 2
