@@ -26,7 +26,8 @@ Caller = Annotated[Principal, Depends(caller)]
 class ServiceModel(BaseModel):
     """An openEO backend and a UDP."""
 
-    endpoint: str = Field(description="openEO backend URL (one of the configured backends)")
+    endpoint: str | list[str] = Field(description="openEO backend URL (one of the configured backends), a configured "
+                                      "group name, or a list of them: the task's jobs are spread over these backends")
     application: str = Field(description="URL of the UDP (process definition JSON)")
     namespace: str | None = None
 

@@ -36,7 +36,7 @@ MAX_PAGE_SIZE = 500
 _IN_FLIGHT = sorted(ACTIVE_JOB_STATUSES & set(TASK_STATUSES))
 # Rows are scoped to their owner: `$n` is the caller's user id, or NULL for an admin (every row).
 _JOB_COLUMNS = ("id, task_id, seq, title, label, status, service, parameters, format, backend_job_id, progress,"
-                " message, created, updated")
+                " message, created, updated, backend")
 
 
 @dataclass
@@ -70,6 +70,14 @@ class TaskView:
 
     task: asyncpg.Record
     jobs: list[asyncpg.Record]
+
+
+def backend_columns(candidates: list[str]) -> tuple[str | None, list[str] | None]:
+    """A new job's `backend` and `candidates` columns: one candidate is its backend (as before); with several the
+    dispatcher chooses one when it leases the job."""
+    if len(candidates) == 1:
+        return candidates[0], None
+    return None, candidates
 
 
 def encode_page_token(last_id: int) -> str:
@@ -170,8 +178,9 @@ class TaskService:
 
     # ---- validation -------------------------------------------------------------------------------------
 
-    async def _check_service(self, label: str, service: Any) -> tuple[dict[str, Any], str, Udp]:
-        """(public service dict, canonical endpoint, UDP) or InvalidArgument."""
+    async def _check_service(self, label: str, service: Any) -> tuple[dict[str, Any], list[str], Udp]:
+        """(public service dict as the client sent it, candidate backends' canonical endpoints, UDP) or
+        InvalidArgument. `service.endpoint` is one backend URL, a configured group name, or a list of them."""
         if label == "ogc_api_process":
             raise InvalidArgument("label 'ogc_api_process' is not supported; use 'openeo'")
         if label != "openeo":
@@ -179,19 +188,20 @@ class TaskService:
         if not isinstance(service, dict):
             raise InvalidArgument("service must be an object {endpoint, application, namespace?}")
         endpoint, application = service.get("endpoint"), service.get("application")
-        if not isinstance(endpoint, str) or not endpoint:
-            raise InvalidArgument("service.endpoint is required (an openEO backend URL)")
+        if not isinstance(endpoint, str | list) or not endpoint:
+            raise InvalidArgument("service.endpoint is required (an openEO backend URL, a backend group name, "
+                                  "or a list of them)")
         if not isinstance(application, str) or not application:
             raise InvalidArgument("service.application is required (the URL of the UDP JSON)")
-        backend = self.backends.find(endpoint)
-        if backend is None:
-            raise InvalidArgument(f"service.endpoint {endpoint!r} is not a configured openEO backend; "
-                                  f"configured: {', '.join(self.backends.endpoints())}")
+        try:
+            candidates = [b.endpoint for b in self.backends.resolve(endpoint)]
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
         udp = await self.udps.get(application)
         public = {"endpoint": endpoint, "application": application}
         if service.get("namespace"):
             public["namespace"] = str(service["namespace"])
-        return public, backend.endpoint, udp
+        return public, candidates, udp
 
     @staticmethod
     def _check_format(fmt: str | None) -> str:
@@ -215,7 +225,8 @@ class TaskService:
                         "parameters": spec.parameters, "dimension.name": spec.dimension_name}, "request")
         check_storable(spec.dimension_values, "dimension.values")
         title = self._check_title(spec.title)
-        service, endpoint, udp = await self._check_service(spec.label, spec.service)
+        service, candidates, udp = await self._check_service(spec.label, spec.service)
+        backend, several = backend_columns(candidates)
         fmt = self._check_format(spec.format)
         max_attempts = 1 if spec.max_attempts is None else spec.max_attempts
         if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or not 1 <= max_attempts <= 5:
@@ -260,14 +271,14 @@ class TaskService:
             assert task is not None  # INSERT ... RETURNING returns its row
             rows = await conn.fetch(
                 "INSERT INTO unit_jobs (task_id, seq, title, label, service, parameters, format, tag,"
-                " backend, process_id, submit_arguments, owner)"
+                " backend, process_id, submit_arguments, owner, candidates)"
                 " SELECT $1, u.n, $2 || ' - Processing Job ' || u.n, $3, $4, $5::jsonb ||"
                 " jsonb_build_object($6::text, u.v), $7, 'uj-' || gen_random_uuid(), $8, $9, $10::jsonb ||"
-                " jsonb_build_object($6::text, u.sv), $13"
+                " jsonb_build_object($6::text, u.sv), $13, $14"
                 " FROM unnest($11::jsonb[], $12::jsonb[]) WITH ORDINALITY AS u(v, sv, n)"
                 " RETURNING id, seq, tag",
-                task["id"], title, spec.label, service, spec.parameters, dim, fmt, endpoint, udp.id, base, values,
-                converted, caller.user_id)
+                task["id"], title, spec.label, service, spec.parameters, dim, fmt, backend, udp.id, base, values,
+                converted, caller.user_id, several)
             await jobs.submit_new(conn, [
                 {"id": job["id"], "task_id": task["id"], "service": service, "format": fmt, "attempts": 0,
                  "submit_arguments": {**base, dim: converted[job["seq"] - 1]}, "process_id": udp.id,
@@ -280,7 +291,8 @@ class TaskService:
         check_storable({"title": spec.title, "label": spec.label, "service": spec.service,
                         "parameters": spec.parameters}, "request")
         title = self._check_title(spec.title)
-        service, endpoint, udp = await self._check_service(spec.label, spec.service)
+        service, candidates, udp = await self._check_service(spec.label, spec.service)
+        backend, several = backend_columns(candidates)
         fmt = self._check_format(spec.format)
         if not isinstance(spec.parameters, dict):
             raise InvalidArgument("parameters must be an object")
@@ -290,9 +302,10 @@ class TaskService:
             await self._check_in_flight(conn, caller)
             job = await conn.fetchrow(
                 "INSERT INTO unit_jobs (task_id, seq, title, label, service, parameters, format, tag, backend,"
-                " process_id, submit_arguments, owner) VALUES (NULL, 1, $1, $2, $3, $4, $5,"
-                " 'uj-' || gen_random_uuid(), $6, $7, $8, $9) RETURNING *",
-                title, spec.label, service, spec.parameters, fmt, endpoint, udp.id, arguments, caller.user_id)
+                " process_id, submit_arguments, owner, candidates) VALUES (NULL, 1, $1, $2, $3, $4, $5,"
+                " 'uj-' || gen_random_uuid(), $6, $7, $8, $9, $10) RETURNING *",
+                title, spec.label, service, spec.parameters, fmt, backend, udp.id, arguments, caller.user_id,
+                several)
             assert job is not None  # INSERT ... RETURNING returns its row
             await jobs.submit_new(conn, [job], cid)
         return job
@@ -390,7 +403,7 @@ class TaskService:
             if task is None:
                 raise _task_not_found(task_id)
             jobs = await conn.fetch(
-                "SELECT id, title, status, parameters, backend_job_id, results, updated FROM unit_jobs"
+                "SELECT id, title, status, parameters, backend_job_id, backend, results, updated FROM unit_jobs"
                 " WHERE task_id = $1 AND status = 'finished' ORDER BY seq, id", task_id)
         return task, list(jobs)
 

@@ -8,11 +8,15 @@ the built-in local openEO backend at http://127.0.0.1:8081/openeo/1.2 with its d
      "aliases": ["https://openeo.example.org"],                # optional: other spellings clients use
      "auth": {"method": "basic", "username": "u", "password_env": "OPENEO_PW"},
      "max_running_jobs": 2,                                    # queued+running jobs at once; 0 = no limit
-     "starts_per_second": 0.2}                                 # job starts per second; 0 = no limit
+     "starts_per_second": 0.2,                                 # job starts per second; 0 = no limit
+     "groups": ["eu"]}                                         # optional: group names a service.endpoint may use
 
 `auth.method` is `none`, `basic` (`password`, `password_env` or `password_file`) or `oidc_client_credentials`
 (`client_id`, `client_secret`/`client_secret_env`/`client_secret_file`, `provider_id`). Secrets never leave
 this module except into the openEO client.
+
+A task's `service.endpoint` names its candidate backends (`Backends.resolve`): one endpoint, a list of them, or a
+group name (every backend whose entry lists that group, in configuration order).
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class BackendConfig:
     auth: BackendAuth = field(default_factory=BackendAuth)
     max_running_jobs: int = 0
     starts_per_second: float = 0.0
+    groups: tuple[str, ...] = ()
 
 
 def parse_backend(entry: dict[str, Any]) -> BackendConfig:
@@ -109,6 +114,11 @@ def parse_backend(entry: dict[str, Any]) -> BackendConfig:
         provider_id=auth_spec.get("provider_id"),
     )
     endpoint = normalize_endpoint(entry["endpoint"])
+    groups = entry.get("groups", ())
+    if not isinstance(groups, list | tuple) or not all(isinstance(g, str) and g.strip() for g in groups):
+        raise ValueError(f"backend {entry['endpoint']}: 'groups' must be a list of non-empty names")
+    if any("://" in g for g in groups):
+        raise ValueError(f"backend {entry['endpoint']}: a group name cannot look like a URL")
     return BackendConfig(
         endpoint=endpoint,
         url=entry.get("url") or endpoint,
@@ -116,6 +126,7 @@ def parse_backend(entry: dict[str, Any]) -> BackendConfig:
         auth=auth,
         max_running_jobs=int(entry.get("max_running_jobs", 0)),
         starts_per_second=float(entry.get("starts_per_second", 0.0)),
+        groups=tuple(g.strip() for g in groups),
     )
 
 
@@ -136,6 +147,42 @@ class Backends:
     def endpoints(self) -> list[str]:
         """Canonical endpoints, for error messages."""
         return [c.endpoint for c in self.configs]
+
+    def group(self, name: str) -> list[BackendConfig]:
+        """The backends of a group (configuration order); empty when no backend lists it."""
+        return [c for c in self.configs if name in c.groups]
+
+    def group_names(self) -> list[str]:
+        """Every configured group name, sorted."""
+        return sorted({g for c in self.configs for g in c.groups})
+
+    def resolve(self, endpoint: Any) -> list[BackendConfig]:
+        """The candidate backends of a `service.endpoint`: an endpoint URL (any spelling), a group name, or a
+        non-empty list of endpoint URLs and group names. ValueError with a message for a client: an unknown
+        backend or group, a backend named twice, backends of different platforms."""
+        names = endpoint if isinstance(endpoint, list) else [endpoint]
+        if not names:
+            raise ValueError("service.endpoint is an empty list; name at least one backend")
+        found: list[BackendConfig] = []
+        for i, name in enumerate(names):
+            where = f"service.endpoint[{i}]" if isinstance(endpoint, list) else "service.endpoint"
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"{where} must be a non-empty string (a backend URL or a group name)")
+            config = self.find(name)
+            members = [config] if config is not None else self.group(name.strip())
+            if not members:
+                groups = f"; groups: {', '.join(self.group_names())}" if self.group_names() else ""
+                raise ValueError(f"{where} {name!r} is not a configured openEO backend or group; configured: "
+                                 f"{', '.join(self.endpoints())}{groups}")
+            for member in members:
+                if any(member is seen for seen in found):
+                    raise ValueError(f"{where} {name!r} names backend {member.endpoint} a second time")
+                found.append(member)
+        platforms = {getattr(c, "platform", "openeo") for c in found}
+        if len(platforms) > 1:
+            raise ValueError(f"service.endpoint names backends of different platforms ({', '.join(sorted(platforms))});"
+                             " one task runs on one platform")
+        return found
 
 
 def load_backends() -> Backends:

@@ -55,11 +55,12 @@ def now_proto() -> Timestamp:
 
 def job_event(task_id: int, job_id: int, status: str, job: Mapping[str, Any], sequence: int, now: Timestamp,
               cid: str | None) -> PendingEvent:
-    """The serialized job event of a job (`job` holds its backend_job_id, progress and message)."""
+    """The serialized job event of a job (`job` holds its backend_job_id, progress, message and backend)."""
     event = jobs_pb2.JobStatusEvent(
         job_id=job_id, task_id=task_id, status=job_status_to_proto(status),
         backend_job_id=job.get("backend_job_id") or "", progress=job.get("progress") or 0.0,
-        message=job.get("message") or "", time=now, sequence=sequence, correlation_id=cid or "")
+        message=job.get("message") or "", time=now, sequence=sequence, correlation_id=cid or "",
+        backend=job.get("backend") or "")
     body = upscaling_pb2.WatchTaskResponse(job_event=event, sequence=sequence).SerializeToString()
     return PendingEvent(event_routing_key(task_id, job_id), body, sequence)
 

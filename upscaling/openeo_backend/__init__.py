@@ -7,6 +7,7 @@
 - `connection`: authenticated connections cached per thread and backend, the correlation-id header, and `call`
   (errors become typed; an authentication error re-authenticates once).
 - `paging`: the one `rel=next` pager of `GET /jobs`.
+- `health`: the health check (`GET /`) of a backend.
 - `jobs`: the batch-job operations (create, start, find by tag, status, describe, list, results, error logs, stop).
 
 The submodules are imported by name (`from upscaling.openeo_backend import jobs`): importing `errors` alone does

@@ -35,7 +35,7 @@ class SubmitJobMessage(_message.Message):
     def __init__(self, job_id: _Optional[int] = ..., task_id: _Optional[int] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., title: _Optional[str] = ..., tag: _Optional[str] = ..., correlation_id: _Optional[str] = ..., attempt: _Optional[int] = ..., process_id: _Optional[str] = ...) -> None: ...
 
 class JobStatusEvent(_message.Message):
-    __slots__ = ("job_id", "task_id", "status", "backend_job_id", "progress", "message", "time", "sequence", "correlation_id")
+    __slots__ = ("job_id", "task_id", "status", "backend_job_id", "progress", "message", "time", "sequence", "correlation_id", "backend")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class JobStatusEvent(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     job_id: int
     task_id: int
     status: _common_pb2.JobStatus
@@ -54,7 +55,8 @@ class JobStatusEvent(_message.Message):
     time: _timestamp_pb2.Timestamp
     sequence: int
     correlation_id: str
-    def __init__(self, job_id: _Optional[int] = ..., task_id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., correlation_id: _Optional[str] = ...) -> None: ...
+    backend: str
+    def __init__(self, job_id: _Optional[int] = ..., task_id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., correlation_id: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class TaskStatusEvent(_message.Message):
     __slots__ = ("task_id", "status", "job_counts", "time", "sequence", "correlation_id")

@@ -20,7 +20,7 @@ class Dimension(_message.Message):
     def __init__(self, name: _Optional[str] = ..., values_json: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UnitJob(_message.Message):
-    __slots__ = ("id", "task_id", "title", "label", "status", "service", "parameters_json", "backend_job_id", "progress", "message", "created", "updated")
+    __slots__ = ("id", "task_id", "title", "label", "status", "service", "parameters_json", "backend_job_id", "progress", "message", "created", "updated", "backend")
     ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class UnitJob(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     id: int
     task_id: int
     title: str
@@ -45,7 +46,8 @@ class UnitJob(_message.Message):
     message: str
     created: _timestamp_pb2.Timestamp
     updated: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., task_id: _Optional[int] = ..., title: _Optional[str] = ..., label: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    backend: str
+    def __init__(self, id: _Optional[int] = ..., task_id: _Optional[int] = ..., title: _Optional[str] = ..., label: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("id", "title", "label", "status", "service", "parameters_json", "format", "dimension", "job_counts", "jobs", "created", "updated")
