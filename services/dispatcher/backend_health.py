@@ -4,7 +4,7 @@
   errors of any backend call, or failed health checks) open it: the backend is **drained**.
 - Open (drained): no job is sent there; `BackendChoice` leaves it out, and a try whose create never reached it
   goes to another candidate. After a cooldown (`BACKEND_DRAIN_COOLDOWN_S`, doubling on each failed probe up to
-  `MAX_COOLDOWN_S`) the next health check is the half-open probe: `GET /` answered closes the breaker, a failure
+  8 times the first and at most `MAX_COOLDOWN_S`) the next health check is the half-open probe: `GET /` answered closes the breaker, a failure
   opens it again for the doubled cooldown. A successful job call resets the cooldown.
 - Health checks (`run`) ask every configured backend `GET /` (capabilities, through `upscaling.openeo_backend`)
   every `BACKEND_HEALTH_INTERVAL_S`.
@@ -28,6 +28,8 @@ from upscaling.backends import BackendConfig
 log = logging.getLogger(__name__)
 
 MAX_COOLDOWN_S = 60.0
+# A drained backend's cooldown doubles up to this many times the first one (and MAX_COOLDOWN_S).
+MAX_COOLDOWN_FACTOR = 8
 
 
 @dataclass
@@ -81,7 +83,8 @@ class BackendHealth:
         return False
 
     def _open(self, endpoint: str, breaker: _Breaker) -> None:
-        breaker.cooldown_s = (min(breaker.cooldown_s * 2, MAX_COOLDOWN_S) if breaker.cooldown_s
+        ceiling = min(MAX_COOLDOWN_S, MAX_COOLDOWN_FACTOR * self.first_cooldown_s)
+        breaker.cooldown_s = (min(breaker.cooldown_s * 2, ceiling) if breaker.cooldown_s
                               else self.first_cooldown_s)
         breaker.open_until = self.clock() + breaker.cooldown_s
         breaker.closed.clear()

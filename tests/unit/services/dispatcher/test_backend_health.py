@@ -57,11 +57,19 @@ def test_cooldown_doubles_up_to_a_maximum_and_resets_on_a_job_success() -> None:
     clock = Clock()
     health = BackendHealth(failures=1, cooldown_s=5, clock=clock)
     health.failure(A)
+    breaker = health._of(A)
+    seen = []
     for _ in range(10):
         clock.now += MAX_COOLDOWN_S
         health.probed(A, ok=False)
-    breaker = health._of(A)
-    assert breaker.cooldown_s == MAX_COOLDOWN_S
+        seen.append(breaker.cooldown_s)
+    assert seen[:4] == [10, 20, 40, 40] and max(seen) == 40  # 8 x the first cooldown
+    fast = BackendHealth(failures=1, cooldown_s=30, clock=clock)
+    fast.failure(A)
+    for _ in range(5):
+        clock.now += MAX_COOLDOWN_S
+        fast.probed(A, ok=False)
+    assert fast._of(A).cooldown_s == MAX_COOLDOWN_S
     health.success(A)
     assert health.available(A) and breaker.cooldown_s == 0
     health.failure(A)
