@@ -2,10 +2,11 @@
 
 - Closed (the backend takes jobs): `BACKEND_DRAIN_FAILURES` transient errors in a row (5xx, timeouts, connection
   errors of any backend call, or failed health checks) open it: the backend is **drained**.
-- Open (drained): no job is sent there; `BackendChoice` leaves it out, and a try whose create never reached it
-  goes to another candidate. After a cooldown (`BACKEND_DRAIN_COOLDOWN_S`, doubling on each failed probe up to
-  8 times the first and at most `MAX_COOLDOWN_S`) the next health check is the half-open probe: `GET /` answered closes the breaker, a failure
-  opens it again for the doubled cooldown. A successful job call resets the cooldown.
+- Open (drained): no job is sent there; `backend_choice.rank` leaves it out, and a try whose create never reached
+  it goes to another candidate. After a cooldown (`BACKEND_DRAIN_COOLDOWN_S`, doubling on each failed probe up to
+  8 times the first and at most `MAX_COOLDOWN_S`) the next health check is the half-open probe: `GET /` answered
+  closes the breaker, a failure opens it again for the doubled cooldown. A successful job call resets the
+  cooldown.
 - Health checks (`run`) ask every configured backend `GET /` (capabilities, through `upscaling.openeo_backend`)
   every `BACKEND_HEALTH_INTERVAL_S`.
 
