@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 import requests
+import websockets
 
 from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, with_database
 from tests.support import LocalOpenEO, admin_sql, db_connect, drop_private_resources, tiles
@@ -125,6 +126,18 @@ def jobs_of(s: Stack, task_id: int) -> list[dict[str, Any]]:
     return asyncio.run(read())
 
 
+def ws_snapshot(s: Stack, task_id: int) -> dict[str, Any]:
+    """The first `status` snapshot of the task's WebSocket."""
+    async def read() -> dict[str, Any]:
+        url = s.http.replace("http://", "ws://") + f"/ws/upscale_tasks/{task_id}"
+        async with websockets.connect(url) as ws:
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if message["type"] == "status":
+                    return dict(message["data"])
+    return asyncio.run(read())
+
+
 def assert_each_job_once(jobs: list[dict[str, Any]], *backends: LocalOpenEO) -> None:
     """Every job's tag is on exactly one backend — the one the job records — and no backend repeats a tag."""
     reports = {x.endpoint: x.report() for x in backends}
@@ -207,6 +220,8 @@ def test_group_name_over_grpc_and_websocket_backends(stack: Stack) -> None:
     assert queued == {j["id"]: j["backend"] for j in jobs}  # the events say where each job went
     assert {j["backend"] for j in jobs} == {s.a.endpoint, s.b.endpoint}  # ties spread over the group
     assert task(s, task_id)["service"]["endpoint"] == "eu"
+    snapshot = ws_snapshot(s, task_id)
+    assert {j["id"]: j["backend"] for j in snapshot["jobs"]} == queued
     assert_each_job_once(jobs, s.a, s.b)
     for backend in (s.a, s.b):
         assert_limit_held(backend)
