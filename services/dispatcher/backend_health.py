@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from upscaling import metrics
 from upscaling.backends import BackendConfig
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class BackendHealth:
         if breaker.open_until is not None:
             log.info("backend answers again; no longer drained", extra={"backend": endpoint})
         breaker.failures, breaker.open_until, breaker.cooldown_s = 0, None, 0.0
-        breaker.closed.set()
+        self._close(endpoint, breaker)
 
     def failure(self, endpoint: str) -> bool:
         """A transient error of the backend; True when this one drained it."""
@@ -89,8 +90,15 @@ class BackendHealth:
                               else self.first_cooldown_s)
         breaker.open_until = self.clock() + breaker.cooldown_s
         breaker.closed.clear()
+        metrics.BACKEND_DRAINED.labels(endpoint).set(1)
         log.warning("backend drained: no new jobs are sent to it until a health check answers",
                     extra={"backend": endpoint, "failures": breaker.failures, "cooldown_s": breaker.cooldown_s})
+
+    @staticmethod
+    def _close(endpoint: str, breaker: _Breaker) -> None:
+        if not breaker.closed.is_set():
+            breaker.closed.set()
+            metrics.BACKEND_DRAINED.labels(endpoint).set(0)
 
     def probe_due(self, endpoint: str) -> bool:
         """Whether a health check should be made now: always while closed, after the cooldown while drained."""
@@ -108,7 +116,7 @@ class BackendHealth:
         if ok:
             log.info("backend health check answered; no longer drained", extra={"backend": endpoint})
             breaker.failures, breaker.open_until = 0, None  # the cooldown stays until a job call succeeds
-            breaker.closed.set()
+            self._close(endpoint, breaker)
         else:
             self._open(endpoint, breaker)
 

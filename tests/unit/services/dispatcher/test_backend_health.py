@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from services.dispatcher.backend_health import MAX_COOLDOWN_S, BackendHealth
+from upscaling import metrics
 from upscaling.backends import parse_backend
 
 A = "https://a.example/openeo/1.2"
@@ -25,6 +26,9 @@ def test_consecutive_failures_drain() -> None:
     assert not health.failure(A) and not health.failure(A)
     assert health.failure(A)
     assert not health.available(A) and health.drained() == [A]
+    assert metrics.BACKEND_DRAINED.labels(A)._value.get() == 1
+    health.probed(A, ok=True)
+    assert health.available(A) and metrics.BACKEND_DRAINED.labels(A)._value.get() == 0
 
 
 def test_a_success_in_between_resets_the_count() -> None:
