@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ import requests
 import websockets
 
 from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, with_database
-from tests.support import LocalOpenEO, admin_sql, db_connect, drop_private_resources, tiles
+from tests.support import EXTENT, POLYGON, LocalOpenEO, admin_sql, db_connect, drop_private_resources, tiles
+from upscaling import jobs as jobstore
 from upscaling.migrations import migrate
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
@@ -262,6 +264,55 @@ def test_a_stopped_backend_gets_nothing(stack: Stack) -> None:
     jobs = jobs_of(s, task_id)
     assert {j["backend"] for j in jobs} == {s.a.endpoint}
     assert_each_job_once(jobs, s.a)
+
+
+def test_a_job_that_may_exist_on_a_backend_is_looked_for_there(stack: Stack) -> None:
+    """An earlier try leased the job on B and its create reached B but the answer was lost (the backend job carries
+    the tag); the lease expired. Although A ranks first, the job is looked for on B by its tag and adopted there:
+    it is never created on A."""
+    s = stack
+    tag = f"uj-{uuid.uuid4()}"
+    backend_job_id = s.b.create_started_job(tag)
+
+    async def insert() -> int:
+        conn = await db_connect(s.db_url)
+        try:
+            service = {"endpoint": [s.a.endpoint, s.b.endpoint], "application": s.a.application}
+            task_id = await conn.fetchval(
+                "INSERT INTO upscale_tasks (title, label, service, parameters, dimension_name, process_id, job_count,"
+                " job_counts) VALUES ('lost create', 'openeo', $1, '{}', 'spatial_extent', 'wind_turbine_detection',"
+                " 1, '{\"created\": 1}') RETURNING id", service)
+            job_id = await conn.fetchval(
+                "INSERT INTO unit_jobs (task_id, seq, title, label, service, parameters, format, tag, process_id,"
+                " submit_arguments, backend, submitted_at, attempts) VALUES ($1, 1, 'lost create', 'openeo', $2, $3,"
+                " 'gtiff', $4, 'wind_turbine_detection', $5, $6, now() - interval '1 hour', 1) RETURNING id",
+                task_id, service, {"spatial_extent": POLYGON, "year": "2024"}, tag,
+                {"spatial_extent": EXTENT, "year": "2024"}, s.b.endpoint)
+            # A ranks first for this job (equal capacity; equal backends take turns by job id).
+            order = [s.a.endpoint, s.b.endpoint] if job_id % 2 == 0 else [s.b.endpoint, s.a.endpoint]
+            await conn.execute("UPDATE unit_jobs SET candidates = $2 WHERE id = $1", job_id, order)
+            async with conn.transaction():
+                row = await conn.fetchrow("SELECT * FROM unit_jobs WHERE id = $1", job_id)
+                await jobstore.submit_new(conn, [row], None)
+            return int(job_id)
+        finally:
+            await conn.close()
+
+    job_id = asyncio.run(insert())
+    task_id = asyncio.run(_task_of(s, job_id))
+    job = wait_for(lambda: next((j for j in jobs_of(s, task_id) if j["backend_job_id"]), None), 60,
+                   "the job to be adopted")
+    assert job["backend_job_id"] == backend_job_id and job["backend"] == s.b.endpoint
+    assert s.a.report()["tags"].get(tag) is None
+    assert s.b.report()["tags"].get(tag) == 1
+
+
+async def _task_of(s: Stack, job_id: int) -> int:
+    conn = await db_connect(s.db_url)
+    try:
+        return int(await conn.fetchval("SELECT task_id FROM unit_jobs WHERE id = $1", job_id))
+    finally:
+        await conn.close()
 
 
 @pytest.mark.parametrize(("endpoint", "message"), [
