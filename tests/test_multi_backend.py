@@ -1,8 +1,9 @@
-"""Several backends per task, end to end: gateway -> outbox -> queue -> dispatcher -> two (three) real local openEO
-backends -> monitor, driven over HTTP and gRPC. Jobs are spread by free capacity (each backend's running-job limit
-checked on the backend itself), a backend that starts answering 5xx to everything mid-task is drained and the
-remaining jobs finish on the other, a stopped backend gets nothing, groups work, bad lists are refused, and every
-job exists exactly once over all backends (its tag on exactly one of them)."""
+"""Several backends per task, end to end: gateway -> outbox -> queue -> two dispatcher replicas -> two (three) real
+local openEO backends -> monitor, driven over HTTP and gRPC. Jobs are spread by free capacity (each backend's
+running-job limit checked on the backend itself), a backend that starts answering 5xx to everything mid-task is
+drained and the remaining jobs finish on the other, a stopped backend gets nothing, a job whose create may have
+reached one backend is looked for there, groups work, bad lists are refused, and every job exists exactly once
+over all backends (its tag on exactly one of them)."""
 
 from __future__ import annotations
 
@@ -60,26 +61,30 @@ def stack(infra: Any, service_env: dict[str, str], tmp_path_factory: pytest.Temp
            "MIGRATE_ON_START": "false", "HEALTH_HOST": "127.0.0.1",
            "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
            "TILER_ADDRESS": f"127.0.0.1:{free_port()}", "MONITOR_HEALTH_PORT": str(free_port()),
-           "DISPATCHER_HEALTH_PORT": str(free_port()),
            "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OPENEO_TIMEOUT_S": "3",
            "SUBMIT_BACKOFF_BASE_S": "0.05", "SUBMIT_BACKOFF_MAX_S": "0.5", "GRPC_GRACE_S": "5",
            "OUTBOX_POLL_S": "0.5", "BACKEND_HEALTH_INTERVAL_S": "0.5", "BACKEND_DRAIN_FAILURES": "3",
            "BACKEND_DRAIN_COOLDOWN_S": "1"}
     gateway = ServiceProcess("gateway", "gateway", env, logs / "gateway.log")
     monitor = ServiceProcess("monitor", "services.monitor", env, logs / "monitor.log")
-    dispatcher = ServiceProcess("dispatcher", "services.dispatcher", env, logs / "dispatcher.log")
+    # Two dispatcher replicas: the running-job limits must hold across them.
+    dispatchers = [ServiceProcess(f"dispatcher-{i}", "services.dispatcher",
+                                  {**env, "DISPATCHER_HEALTH_PORT": str(free_port())}, logs / f"dispatcher-{i}.log")
+                   for i in (1, 2)]
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     try:
         gateway.start()
         wait_grpc_serving(f"127.0.0.1:{grpc_port}", gateway)
         monitor.start()
-        dispatcher.start()
-        wait_grpc_serving(f"127.0.0.1:{env['DISPATCHER_HEALTH_PORT']}", dispatcher)
+        for dispatcher in dispatchers:
+            dispatcher.start()
+        for dispatcher in dispatchers:
+            wait_grpc_serving(f"127.0.0.1:{dispatcher.env['DISPATCHER_HEALTH_PORT']}", dispatcher)
         yield Stack(f"http://127.0.0.1:{http_port}", upscaling_pb2_grpc.UpscalingServiceStub(channel), a, b, c,
                     db_url)
     finally:
         channel.close()
-        for proc in (dispatcher, monitor, gateway):
+        for proc in (*dispatchers, monitor, gateway):
             proc.stop()
         for backend in (a, b, c):
             backend.stop()
