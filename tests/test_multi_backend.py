@@ -320,6 +320,24 @@ async def _task_of(s: Stack, job_id: int) -> int:
         await conn.close()
 
 
+def test_a_standalone_job_over_a_group(stack: Stack) -> None:
+    s = stack
+    reply = requests.post(f"{s.http}/unit_jobs", timeout=30, json={
+        "title": "standalone", "label": "openeo", "service": {"endpoint": "eu", "application": s.a.application},
+        "parameters": {"year": 2024, "spatial_extent": tiles(1)[0]}})
+    assert reply.status_code == 201, reply.text
+    job_id = reply.json()["id"]
+
+    def finished() -> dict[str, Any] | None:
+        job = requests.get(f"{s.http}/unit_jobs/{job_id}", timeout=10).json()
+        return job if job["status"] == "finished" else None
+
+    job = wait_for(finished, 60, "the job to finish")
+    assert job["backend"] in (s.a.endpoint, s.b.endpoint) and job["service"]["endpoint"] == "eu"
+    holder = s.a if job["backend"] == s.a.endpoint else s.b
+    assert job["backend_job_id"] in holder.jobs()
+
+
 @pytest.mark.parametrize(("endpoint", "message"), [
     ([], "service.endpoint"),
     (["https://nowhere.example/openeo/1.2"], "is not a configured openEO backend or group"),
