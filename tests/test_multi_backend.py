@@ -278,6 +278,38 @@ def test_a_job_that_may_exist_on_a_backend_is_looked_for_there(stack: Stack) -> 
     s = stack
     tag = f"uj-{uuid.uuid4()}"
     backend_job_id = s.b.create_started_job(tag)
+    job_id = lost_create(s, tag)
+    task_id = asyncio.run(_task_of(s, job_id))
+    job = wait_for(lambda: next((j for j in jobs_of(s, task_id) if j["backend_job_id"]), None), 60,
+                   "the job to be adopted")
+    assert job["backend_job_id"] == backend_job_id and job["backend"] == s.b.endpoint
+    assert s.a.report()["tags"].get(tag) is None
+    assert s.b.report()["tags"].get(tag) == 1
+
+
+def test_a_job_waiting_for_a_drained_backend_can_be_canceled(stack: Stack) -> None:
+    """The job may exist on B (an earlier create's answer was lost) and B answers 503 to everything: the job waits
+    for B and is never created on A; cancelling the task ends it."""
+    s = stack
+    s.b.configure(faults={"*": {"503": 1.0}})
+    try:
+        tag = f"uj-{uuid.uuid4()}"
+        job_id = lost_create(s, tag)
+        task_id = asyncio.run(_task_of(s, job_id))
+        wait_for(lambda: s.b.report()["faults"].get("list_jobs"), 30, "the tag search on B")
+        assert jobs_of(s, task_id)[0]["status"] == "created"
+        reply = requests.post(f"{s.http}/upscale_tasks/{task_id}/cancel", timeout=10)
+        assert reply.status_code in (200, 202, 204), reply.text
+        final = wait_for(lambda: (t := task(s, task_id))["status"] == "canceled" and t, 60, "the task to be canceled")
+        assert final["jobs"][0]["status"] == "canceled" and "did not answer" in final["jobs"][0]["message"]
+        assert s.a.report()["tags"].get(tag) is None and s.b.report()["tags"].get(tag) is None
+    finally:
+        s.b.configure(faults={})
+
+
+def lost_create(s: Stack, tag: str) -> int:
+    """A one-job task over [A, B] whose job an earlier try leased on B, the lease long expired, with A ranking
+    first for it; its job message is queued through the outbox. Returns the job id."""
 
     async def insert() -> int:
         conn = await db_connect(s.db_url)
@@ -303,13 +335,7 @@ def test_a_job_that_may_exist_on_a_backend_is_looked_for_there(stack: Stack) -> 
         finally:
             await conn.close()
 
-    job_id = asyncio.run(insert())
-    task_id = asyncio.run(_task_of(s, job_id))
-    job = wait_for(lambda: next((j for j in jobs_of(s, task_id) if j["backend_job_id"]), None), 60,
-                   "the job to be adopted")
-    assert job["backend_job_id"] == backend_job_id and job["backend"] == s.b.endpoint
-    assert s.a.report()["tags"].get(tag) is None
-    assert s.b.report()["tags"].get(tag) == 1
+    return asyncio.run(insert())
 
 
 async def _task_of(s: Stack, job_id: int) -> int:

@@ -470,7 +470,8 @@ class Submitter:
                         raise MoveJob() from exc
                     log.warning("backend drained while the job may exist there; waiting until it answers",
                                 extra={"job_id": t.job_id, "backend": backend.endpoint, "error": str(exc)})
-                    await self.health.wait_available(backend.endpoint)
+                    if not await self._wait_backend(t, backend):
+                        return
                     flow = Flow.AGAIN
                 elif not await self._after_error(t, backend, exc):
                     return
@@ -480,6 +481,26 @@ class Submitter:
                 return
             if flow is Flow.AGAIN:
                 t.new_round()
+
+    async def _wait_backend(self, t: SubmitTry, backend: BackendConfig, check_s: float = 2.0) -> bool:
+        """Wait until a drained backend answers again (True), or until the job is canceled meanwhile (False: it is
+        recorded `canceled`; a backend job an earlier create may have made there cannot be stopped)."""
+        while True:
+            try:
+                await asyncio.wait_for(self.health.wait_available(backend.endpoint), check_s)
+                return True
+            except TimeoutError:
+                pass
+            canceled = await self.pool.fetchval(
+                "SELECT uj.status = 'created' AND (uj.cancel_requested OR coalesce(t.cancel_requested, false))"
+                " FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id WHERE uj.id = $1 AND uj.tag = $2",
+                t.job_id, t.tag)
+            if canceled:
+                await self._update(t.job_id, status="canceled",
+                                   message=f"canceled while backend {backend.endpoint} did not answer; a backend job "
+                                           "an earlier request may have created there was not stopped")
+                log.info("unit job canceled while its backend was drained", extra={"job_id": t.job_id})
+                return False
 
     async def _step(self, t: SubmitTry, backend: BackendConfig) -> Flow:
         step = next_step(t)
