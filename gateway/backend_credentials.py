@@ -84,9 +84,13 @@ class BackendCredentials:
                     "RegisterBackendCredentials)", error_code="BACKEND_CREDENTIALS_MISSING")
 
     async def prepare_again(self, caller: Principal, endpoint: object) -> None:
-        """`prepare` for work stored earlier (a retry); nothing when its backend is no longer configured."""
-        if isinstance(endpoint, str) and self.backends.find(endpoint) is not None:
-            await self.prepare(caller, endpoint)
+        """`prepare` for work stored earlier (a retry), for each backend its `service.endpoint` still names."""
+        try:
+            backends = self.backends.resolve(endpoint)
+        except ValueError:
+            return  # no longer configured
+        for backend in backends:
+            await self.prepare(caller, backend.endpoint)
 
     async def _exchange(self, caller: Principal, backend: BackendConfig) -> None:
         token = caller.access_token

@@ -55,7 +55,11 @@ def _loads(text: str, what: str, default: Any = None) -> Any:
 
 
 def _service(ref: common_pb2.ServiceRef) -> dict[str, Any]:
-    service = {"endpoint": ref.endpoint, "application": ref.application}
+    # Several backends (`endpoints`) win over `endpoint`; naming both is refused by the task checks.
+    endpoint: Any = list(ref.endpoints) if ref.endpoints else ref.endpoint
+    if ref.endpoints and ref.endpoint:
+        raise InvalidArgument("service: give either endpoint or endpoints, not both")
+    service: dict[str, Any] = {"endpoint": endpoint, "application": ref.application}
     if ref.namespace:
         service["namespace"] = ref.namespace
     return service

@@ -26,7 +26,9 @@ Caller = Annotated[Principal, Depends(caller)]
 class ServiceModel(BaseModel):
     """An openEO backend and a UDP."""
 
-    endpoint: str = Field(description="backend URL (one of the configured backends: openEO, or OGC API - Processes)")
+    endpoint: str | list[str] = Field(description="backend URL (one of the configured backends: openEO, or OGC API - "
+                                      "Processes), a configured group name, or a list of them: the task's jobs are "
+                                      "spread over these backends")
     application: str = Field(description="URL of the UDP (process definition JSON); for ogc_api_process the process"
                                          " URL {endpoint}/processes/{id} or its id")
     namespace: str | None = None

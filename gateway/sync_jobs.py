@@ -217,16 +217,18 @@ class SyncJobs:
             raise InvalidArgument(f"synchronous jobs run on openEO backends (label 'openeo'), not {spec.label!r}; "
                                   "use POST /unit_jobs")
         self.check_area(job.udp, job.arguments)
-        backend = self.tasks.backends.find(job.endpoint)
+        # the first of several named backends (a synchronous request is not spread: it is one request)
+        endpoint = job.candidates[0]
+        backend = self.tasks.backends.find(endpoint)
         assert backend is not None  # check_job found it
         account = backend_connection.SERVICE
         if self.tasks.credentials is not None and backend.auth.method.startswith("user_"):
             # a backend that runs each user's jobs with the user's own credentials runs this one so too
-            await self.tasks.credentials.prepare(caller, job.endpoint)
+            await self.tasks.credentials.prepare(caller, endpoint)
             try:
                 account = await self.tasks.credentials.store.account(backend, caller.user_id)
             except backend_errors.BackendError as exc:
-                raise _backend_failure(exc, job.endpoint) from exc
+                raise _backend_failure(exc, endpoint) from exc
         call = backend_jobs.JobSpec(process_id=job.udp.id, namespace=job.service["application"],
                                     arguments=job.arguments, title=job.title, description="", format=job.format)
         with self._slot(caller.user_id):
@@ -237,12 +239,12 @@ class SyncJobs:
                                             self.limits.timeout_s, call, self.limits.max_bytes, account)
                 result = await asyncio.get_running_loop().run_in_executor(self._threads, compute)
             except backend_errors.BackendError as exc:
-                answer = _backend_failure(exc, job.endpoint)
+                answer = _backend_failure(exc, endpoint)
                 if not isinstance(exc, backend_sync.ResultTooLarge):
-                    metrics.backend_error(job.endpoint, exc)
-                metrics.SYNC_JOBS.labels(job.endpoint, answer.error_code).inc()
+                    metrics.backend_error(endpoint, exc)
+                metrics.SYNC_JOBS.labels(endpoint, answer.error_code).inc()
                 raise answer from exc
             finally:
-                metrics.SYNC_SECONDS.labels(job.endpoint).observe(time.monotonic() - started)
-        metrics.SYNC_JOBS.labels(job.endpoint, "ok").inc()
+                metrics.SYNC_SECONDS.labels(endpoint).observe(time.monotonic() - started)
+        metrics.SYNC_JOBS.labels(endpoint, "ok").inc()
         return result

@@ -133,6 +133,8 @@ class TaskState:
                 except ValueError:
                     pass
                 job["backend_job_id"] = ev.backend_job_id or None
+                if ev.backend:
+                    job["backend"] = ev.backend
                 # the event carries 0 / "" for a progress or message that is not set
                 job["progress"] = ev.progress if ev.progress or job["progress"] is not None else None
                 job["message"] = ev.message or None

@@ -79,7 +79,7 @@ def job_item(task: Row, job: Row, base_url: str | None = None) -> dict[str, Any]
         properties["datetime"] = _iso(job.get("updated"))
     properties.update({
         "upscaling:task_id": task["id"], "upscaling:job_id": job["id"],
-        "upscaling:backend_job_id": job["backend_job_id"],
+        "upscaling:backend_job_id": job["backend_job_id"], "upscaling:backend": job.get("backend"),
         "upscaling:dimension": {"name": dimension, "value": value},
     })
     item: dict[str, Any] = {

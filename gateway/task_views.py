@@ -85,7 +85,8 @@ def job_summary(job: Row) -> dict[str, Any]:
 def job_item(job: Row) -> dict[str, Any]:
     """A job inside a task body: `{id,title,label,status,service,parameters}` plus progress and message."""
     return {**job_summary(job), "service": service_view(job["service"]), "parameters": job["parameters"],
-            "progress": job["progress"], "message": job["message"], "costs": _costs(job.get("costs"))}
+            "progress": job["progress"], "message": job["message"], "costs": _costs(job.get("costs")),
+            "backend": job.get("backend")}
 
 
 def job_logs_body(job_id: int, failures: Sequence[Row]) -> dict[str, Any]:
@@ -120,8 +121,10 @@ def task_body(task: Row, jobs: Sequence[Row]) -> dict[str, Any]:
 
 def service_proto(service: Mapping[str, Any] | None) -> common_pb2.ServiceRef:
     view = service_view(service)
-    return common_pb2.ServiceRef(endpoint=view["endpoint"] or "", application=view["application"] or "",
-                                 namespace=view.get("namespace") or "")
+    endpoint = view["endpoint"]
+    several = endpoint if isinstance(endpoint, list) else []  # a task over several backends: as the client sent
+    return common_pb2.ServiceRef(endpoint="" if several else endpoint or "", endpoints=several,
+                                 application=view["application"] or "", namespace=view.get("namespace") or "")
 
 
 def job_proto(job: Row) -> upscaling_pb2.UnitJob:
@@ -130,7 +133,7 @@ def job_proto(job: Row) -> upscaling_pb2.UnitJob:
         status=job_status_to_proto(job["status"]), service=service_proto(job["service"]),
         parameters_json=_json(job["parameters"]), backend_job_id=job["backend_job_id"] or "",
         progress=job["progress"] or 0.0, message=job["message"] or "", created=_stamp(job["created"]),
-        updated=_stamp(job["updated"]), costs=_costs(job.get("costs")))
+        updated=_stamp(job["updated"]), costs=_costs(job.get("costs")), backend=job.get("backend") or "")
     fill_usage(proto.usage, job.get("usage"))
     return proto
 

@@ -39,7 +39,7 @@ MAX_PAGE_SIZE = 500
 _IN_FLIGHT = sorted(ACTIVE_JOB_STATUSES & set(TASK_STATUSES))
 # Rows are scoped to their owner: `$n` is the caller's user id, or NULL for an admin (every row).
 _JOB_COLUMNS = ("id, task_id, seq, title, label, status, service, parameters, format, backend_job_id, progress,"
-                " message, costs, usage, created, updated")
+                " message, costs, usage, created, updated, backend")
 
 
 @dataclass
@@ -74,7 +74,7 @@ class CheckedJob:
 
     title: str
     service: dict[str, Any]
-    endpoint: str
+    candidates: list[str]  # the canonical endpoints of the backends the job may run on (one, or several)
     udp: Udp
     format: str
     arguments: dict[str, Any]
@@ -109,6 +109,12 @@ def ogc_process_url(backend: BackendConfig, application: str) -> str:
     if "/" in application or not application.strip():
         raise InvalidArgument(f"service.application {application[:300]!r} is not an OGC process id")
     return f"{backend.url.rstrip('/')}/processes/{urllib.parse.quote(application, safe='')}"
+def backend_columns(candidates: list[str]) -> tuple[str | None, list[str] | None]:
+    """A new job's `backend` and `candidates` columns: one candidate is its backend (as before); with several the
+    dispatcher chooses one when it leases the job."""
+    if len(candidates) == 1:
+        return candidates[0], None
+    return None, candidates
 
 
 def encode_page_token(last_id: int) -> str:
@@ -211,32 +217,40 @@ class TaskService:
 
     # ---- validation -------------------------------------------------------------------------------------
 
-    async def _check_service(self, label: str, service: Any) -> tuple[dict[str, Any], str, Udp]:
-        """(public service dict, canonical endpoint, UDP) or InvalidArgument. The label must be the platform of the
-        endpoint's backend; an `ogc_api_process` application is the process (its URL or id) on that server."""
+    async def _check_service(self, label: str, service: Any) -> tuple[dict[str, Any], list[str], Udp]:
+        """(public service dict as the client sent it, candidate backends' canonical endpoints, UDP) or
+        InvalidArgument. `service.endpoint` is one backend URL, a configured group name, or a list of them; the
+        label must be the platform of those backends; an `ogc_api_process` application is the process (its URL,
+        or its id: the only form when several backends are named) on that server."""
         _check_label(label)
         if not isinstance(service, dict):
             raise InvalidArgument("service must be an object {endpoint, application, namespace?}")
         endpoint, application = service.get("endpoint"), service.get("application")
-        if not isinstance(endpoint, str) or not endpoint:
-            raise InvalidArgument("service.endpoint is required (an openEO backend or OGC API - Processes URL)")
+        if not isinstance(endpoint, str | list) or not endpoint:
+            raise InvalidArgument("service.endpoint is required (an openEO backend or OGC API - Processes URL, a "
+                                  "backend group name, or a list of them)")
         if not isinstance(application, str) or not application:
             raise InvalidArgument("service.application is required (the URL of the UDP JSON, or of the OGC process)")
-        backend = self.backends.find(endpoint)
-        if backend is None:
-            raise InvalidArgument(f"service.endpoint {endpoint!r} is not a configured backend; "
-                                  f"configured: {', '.join(self.backends.endpoints())}")
-        if backend.platform != label:
+        try:
+            backends = self.backends.resolve(endpoint)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        platform = backends[0].platform  # (resolve: one platform)
+        if platform != label:
             raise InvalidArgument(f"label {label!r} does not match service.endpoint {endpoint!r}, an "
-                                  f"{backend.platform} backend: use label {backend.platform!r}")
+                                  f"{platform} backend: use label {platform!r}")
         if label == OGC_API_PROCESS:
-            udp = await self.udps.get(ogc_process_url(backend, application), ogc=True)
+            if len(backends) > 1 and application.startswith(("http://", "https://")):
+                raise InvalidArgument("service.application names the process by its id when service.endpoint names "
+                                      "several OGC API - Processes backends (each runs the process of that id)")
+            udp = await self.udps.get(ogc_process_url(backends[0], application), ogc=True)
         else:
             udp = await self.udps.get(application)
+        candidates = [b.endpoint for b in backends]
         public = {"endpoint": endpoint, "application": application}
         if service.get("namespace"):
             public["namespace"] = str(service["namespace"])
-        return public, backend.endpoint, udp
+        return public, candidates, udp
 
     @staticmethod
     def _check_format(fmt: str | None) -> str:
@@ -264,11 +278,18 @@ class TaskService:
         check_storable({"title": spec.title, "label": spec.label, "service": spec.service,
                         "parameters": spec.parameters}, "request")
         title = self._check_title(spec.title)
-        service, endpoint, udp = await self._check_service(spec.label, spec.service)
+        service, candidates, udp = await self._check_service(spec.label, spec.service)
         fmt = self._check_format(spec.format)
         if not isinstance(spec.parameters, dict):
             raise InvalidArgument("parameters must be an object")
-        return CheckedJob(title, service, endpoint, udp, fmt, validate_arguments(udp, spec.parameters))
+        return CheckedJob(title, service, candidates, udp, fmt, validate_arguments(udp, spec.parameters))
+
+    async def _prepare_credentials(self, caller: Principal, candidates: list[str]) -> None:
+        """The caller's own credentials for every candidate backend that runs jobs with them (before anything is
+        stored: a refused token exchange stores nothing)."""
+        if self.credentials is not None:
+            for endpoint in candidates:
+                await self.credentials.prepare(caller, endpoint)
 
     # ---- create -----------------------------------------------------------------------------------------
 
@@ -279,7 +300,8 @@ class TaskService:
                         "parameters": spec.parameters, "dimension.name": spec.dimension_name}, "request")
         check_storable(spec.dimension_values, "dimension.values")
         title = self._check_title(spec.title)
-        service, endpoint, udp = await self._check_service(spec.label, spec.service)
+        service, candidates, udp = await self._check_service(spec.label, spec.service)
+        backend, several = backend_columns(candidates)
         fmt = self._check_format(spec.format)
         max_attempts = 1 if spec.max_attempts is None else spec.max_attempts
         if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or not 1 <= max_attempts <= 5:
@@ -313,8 +335,7 @@ class TaskService:
             more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
             raise InvalidArgument(f"invalid values for parameter {dim!r}: " + "; ".join(problems[:5]) + more)
 
-        if self.credentials is not None:
-            await self.credentials.prepare(caller, endpoint)  # the caller's own backend credentials, if needed
+        await self._prepare_credentials(caller, candidates)
         cid = correlation_id.get() or ""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._check_in_flight(conn, caller)
@@ -327,14 +348,14 @@ class TaskService:
             assert task is not None  # INSERT ... RETURNING returns its row
             rows = await conn.fetch(
                 "INSERT INTO unit_jobs (task_id, seq, title, label, service, parameters, format, tag,"
-                " backend, process_id, submit_arguments, owner)"
+                " backend, process_id, submit_arguments, owner, candidates)"
                 " SELECT $1, u.n, $2 || ' - Processing Job ' || u.n, $3, $4, $5::jsonb ||"
                 " jsonb_build_object($6::text, u.v), $7, 'uj-' || gen_random_uuid(), $8, $9, $10::jsonb ||"
-                " jsonb_build_object($6::text, u.sv), $13"
+                " jsonb_build_object($6::text, u.sv), $13, $14"
                 " FROM unnest($11::jsonb[], $12::jsonb[]) WITH ORDINALITY AS u(v, sv, n)"
                 " RETURNING id, seq, tag",
-                task["id"], title, spec.label, service, spec.parameters, dim, fmt, endpoint, udp.id, base, values,
-                converted, caller.user_id)
+                task["id"], title, spec.label, service, spec.parameters, dim, fmt, backend, udp.id, base, values,
+                converted, caller.user_id, several)
             await jobs.submit_new(conn, [
                 {"id": job["id"], "task_id": task["id"], "service": service, "format": fmt, "attempts": 0,
                  "submit_arguments": {**base, dim: converted[job["seq"] - 1]}, "process_id": udp.id,
@@ -345,18 +366,19 @@ class TaskService:
     async def create_job(self, spec: JobSpec, caller: Principal) -> asyncpg.Record:
         """Validate and store a standalone unit job (no task) and its outbox row."""
         checked = await self.check_job(spec)
-        title, service, endpoint, udp, fmt, arguments = (checked.title, checked.service, checked.endpoint,
-                                                         checked.udp, checked.format, checked.arguments)
-        if self.credentials is not None:
-            await self.credentials.prepare(caller, endpoint)  # the caller's own backend credentials, if needed
+        title, service, candidates, udp, fmt, arguments = (checked.title, checked.service, checked.candidates,
+                                                           checked.udp, checked.format, checked.arguments)
+        backend, several = backend_columns(candidates)
+        await self._prepare_credentials(caller, candidates)
         cid = correlation_id.get() or ""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._check_in_flight(conn, caller)
             job = await conn.fetchrow(
                 "INSERT INTO unit_jobs (task_id, seq, title, label, service, parameters, format, tag, backend,"
-                " process_id, submit_arguments, owner) VALUES (NULL, 1, $1, $2, $3, $4, $5,"
-                " 'uj-' || gen_random_uuid(), $6, $7, $8, $9) RETURNING *",
-                title, spec.label, service, spec.parameters, fmt, endpoint, udp.id, arguments, caller.user_id)
+                " process_id, submit_arguments, owner, candidates) VALUES (NULL, 1, $1, $2, $3, $4, $5,"
+                " 'uj-' || gen_random_uuid(), $6, $7, $8, $9, $10) RETURNING *",
+                title, spec.label, service, spec.parameters, fmt, backend, udp.id, arguments, caller.user_id,
+                several)
             assert job is not None  # INSERT ... RETURNING returns its row
             await jobs.submit_new(conn, [job], cid)
         return job
@@ -461,7 +483,7 @@ class TaskService:
             if task is None:
                 raise _task_not_found(task_id)
             jobs = await conn.fetch(
-                "SELECT id, title, status, parameters, backend_job_id, results, updated FROM unit_jobs"
+                "SELECT id, title, status, parameters, backend_job_id, backend, results, updated FROM unit_jobs"
                 " WHERE task_id = $1 AND status = 'finished' ORDER BY seq, id", task_id)
         return task, list(jobs)
 

@@ -8,7 +8,8 @@ the built-in local openEO backend at http://127.0.0.1:8081/openeo/1.2 with its d
      "aliases": ["https://openeo.example.org"],                # optional: other spellings clients use
      "auth": {"method": "basic", "username": "u", "password_env": "OPENEO_PW"},
      "max_running_jobs": 2,                                    # queued+running jobs at once; 0 = no limit
-     "starts_per_second": 0.2}                                 # job starts per second; 0 = no limit
+     "starts_per_second": 0.2,                                 # job starts per second; 0 = no limit
+     "groups": ["eu"]}                                         # optional: group names a service.endpoint may use
 
 `platform` is `openeo` (default) or `ogc_api_process` (an OGC API - Processes server: `endpoint` is its landing
 page; `tag_input` optionally names an input of its processes that carries each job's tag, so that a job whose
@@ -21,6 +22,9 @@ methods (each job runs with its owner's credentials, `upscaling.credentials`): `
 `client_id`, `client_secret*`, optional `audience`, `scope`, and the `provider_id` the backend knows) or
 `user_refresh_token` (`provider_id`, `client_id`, optional `client_secret*`). Secrets never leave this module
 except into the openEO client and the identity provider's token endpoint.
+
+A task's `service.endpoint` names its candidate backends (`Backends.resolve`): one endpoint, a list of them, or a
+group name (every backend whose entry lists that group, in configuration order).
 """
 
 from __future__ import annotations
@@ -121,6 +125,7 @@ class BackendConfig:
     starts_per_second: float = 0.0
     platform: str = OPENEO
     tag_input: str = ""
+    groups: tuple[str, ...] = ()
 
 
 def parse_backend(entry: dict[str, Any]) -> BackendConfig:
@@ -154,6 +159,11 @@ def parse_backend(entry: dict[str, Any]) -> BackendConfig:
         raise ValueError(f"backend {entry['endpoint']}: tag_input is the name of an input of an ogc_api_process "
                          "backend's processes")
     endpoint = normalize_endpoint(entry["endpoint"])
+    groups = entry.get("groups", ())
+    if not isinstance(groups, list | tuple) or not all(isinstance(g, str) and g.strip() for g in groups):
+        raise ValueError(f"backend {entry['endpoint']}: 'groups' must be a list of non-empty names")
+    if any("://" in g for g in groups):
+        raise ValueError(f"backend {entry['endpoint']}: a group name cannot look like a URL")
     return BackendConfig(
         endpoint=endpoint,
         url=entry.get("url") or endpoint,
@@ -163,6 +173,7 @@ def parse_backend(entry: dict[str, Any]) -> BackendConfig:
         starts_per_second=float(entry.get("starts_per_second", 0.0)),
         platform=platform,
         tag_input=tag_input,
+        groups=tuple(g.strip() for g in groups),
     )
 
 
@@ -187,6 +198,41 @@ class Backends:
     def per_user(self) -> list[BackendConfig]:
         """The backends whose jobs run with their owners' own credentials."""
         return [c for c in self.configs if c.auth.per_user]
+    def group(self, name: str) -> list[BackendConfig]:
+        """The backends of a group (configuration order); empty when no backend lists it."""
+        return [c for c in self.configs if name in c.groups]
+
+    def group_names(self) -> list[str]:
+        """Every configured group name, sorted."""
+        return sorted({g for c in self.configs for g in c.groups})
+
+    def resolve(self, endpoint: Any) -> list[BackendConfig]:
+        """The candidate backends of a `service.endpoint`: an endpoint URL (any spelling), a group name, or a
+        non-empty list of endpoint URLs and group names. ValueError with a message for a client: an unknown
+        backend or group, a backend named twice, backends of different platforms."""
+        names = endpoint if isinstance(endpoint, list) else [endpoint]
+        if not names:
+            raise ValueError("service.endpoint is an empty list; name at least one backend")
+        found: list[BackendConfig] = []
+        for i, name in enumerate(names):
+            where = f"service.endpoint[{i}]" if isinstance(endpoint, list) else "service.endpoint"
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"{where} must be a non-empty string (a backend URL or a group name)")
+            config = self.find(name)
+            members = [config] if config is not None else self.group(name.strip())
+            if not members:
+                groups = f"; groups: {', '.join(self.group_names())}" if self.group_names() else ""
+                raise ValueError(f"{where} {name!r} is not a configured backend or group; configured: "
+                                 f"{', '.join(self.endpoints())}{groups}")
+            for member in members:
+                if any(member is seen for seen in found):
+                    raise ValueError(f"{where} {name!r} names backend {member.endpoint} a second time")
+                found.append(member)
+        platforms = {c.platform for c in found}
+        if len(platforms) > 1:
+            raise ValueError(f"service.endpoint names backends of different platforms ({', '.join(sorted(platforms))});"
+                             " one task runs on one platform")
+        return found
 
 
 def load_backends() -> Backends:

@@ -85,6 +85,9 @@ class Settings:
     submit_backoff_max_s: float = 30.0
     openeo_timeout_s: float = 30.0
     submit_settle_s: float = 5.0
+    backend_health_interval_s: float = 5.0  # GET / of every backend by each dispatcher (several-backend tasks)
+    backend_drain_failures: int = 3  # consecutive transient errors that drain a backend
+    backend_drain_cooldown_s: float = 5.0  # first pause before a drained backend is probed (doubles to 60 s)
     monitor_interval_min_s: float = 1.0
     monitor_interval_max_s: float = 30.0
     monitor_page_size: int = 100
@@ -145,6 +148,9 @@ ENV: dict[str, str] = {
     "submit_backoff_max_s": "SUBMIT_BACKOFF_MAX_S",
     "openeo_timeout_s": "OPENEO_TIMEOUT_S",
     "submit_settle_s": "SUBMIT_SETTLE_S",
+    "backend_health_interval_s": "BACKEND_HEALTH_INTERVAL_S",
+    "backend_drain_failures": "BACKEND_DRAIN_FAILURES",
+    "backend_drain_cooldown_s": "BACKEND_DRAIN_COOLDOWN_S",
     "monitor_interval_min_s": "MONITOR_INTERVAL_MIN_S",
     "monitor_interval_max_s": "MONITOR_INTERVAL_MAX_S",
     "monitor_page_size": "MONITOR_PAGE_SIZE",

@@ -61,6 +61,9 @@ BACKEND_REQUEST_SECONDS = Histogram(
 DEAD_LETTERS = Counter("upscaling_dead_letters",
                        "Dead letters handled, by decision (republished, failed, dropped, obsolete)", ["decision"],
                        registry=None)
+BACKEND_DRAINED = Gauge("upscaling_backend_drained",
+                        "1 while this dispatcher sends no new jobs to the backend (drained after transient errors)",
+                        ["backend"], registry=None)
 DELIVERY_FAILURES = Counter("upscaling_delivery_failures",
                             "Job messages whose handling failed unexpectedly (counted per job in PostgreSQL)",
                             registry=None)
@@ -113,7 +116,7 @@ TILER_SECONDS = Histogram("upscaling_tiler_seconds", "Duration of TileAoi calls"
 
 GROUPS: dict[str, tuple[Collector, ...]] = {
     "dispatcher": (SUBMISSIONS, SUBMISSION_SECONDS, BACKEND_REQUEST_SECONDS, BACKEND_ERRORS, RETRIES, DEAD_LETTERS,
-                   DELIVERY_FAILURES, OUTBOX_PUBLISHED),
+                   DELIVERY_FAILURES, OUTBOX_PUBLISHED, BACKEND_DRAINED),
     "monitor": (CYCLE_SECONDS, CYCLE_CALLS, BACKEND_CALLS, MONITOR_LOCK_HELD, JOB_CHANGES, BACKEND_ERRORS,
                 RETRIES, RECONCILED, RECONCILER_LOCK_HELD, OUTBOX_PUBLISHED),
     "relay": (OUTBOX_PUBLISHED,),

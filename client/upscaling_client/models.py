@@ -118,12 +118,13 @@ class JobInfo:
     message: str = ""
     updated: datetime | None = None
     costs: float | None = None  # what the backend reported the job cost (None: not reported)
+    backend: str = ""  # where the job was submitted (empty until chosen)
 
     @classmethod
     def from_proto(cls, job: upscaling_pb2.UnitJob) -> JobInfo:
         return cls(job.id, job.title, job_status_name(job.status), _loads(job.parameters_json) or {},
                    job.backend_job_id, job.progress, job.message, _time(job.updated),
-                   job.costs if job.HasField("costs") else None)
+                   job.costs if job.HasField("costs") else None, job.backend)
 
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
@@ -156,7 +157,9 @@ class TaskInfo:
     @classmethod
     def from_proto(cls, task: upscaling_pb2.Task) -> TaskInfo:
         counts = {s: int(task.job_counts.get(s, 0)) for s in JOB_STATUSES}
-        return cls(task.id, task.title, task_status_name(task.status), task.service.endpoint,
+        # A task over several backends names them in `endpoints`.
+        endpoint = task.service.endpoint or ", ".join(task.service.endpoints)
+        return cls(task.id, task.title, task_status_name(task.status), endpoint,
                    task.service.application, _loads(task.parameters_json) or {}, task.format, task.dimension.name,
                    counts, tuple(JobInfo.from_proto(j) for j in task.jobs), _time(task.created), _time(task.updated),
                    task.costs, {k: {"value": m.value, "unit": m.unit} for k, m in task.usage.items()},

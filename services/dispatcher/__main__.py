@@ -3,6 +3,8 @@ outbox; gRPC health on DISPATCHER_HEALTH_PORT."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from services.dispatcher.consumer import Consumer
@@ -43,9 +45,15 @@ async def main() -> None:
         relay.start()
         heartbeat.start()
         await dead_letters.start()
+        # Drains and restores backends for tasks over several of them (`backend_health`).
+        health = asyncio.create_task(submitter.watch_health(rt.stop)) if len(rt.backends.configs) > 1 else None
         try:
             await consumer.run(rt.stop)
         finally:
+            if health is not None:
+                health.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await health
             await dead_letters.stop()
             await heartbeat.stop()
             await relay.stop()

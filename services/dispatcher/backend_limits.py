@@ -33,12 +33,22 @@ START_SLOT_TOLERANCE = 0.5
 # A reservation older than this no longer counts (its dispatcher died and the message was dead-lettered).
 RESERVATION_TTL_S = 600
 
-_COUNT_SQL = """
+# The one rule of which jobs count against a backend's running-jobs limit ($3: RESERVATION_TTL_S).
+_ACTIVE = """(status IN ('queued', 'running', 'unknown')
+       OR (status = 'created' AND (backend_job_id IS NOT NULL
+                                   OR submitted_at > now() - make_interval(secs => $3))))"""
+
+_COUNT_SQL = f"""
 SELECT count(*) FROM unit_jobs
 WHERE backend = $1 AND id <> $2
-  AND (status IN ('queued', 'running', 'unknown')
-       OR (status = 'created' AND (backend_job_id IS NOT NULL
-                                   OR submitted_at > now() - make_interval(secs => $3))))
+  AND {_ACTIVE}
+"""
+
+_COUNTS_SQL = f"""
+SELECT backend, count(*) AS n FROM unit_jobs
+WHERE backend = ANY($1::text[]) AND id <> $2
+  AND {_ACTIVE}
+GROUP BY backend
 """
 
 _START_SLOT_SQL = """
@@ -65,6 +75,16 @@ async def running_slot_free(conn: AnyConnection, backend: BackendConfig, job_id:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(backend.endpoint))
     count = await conn.fetchval(_COUNT_SQL, backend.endpoint, job_id, float(RESERVATION_TTL_S))
     return count < backend.max_running_jobs
+
+
+async def active_counts(conn: AnyConnection | asyncpg.Pool, endpoints: list[str], job_id: int = 0
+                        ) -> dict[str, int]:
+    """The jobs counting against each backend's running-jobs limit (the rule of `running_slot_free`), without
+    `job_id`: an estimate for choosing a backend (`running_slot_free` is the check that holds)."""
+    rows = await conn.fetch(_COUNTS_SQL, endpoints, job_id, float(RESERVATION_TTL_S))
+    counts = dict.fromkeys(endpoints, 0)
+    counts.update({r["backend"]: r["n"] for r in rows})
+    return counts
 
 
 async def release_running_slot(conn: AnyConnection | asyncpg.Pool, job_id: int,

@@ -38,8 +38,9 @@ from typing import Any, TypeVar
 import asyncpg
 from aio_pika.abc import AbstractExchange
 
-from services.dispatcher import backend_limits, cost_limit
+from services.dispatcher import backend_choice, backend_limits, cost_limit
 from services.dispatcher.attempt import Lease, Reaction, Step, SubmitTry, job_spec, message_arguments, next_step, react
+from services.dispatcher.backend_health import BackendHealth
 from services.dispatcher.batching import MicroBatcher
 from services.dispatcher.owner_accounts import OwnerAccounts, job_owner
 from upscaling import jobs, metrics
@@ -51,7 +52,14 @@ from upscaling.leases import START_WINDOW_S, lease_seconds
 from upscaling.logs import correlation_id
 from upscaling.openeo_backend import jobs as backend_jobs
 from upscaling.openeo_backend.connection import Account
-from upscaling.openeo_backend.errors import BackendError, BackendTimeoutError, ErrorKind
+from upscaling.openeo_backend.errors import (
+    BackendError,
+    BackendTimeoutError,
+    BackendTransientError,
+    BackendUnreachableError,
+    ErrorKind,
+)
+from upscaling.openeo_backend.health import check as backend_health_check
 from upscaling.v1 import jobs_pb2
 
 log = logging.getLogger(__name__)
@@ -61,7 +69,7 @@ T = TypeVar("T")
 # The unit jobs of a batch of messages (without their arguments: a message carries them).
 _JOBS_SQL = """
 SELECT uj.id, uj.task_id, uj.status, uj.backend_job_id, uj.tag, uj.attempts, uj.submitted_at, uj.service,
-       uj.format, uj.title, uj.process_id, uj.owner,
+       uj.format, uj.title, uj.process_id, uj.owner, uj.backend, uj.candidates,
        (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel, t.costs AS task_costs, t.max_costs
 FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id
 WHERE uj.id = ANY($1::bigint[])
@@ -116,6 +124,11 @@ class Flow(enum.Enum):
     NEXT = "next"    # on to its next step
     AGAIN = "again"  # a new round (nothing was sent)
     STOP = "stop"    # the try is over: the job is recorded, or another try took it over
+
+
+class MoveJob(Exception):
+    """The job's backend was drained before any create reached it: the try gave its lease back, and the job goes
+    to another of its candidates."""
 
 
 class StaleTry(Exception):
@@ -188,8 +201,20 @@ class Submitter:
         self._first_leases: MicroBatcher[tuple[int, str], datetime | None] = MicroBatcher(self._lease_first)
         self._pacer = backend_limits.StartPacer()
         self._accounts = OwnerAccounts(credentials)
+        self.health = BackendHealth(settings.backend_drain_failures, settings.backend_drain_cooldown_s)
 
     # --- helpers -------------------------------------------------------------------------------------------
+
+    async def watch_health(self, stop: asyncio.Event) -> None:
+        """Health-check the configured backends (`GET /`) until `stop`: the breakers of `backend_health`."""
+        timeout = min(self.settings.openeo_timeout_s, 10.0)
+
+        async def check(backend: BackendConfig) -> None:
+            context = contextvars.copy_context()
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, context.run, backend_health_check, backend, timeout)
+
+        await self.health.run(self.backends.configs, check, self.settings.backend_health_interval_s, stop)
 
     async def _fetch_jobs(self, job_ids: list[int]) -> list[asyncpg.Record | None]:
         """The unit jobs of a batch of messages (None for unknown ids)."""
@@ -231,7 +256,16 @@ class Submitter:
             return await asyncio.get_running_loop().run_in_executor(self.executor, context.run, work)
 
         # As the job owner's backend account on a backend with per-user credentials, else the service account.
-        return await self._accounts.call(backend, run)
+        try:
+            result = await self._accounts.call(backend, run)
+        except BackendTransientError:
+            self.health.failure(backend.endpoint)
+            raise
+        except BackendError:
+            self.health.success(backend.endpoint)  # it answered (a limit or a refusal is not an outage)
+            raise
+        self.health.success(backend.endpoint)
+        return result
 
     async def _update(self, job_id: int, **changes: Any) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -281,17 +315,24 @@ class Submitter:
         if row["backend_job_id"] is None and row["submitted_at"] is None and cost_limit.over_limit(row):
             await cost_limit.stop(self.pool, self.events, row["task_id"])
             return False
-        endpoint = (row["service"] or {}).get("endpoint") or msg.service.endpoint
-        backend = self.backends.find(endpoint)
-        if backend is None:
-            metrics.SUBMISSIONS.labels(endpoint, "failed").inc()
-            await self._fail(row["id"], f"backend {endpoint!r} is not configured (configured: "
+        choice = backend_choice.candidates(self.backends, row, msg.service.endpoint)
+        if choice.missing is not None:
+            metrics.SUBMISSIONS.labels(choice.missing, "failed").inc()
+            await self._fail(row["id"], f"backend {choice.missing!r} is not configured (configured: "
                                         f"{', '.join(self.backends.endpoints())})")
             return False
+        backend = choice.backends[0]
+        if choice.several and row["backend"] is not None and (
+                row["backend_job_id"] is not None or row["submitted_at"] is not None):
+            # A create may have reached the backend chosen before: the job stays there (see `_reserve`).
+            backend = self.backends.find(row["backend"]) or backend
         if row["backend_job_id"] is not None:
             # Created on the backend by an earlier delivery that did not get to record the start.
-            return await self._submit(msg, row, backend, Reservation(Outcome.RESERVED))
-        reservation = await self._reserve_when_free(row, backend)
+            return await self._submit(msg, row, backend, Reservation(Outcome.RESERVED), choice.several)
+        if choice.several and row["submitted_at"] is None:
+            backend, reservation = await self._reserve_among(row, choice.backends)
+        else:
+            reservation = await self._reserve_when_free(row, backend)
         if reservation.outcome is Outcome.CHANGED:
             return True
         if reservation.outcome is Outcome.LEASED:
@@ -299,7 +340,7 @@ class Submitter:
                      extra={"job_id": row["id"], "wait_s": round(reservation.wait_s, 3)})
             await asyncio.sleep(reservation.wait_s + random.uniform(0.0, 0.2))
             return True
-        return await self._submit(msg, row, backend, reservation)
+        return await self._submit(msg, row, backend, reservation, choice.several)
 
     async def _reserve_when_free(self, row: asyncpg.Record, backend: BackendConfig) -> Reservation:
         """`_reserve`, waiting (with growing pauses) while the backend is at its running-jobs limit."""
@@ -312,6 +353,30 @@ class Submitter:
                                 "max_running_jobs": backend.max_running_jobs})
             await asyncio.sleep(min(0.05 * 2 ** min(waits, 5), 1.0) * random.uniform(0.5, 1.0))
         return reservation
+
+    async def _reserve_among(self, row: asyncpg.Record, candidates: list[BackendConfig]
+                             ) -> tuple[BackendConfig, Reservation]:
+        """`_reserve` on the best of several candidate backends (`backend_choice.rank`) whose running-job slot is
+        free, waiting (with growing pauses) while all are full or drained."""
+        waits = 0
+        while True:
+            active = await backend_limits.active_counts(self.pool, [b.endpoint for b in candidates], row["id"])
+            ranked = backend_choice.rank(candidates, active, self.health.available, row["id"])
+            for backend in ranked:
+                reservation = await self._reserve(row, backend)
+                if reservation.outcome is not Outcome.BUSY:
+                    return backend, reservation
+            if not ranked and not await self.pool.fetchval(
+                    "SELECT uj.status = 'created' AND uj.backend_job_id IS NULL AND uj.submitted_at IS NULL"
+                    " AND NOT (uj.cancel_requested OR coalesce(t.cancel_requested, false))"
+                    " FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id WHERE uj.id = $1", row["id"]):
+                return candidates[0], Reservation(Outcome.CHANGED)  # canceled (or taken) while every one was drained
+            waits += 1
+            if waits == 1:
+                log.info("every candidate backend is full or drained; waiting",
+                         extra={"job_id": row["id"], "backends": [b.endpoint for b in candidates],
+                                "drained": self.health.drained()})
+            await asyncio.sleep(min(0.05 * 2 ** min(waits, 5), 1.0) * random.uniform(0.5, 1.0))
 
     @property
     def lease_s(self) -> float:
@@ -329,7 +394,7 @@ class Submitter:
         async with self.pool.acquire() as conn, conn.transaction():
             free = await backend_limits.running_slot_free(conn, backend, row["id"])
             current = await conn.fetchrow(
-                "SELECT uj.status, uj.backend_job_id, uj.attempts, uj.submitted_at,"
+                "SELECT uj.status, uj.backend_job_id, uj.attempts, uj.submitted_at, uj.backend,"
                 " extract(epoch FROM uj.submitted_at + make_interval(secs => $2) - now())::float8 AS lease_left_s,"
                 " (uj.cancel_requested OR coalesce(t.cancel_requested, false)) AS cancel,"
                 f" coalesce({REACHED_SQL}, false) AS over_costs"
@@ -345,6 +410,9 @@ class Submitter:
             # `submitted_at` set: a try with this tag got as far as (maybe) creating a backend job. The monitor
             # clears it, with a new tag, when it resubmits; a release clears it when no create was sent.
             search_first = current["submitted_at"] is not None
+            if search_first and current["backend"] not in (None, backend.endpoint):
+                # An earlier try may have created the job on another backend: it is looked for there.
+                return Reservation(Outcome.CHANGED)
             lease = await conn.fetchval(
                 "UPDATE unit_jobs SET submitted_at = clock_timestamp(), backend = $2, attempts = $3, updated = now()"
                 " WHERE id = $1 AND status = 'created' AND backend_job_id IS NULL"
@@ -373,7 +441,7 @@ class Submitter:
     # --- one try: its steps (`services.dispatcher.attempt.next_step` picks the next one) ---------------------
 
     async def _submit(self, msg: jobs_pb2.SubmitJobMessage, row: asyncpg.Record, backend: BackendConfig,
-                      reservation: Reservation) -> bool:
+                      reservation: Reservation, several: bool = False) -> bool:
         """Create (or find) and start the backend job, retrying transient errors; record the outcome."""
         arguments = message_arguments(msg)
         if arguments is None:
@@ -383,7 +451,13 @@ class Submitter:
         attempt = SubmitTry(row["id"], row["task_id"], row["tag"], job_spec(msg, row, arguments), lease,
                             backend_job_id=row["backend_job_id"], maybe_created=reservation.search_first)
         try:
-            await self._run_try(attempt, backend)
+            await self._run_try(attempt, backend, several)
+        except MoveJob:
+            await asyncio.shield(backend_limits.release_running_slot(
+                self.pool, attempt.job_id, attempt.lease.value if attempt.lease else None))
+            log.info("backend drained before the job reached it; the job goes to another candidate",
+                     extra={"job_id": attempt.job_id, "backend": backend.endpoint})
+            return True
         except BaseException:
             if attempt.nothing_sent:
                 # No create was sent: free the running-job slot for others right away.
@@ -392,8 +466,10 @@ class Submitter:
             raise
         return False
 
-    async def _run_try(self, t: SubmitTry, backend: BackendConfig) -> None:
-        """Run the try's steps until the job is recorded queued, failed, or taken over by another try."""
+    async def _run_try(self, t: SubmitTry, backend: BackendConfig, several: bool = False) -> None:
+        """Run the try's steps until the job is recorded queued, failed, or taken over by another try. With
+        several candidates, a try on a drained backend moves the job (MoveJob) when no create may have reached
+        it, else waits until the backend answers again and looks for the job by its tag there first."""
         while True:
             try:
                 flow = await self._step(t, backend)
@@ -402,13 +478,43 @@ class Submitter:
                          extra={"job_id": t.job_id, "backend_job_id": t.backend_job_id, "error": str(exc)})
                 return
             except BackendError as exc:
-                if not await self._after_error(t, backend, exc):
+                if several and not self.health.available(backend.endpoint):
+                    metrics.backend_error(backend.endpoint, exc)
+                    if t.nothing_sent:
+                        raise MoveJob() from exc
+                    log.warning("backend drained while the job may exist there; waiting until it answers",
+                                extra={"job_id": t.job_id, "backend": backend.endpoint, "error": str(exc)})
+                    if not await self._wait_backend(t, backend):
+                        return
+                    flow = Flow.AGAIN
+                elif not await self._after_error(t, backend, exc):
                     return
-                flow = Flow.AGAIN
+                else:
+                    flow = Flow.AGAIN
             if flow is Flow.STOP:
                 return
             if flow is Flow.AGAIN:
                 t.new_round()
+
+    async def _wait_backend(self, t: SubmitTry, backend: BackendConfig, check_s: float = 2.0) -> bool:
+        """Wait until a drained backend answers again (True), or until the job is canceled meanwhile (False: it is
+        recorded `canceled`; a backend job an earlier create may have made there cannot be stopped)."""
+        while True:
+            try:
+                await asyncio.wait_for(self.health.wait_available(backend.endpoint), check_s)
+                return True
+            except TimeoutError:
+                pass
+            canceled = await self.pool.fetchval(
+                "SELECT uj.status = 'created' AND (uj.cancel_requested OR coalesce(t.cancel_requested, false))"
+                " FROM unit_jobs uj LEFT JOIN upscale_tasks t ON t.id = uj.task_id WHERE uj.id = $1 AND uj.tag = $2",
+                t.job_id, t.tag)
+            if canceled:
+                await self._update(t.job_id, status="canceled",
+                                   message=f"canceled while backend {backend.endpoint} did not answer; a backend job "
+                                           "an earlier request may have created there was not stopped")
+                log.info("unit job canceled while its backend was drained", extra={"job_id": t.job_id})
+                return False
 
     async def _step(self, t: SubmitTry, backend: BackendConfig) -> Flow:
         step = next_step(t)
@@ -470,6 +576,9 @@ class Submitter:
             except BackendTimeoutError:
                 # The backend may still be handling the request: do not look too early.
                 t.search_not_before += self.settings.openeo_timeout_s + self.settings.submit_settle_s
+                raise
+            except BackendUnreachableError:
+                t.maybe_created = sent_before  # no connection was made: the request did nothing
                 raise
         t.backend_job_id = backend_job_id
         if start_now and start_error is None:

@@ -63,11 +63,13 @@ def fill_usage(target: Any, usage: Any) -> None:
 
 def job_event(task_id: int, job_id: int, status: str, job: Mapping[str, Any], sequence: int, now: Timestamp,
               cid: str | None) -> PendingEvent:
-    """The serialized job event of a job (`job` holds its backend_job_id, progress, message, costs and usage)."""
+    """The serialized job event of a job (`job` holds its backend_job_id, progress, message, costs, usage and
+    backend)."""
     event = jobs_pb2.JobStatusEvent(
         job_id=job_id, task_id=task_id, status=job_status_to_proto(status),
         backend_job_id=job.get("backend_job_id") or "", progress=job.get("progress") or 0.0,
-        message=job.get("message") or "", time=now, sequence=sequence, correlation_id=cid or "")
+        message=job.get("message") or "", time=now, sequence=sequence, correlation_id=cid or "",
+        backend=job.get("backend") or "")
     costs = as_costs(job.get("costs"))
     if costs is not None:
         event.costs = costs

@@ -31,9 +31,11 @@ def submit_message(job: Row, correlation_id: str | None) -> jobs_pb2.SubmitJobMe
     """The job message of a unit job row (id, task_id, service, submit_arguments, format, title, tag, attempts,
     process_id) for its next submission."""
     service = job["service"] or {}
+    endpoint = service.get("endpoint", "")
+    several = endpoint if isinstance(endpoint, list) else []  # several backends or groups: the dispatcher chooses
     return jobs_pb2.SubmitJobMessage(
         job_id=job["id"], task_id=job["task_id"] or 0,
-        service=common_pb2.ServiceRef(endpoint=service.get("endpoint", ""),
+        service=common_pb2.ServiceRef(endpoint="" if several else endpoint, endpoints=several,
                                       application=service.get("application", ""),
                                       namespace=service.get("namespace") or ""),
         parameters_json=json.dumps(job["submit_arguments"] or {}, separators=(",", ":")),

@@ -23,7 +23,7 @@ from upscaling.logs import correlation_id
 from upscaling.statuses import ACTIVE_JOB_STATUSES, derive_task_status
 
 # The columns a status change reads (never `*`: a job's parameters and arguments hold its whole tile geometry).
-_JOB_STATE = "id, task_id, status, tag, backend_job_id, progress, message, usage, costs, results"
+_JOB_STATE = "id, task_id, status, tag, backend_job_id, progress, message, usage, costs, results, backend"
 _TASK_STATE = "id, status, last_sequence, job_counts, cancel_requested, costs, usage, max_costs, stop_reason"
 # The columns of a job message (`messages.submit_message`).
 _MESSAGE_COLUMNS = "id, task_id, service, submit_arguments, format, title, tag, attempts, process_id"

@@ -16,6 +16,8 @@ from upscaling.statuses import TERMINAL_JOB_STATUSES
 FIELDS = ("backend_job_id", "progress", "message", "usage", "costs", "results")
 # The columns a watcher sees: a change of one of them is a job event.
 PUBLIC = frozenset({"status", "backend_job_id", "progress", "message", "costs", "usage"})
+# Read-only columns a job event carries besides PUBLIC (never set by a change: the dispatcher picks the backend).
+CARRIED = ("backend",)
 # Keys of a change that are not columns: may a terminal job change status (retries, resubmissions); the
 # correlation id of the change (its event carries it); the tag the change was made for (else the job is stale).
 OPTIONS = frozenset({"allow_from_terminal", "correlation_id", "expect_tag"})
@@ -95,7 +97,9 @@ def plan(jobs: Mapping[int, Any], counts: Mapping[str, int] | None,
         job.update(changed)
         out.rows[job_id] = job
         if PUBLIC & changed.keys():
-            out.events.append(JobEvent(job_id, {k: job[k] for k in PUBLIC}, change.get("correlation_id")))
+            event_state = {k: job[k] for k in PUBLIC}
+            event_state.update((k, job.get(k)) for k in CARRIED)
+            out.events.append(JobEvent(job_id, event_state, change.get("correlation_id")))
     if out.counts is not None:
         out.counts = {status: k for status, k in out.counts.items() if k > 0}
     return out

@@ -9,6 +9,7 @@
   error of the service account re-authenticates once).
 - `user_tokens`: users' backend tokens at the identity provider (RFC 8693 token exchange, refresh-token grant).
 - `paging`: the one `rel=next` pager of `GET /jobs`.
+- `health`: the health check (`GET /`) of a backend.
 - `jobs`: the batch-job operations (create, start, find by tag, status, describe, list, results, error logs, stop).
 - `sync`: synchronous processing (`POST /result`), with a size and time limit.
 

@@ -5,7 +5,7 @@ A failed call is a `BackendError` of one of four kinds, each answering "what do 
 - `BackendLimitError`: the backend is over a limit (HTTP 429, `ConcurrentJobLimit`, `TooManyRequests`): wait
   and retry, never fail the job;
 - `BackendTransientError`: connection error, timeout (`BackendTimeoutError`), 5xx, 408, 425: retry with
-  backoff, up to a maximum;
+  backoff, up to a maximum; `BackendUnreachableError` when no connection was made (the request did nothing);
 - `BackendAuthError`: 401/403: re-authenticate once (done by `connection.call`), then give up;
 - `BackendPermanentError`: any other error (other 4xx, a malformed answer): the job fails with the backend's
   message.
@@ -73,6 +73,11 @@ class BackendTimeoutError(BackendTransientError):
     """No answer in time: the backend may still act on the request."""
 
 
+class BackendUnreachableError(BackendTransientError):
+    """No connection to the backend (refused, name not resolved): the request was never sent, so it did nothing.
+    (A connect timeout stays a `BackendTimeoutError`.)"""
+
+
 class BackendAuthError(BackendError):
     kind = ErrorKind.AUTH
 
@@ -126,8 +131,21 @@ def _classify(exc: BaseException) -> BackendError:
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return from_answer(exc.response.status_code, "", str(exc))
     text = str(exc) or type(exc).__name__
+    if _not_connected(exc):
+        return BackendUnreachableError(text)
     if isinstance(exc, requests.Timeout | TimeoutError):
         return BackendTimeoutError(text)
     if isinstance(exc, requests.RequestException | ConnectionError):
         return BackendTransientError(text)
     return BackendPermanentError(text)
+
+
+def _not_connected(exc: BaseException) -> bool:
+    """Whether a requests exception says the connection was refused or the name not resolved (nothing sent)."""
+    import requests
+    from urllib3.exceptions import NewConnectionError
+
+    if isinstance(exc, requests.Timeout) or not isinstance(exc, requests.ConnectionError) or not exc.args:
+        return False
+    cause = exc.args[0]
+    return isinstance(cause, NewConnectionError) or isinstance(getattr(cause, "reason", None), NewConnectionError)

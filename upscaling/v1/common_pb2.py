@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19upscaling/v1/common.proto\x12\x0cupscaling.v1\"G\n\x0b\x42oundingBox\x12\x0c\n\x04west\x18\x01 \x01(\x01\x12\r\n\x05south\x18\x02 \x01(\x01\x12\x0c\n\x04\x65\x61st\x18\x03 \x01(\x01\x12\r\n\x05north\x18\x04 \x01(\x01\"F\n\nServiceRef\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"*\n\x0bUsageMetric\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x0c\n\x04unit\x18\x02 \x01(\t*\xcf\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_CREATED\x10\x01\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x02\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x03\x12\x17\n\x13JOB_STATUS_FINISHED\x10\x04\x12\x17\n\x13JOB_STATUS_CANCELED\x10\x05\x12\x15\n\x11JOB_STATUS_FAILED\x10\x06\x12\x16\n\x12JOB_STATUS_UNKNOWN\x10\x07*\xbf\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_CREATED\x10\x01\x12\x16\n\x12TASK_STATUS_QUEUED\x10\x02\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x03\x12\x18\n\x14TASK_STATUS_FINISHED\x10\x04\x12\x18\n\x14TASK_STATUS_CANCELED\x10\x05\x12\x16\n\x12TASK_STATUS_FAILED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19upscaling/v1/common.proto\x12\x0cupscaling.v1\"G\n\x0b\x42oundingBox\x12\x0c\n\x04west\x18\x01 \x01(\x01\x12\r\n\x05south\x18\x02 \x01(\x01\x12\x0c\n\x04\x65\x61st\x18\x03 \x01(\x01\x12\r\n\x05north\x18\x04 \x01(\x01\"Y\n\nServiceRef\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x11\n\tendpoints\x18\x04 \x03(\t\"*\n\x0bUsageMetric\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x0c\n\x04unit\x18\x02 \x01(\t*\xcf\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_CREATED\x10\x01\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x02\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x03\x12\x17\n\x13JOB_STATUS_FINISHED\x10\x04\x12\x17\n\x13JOB_STATUS_CANCELED\x10\x05\x12\x15\n\x11JOB_STATUS_FAILED\x10\x06\x12\x16\n\x12JOB_STATUS_UNKNOWN\x10\x07*\xbf\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_CREATED\x10\x01\x12\x16\n\x12TASK_STATUS_QUEUED\x10\x02\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x03\x12\x18\n\x14TASK_STATUS_FINISHED\x10\x04\x12\x18\n\x14TASK_STATUS_CANCELED\x10\x05\x12\x16\n\x12TASK_STATUS_FAILED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'upscaling.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=233
-  _globals['_JOBSTATUS']._serialized_end=440
-  _globals['_TASKSTATUS']._serialized_start=443
-  _globals['_TASKSTATUS']._serialized_end=634
+  _globals['_JOBSTATUS']._serialized_start=252
+  _globals['_JOBSTATUS']._serialized_end=459
+  _globals['_TASKSTATUS']._serialized_start=462
+  _globals['_TASKSTATUS']._serialized_end=653
   _globals['_BOUNDINGBOX']._serialized_start=43
   _globals['_BOUNDINGBOX']._serialized_end=114
   _globals['_SERVICEREF']._serialized_start=116
-  _globals['_SERVICEREF']._serialized_end=186
-  _globals['_USAGEMETRIC']._serialized_start=188
-  _globals['_USAGEMETRIC']._serialized_end=230
+  _globals['_SERVICEREF']._serialized_end=205
+  _globals['_USAGEMETRIC']._serialized_start=207
+  _globals['_USAGEMETRIC']._serialized_end=249
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from upscaling.v1 import common_pb2 as upscaling_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17upscaling/v1/jobs.proto\x12\x0cupscaling.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19upscaling/v1/common.proto\"\xe0\x01\n\x10SubmitJobMessage\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12)\n\x07service\x18\x03 \x01(\x0b\x32\x18.upscaling.v1.ServiceRef\x12\x17\n\x0fparameters_json\x18\x04 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x05 \x01(\t\x12\r\n\x05title\x18\x06 \x01(\t\x12\x0b\n\x03tag\x18\x07 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\x12\x12\n\nprocess_id\x18\n \x01(\t\"\x88\x03\n\x0eJobStatusEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.upscaling.v1.JobStatus\x12\x16\n\x0e\x62\x61\x63kend_job_id\x18\x04 \x01(\t\x12\x10\n\x08progress\x18\x05 \x01(\x01\x12\x0f\n\x07message\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x08 \x01(\x03\x12\x16\n\x0e\x63orrelation_id\x18\t \x01(\t\x12\x12\n\x05\x63osts\x18\x46 \x01(\x01H\x00\x88\x01\x01\x12\x36\n\x05usage\x18G \x03(\x0b\x32\'.upscaling.v1.JobStatusEvent.UsageEntry\x1aG\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.upscaling.v1.UsageMetric:\x02\x38\x01\x42\x08\n\x06_costs\"\xba\x03\n\x0fTaskStatusEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.upscaling.v1.TaskStatus\x12@\n\njob_counts\x18\x03 \x03(\x0b\x32,.upscaling.v1.TaskStatusEvent.JobCountsEntry\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x03\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\r\n\x05\x63osts\x18\x46 \x01(\x01\x12\x37\n\x05usage\x18G \x03(\x0b\x32(.upscaling.v1.TaskStatusEvent.UsageEntry\x12\x13\n\x0bstop_reason\x18H \x01(\t\x1a\x30\n\x0eJobCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1aG\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.upscaling.v1.UsageMetric:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17upscaling/v1/jobs.proto\x12\x0cupscaling.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19upscaling/v1/common.proto\"\xe0\x01\n\x10SubmitJobMessage\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12)\n\x07service\x18\x03 \x01(\x0b\x32\x18.upscaling.v1.ServiceRef\x12\x17\n\x0fparameters_json\x18\x04 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x05 \x01(\t\x12\r\n\x05title\x18\x06 \x01(\t\x12\x0b\n\x03tag\x18\x07 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\x12\x12\n\nprocess_id\x18\n \x01(\t\"\x99\x03\n\x0eJobStatusEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.upscaling.v1.JobStatus\x12\x16\n\x0e\x62\x61\x63kend_job_id\x18\x04 \x01(\t\x12\x10\n\x08progress\x18\x05 \x01(\x01\x12\x0f\n\x07message\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x08 \x01(\x03\x12\x16\n\x0e\x63orrelation_id\x18\t \x01(\t\x12\x12\n\x05\x63osts\x18\x46 \x01(\x01H\x00\x88\x01\x01\x12\x36\n\x05usage\x18G \x03(\x0b\x32\'.upscaling.v1.JobStatusEvent.UsageEntry\x12\x0f\n\x07\x62\x61\x63kend\x18< \x01(\t\x1aG\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.upscaling.v1.UsageMetric:\x02\x38\x01\x42\x08\n\x06_costs\"\xba\x03\n\x0fTaskStatusEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.upscaling.v1.TaskStatus\x12@\n\njob_counts\x18\x03 \x03(\x0b\x32,.upscaling.v1.TaskStatusEvent.JobCountsEntry\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x03\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\r\n\x05\x63osts\x18\x46 \x01(\x01\x12\x37\n\x05usage\x18G \x03(\x0b\x32(.upscaling.v1.TaskStatusEvent.UsageEntry\x12\x13\n\x0bstop_reason\x18H \x01(\t\x1a\x30\n\x0eJobCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1aG\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.upscaling.v1.UsageMetric:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,13 +42,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITJOBMESSAGE']._serialized_start=102
   _globals['_SUBMITJOBMESSAGE']._serialized_end=326
   _globals['_JOBSTATUSEVENT']._serialized_start=329
-  _globals['_JOBSTATUSEVENT']._serialized_end=721
-  _globals['_JOBSTATUSEVENT_USAGEENTRY']._serialized_start=640
-  _globals['_JOBSTATUSEVENT_USAGEENTRY']._serialized_end=711
-  _globals['_TASKSTATUSEVENT']._serialized_start=724
-  _globals['_TASKSTATUSEVENT']._serialized_end=1166
-  _globals['_TASKSTATUSEVENT_JOBCOUNTSENTRY']._serialized_start=1045
-  _globals['_TASKSTATUSEVENT_JOBCOUNTSENTRY']._serialized_end=1093
-  _globals['_TASKSTATUSEVENT_USAGEENTRY']._serialized_start=640
-  _globals['_TASKSTATUSEVENT_USAGEENTRY']._serialized_end=711
+  _globals['_JOBSTATUSEVENT']._serialized_end=738
+  _globals['_JOBSTATUSEVENT_USAGEENTRY']._serialized_start=657
+  _globals['_JOBSTATUSEVENT_USAGEENTRY']._serialized_end=728
+  _globals['_TASKSTATUSEVENT']._serialized_start=741
+  _globals['_TASKSTATUSEVENT']._serialized_end=1183
+  _globals['_TASKSTATUSEVENT_JOBCOUNTSENTRY']._serialized_start=1062
+  _globals['_TASKSTATUSEVENT_JOBCOUNTSENTRY']._serialized_end=1110
+  _globals['_TASKSTATUSEVENT_USAGEENTRY']._serialized_start=657
+  _globals['_TASKSTATUSEVENT_USAGEENTRY']._serialized_end=728
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -54,14 +56,16 @@ class BoundingBox(_message.Message):
     def __init__(self, west: _Optional[float] = ..., south: _Optional[float] = ..., east: _Optional[float] = ..., north: _Optional[float] = ...) -> None: ...
 
 class ServiceRef(_message.Message):
-    __slots__ = ("endpoint", "application", "namespace")
+    __slots__ = ("endpoint", "application", "namespace", "endpoints")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     application: str
     namespace: str
-    def __init__(self, endpoint: _Optional[str] = ..., application: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+    endpoints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, endpoint: _Optional[str] = ..., application: _Optional[str] = ..., namespace: _Optional[str] = ..., endpoints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UsageMetric(_message.Message):
     __slots__ = ("value", "unit")

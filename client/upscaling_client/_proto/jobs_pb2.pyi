@@ -35,7 +35,7 @@ class SubmitJobMessage(_message.Message):
     def __init__(self, job_id: _Optional[int] = ..., task_id: _Optional[int] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., format: _Optional[str] = ..., title: _Optional[str] = ..., tag: _Optional[str] = ..., correlation_id: _Optional[str] = ..., attempt: _Optional[int] = ..., process_id: _Optional[str] = ...) -> None: ...
 
 class JobStatusEvent(_message.Message):
-    __slots__ = ("job_id", "task_id", "status", "backend_job_id", "progress", "message", "time", "sequence", "correlation_id", "costs", "usage")
+    __slots__ = ("job_id", "task_id", "status", "backend_job_id", "progress", "message", "time", "sequence", "correlation_id", "costs", "usage", "backend")
     class UsageEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class JobStatusEvent(_message.Message):
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     COSTS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     job_id: int
     task_id: int
     status: _common_pb2.JobStatus
@@ -65,7 +66,8 @@ class JobStatusEvent(_message.Message):
     correlation_id: str
     costs: float
     usage: _containers.MessageMap[str, _common_pb2.UsageMetric]
-    def __init__(self, job_id: _Optional[int] = ..., task_id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., correlation_id: _Optional[str] = ..., costs: _Optional[float] = ..., usage: _Optional[_Mapping[str, _common_pb2.UsageMetric]] = ...) -> None: ...
+    backend: str
+    def __init__(self, job_id: _Optional[int] = ..., task_id: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., correlation_id: _Optional[str] = ..., costs: _Optional[float] = ..., usage: _Optional[_Mapping[str, _common_pb2.UsageMetric]] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class TaskStatusEvent(_message.Message):
     __slots__ = ("task_id", "status", "job_counts", "time", "sequence", "correlation_id", "costs", "usage", "stop_reason")

@@ -20,7 +20,7 @@ class Dimension(_message.Message):
     def __init__(self, name: _Optional[str] = ..., values_json: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UnitJob(_message.Message):
-    __slots__ = ("id", "task_id", "title", "label", "status", "service", "parameters_json", "backend_job_id", "progress", "message", "created", "updated", "costs", "usage")
+    __slots__ = ("id", "task_id", "title", "label", "status", "service", "parameters_json", "backend_job_id", "progress", "message", "created", "updated", "costs", "usage", "backend")
     class UsageEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class UnitJob(_message.Message):
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     COSTS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     id: int
     task_id: int
     title: str
@@ -56,7 +57,8 @@ class UnitJob(_message.Message):
     updated: _timestamp_pb2.Timestamp
     costs: float
     usage: _containers.MessageMap[str, _common_pb2.UsageMetric]
-    def __init__(self, id: _Optional[int] = ..., task_id: _Optional[int] = ..., title: _Optional[str] = ..., label: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., costs: _Optional[float] = ..., usage: _Optional[_Mapping[str, _common_pb2.UsageMetric]] = ...) -> None: ...
+    backend: str
+    def __init__(self, id: _Optional[int] = ..., task_id: _Optional[int] = ..., title: _Optional[str] = ..., label: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., service: _Optional[_Union[_common_pb2.ServiceRef, _Mapping]] = ..., parameters_json: _Optional[str] = ..., backend_job_id: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., costs: _Optional[float] = ..., usage: _Optional[_Mapping[str, _common_pb2.UsageMetric]] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("id", "title", "label", "status", "service", "parameters_json", "format", "dimension", "job_counts", "jobs", "created", "updated", "costs", "usage", "max_costs", "stop_reason")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 from openeo.rest import OpenEoApiError, OpenEoApiPlainError
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from upscaling.openeo_backend.errors import (
     BackendAuthError,
@@ -13,6 +14,7 @@ from upscaling.openeo_backend.errors import (
     BackendPermanentError,
     BackendTimeoutError,
     BackendTransientError,
+    BackendUnreachableError,
     ErrorKind,
     from_answer,
     from_exception,
@@ -72,6 +74,8 @@ def test_kind_of_an_answer(status: int | None, code: str, kind: ErrorKind) -> No
     (requests.ConnectTimeout("connect timed out"), BackendTimeoutError, "", None, "ConnectTimeout"),
     (TimeoutError("timed out"), BackendTimeoutError, "", None, "TimeoutError"),
     (requests.ConnectionError("refused"), BackendTransientError, "", None, "ConnectionError"),
+    (requests.ConnectionError(MaxRetryError(None, "/jobs", NewConnectionError(None, "refused"))),  # type: ignore[arg-type]
+     BackendUnreachableError, "", None, "ConnectionError"),
     (ConnectionResetError("reset"), BackendTransientError, "", None, "ConnectionResetError"),
     (ValueError("not JSON"), BackendPermanentError, "", None, "ValueError"),
 ])
