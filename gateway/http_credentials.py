@@ -43,16 +43,17 @@ def create_credentials_router(get_credentials: Callable[[], BackendCredentials])
     router = APIRouter(tags=["backend credentials"])
 
     @router.put("/backend_credentials", summary="Register your openEO refresh token for a backend (checked by "
-                "redeeming it at the backend's identity provider; never returned)", responses=error_responses(409))
+                "redeeming it at the backend's identity provider; never returned)", responses=error_responses(400, 409))
     async def register(body: CredentialsRequest, who: Caller) -> dict[str, Any]:
         return registration_json(await get_credentials().register(who, body.endpoint, body.refresh_token))
 
-    @router.get("/backend_credentials", summary="The backends you have credentials stored for (no secrets)")
+    @router.get("/backend_credentials", summary="The backends you have credentials stored for (no secrets)",
+                responses=error_responses(409))
     async def listing(who: Caller) -> dict[str, Any]:
         return {"backend_credentials": [registration_json(r) for r in await get_credentials().list(who)]}
 
     @router.delete("/backend_credentials", status_code=204, summary="Forget your credentials for a backend",
-                   responses=error_responses(404))
+                   responses=error_responses(404, 409))
     async def delete(endpoint: Annotated[str, Query(description="the backend's endpoint")], who: Caller) -> Response:
         await get_credentials().delete(who, endpoint)
         return Response(status_code=204)
