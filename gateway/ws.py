@@ -6,8 +6,8 @@ after a quiet period at once, further ones batched so that at most one snapshot 
 (interval only throttles); the snapshot of a terminal task is sent at once and the socket is then closed
 normally. Snapshots come from the task's in-memory feed, one JSON text per task version shared by every socket.
 With `delta=true`, every message after the first snapshot carries only what changed since the previous one:
-`{id, status, updated, job_counts, progress, sequence, delta: true, since, jobs: [{id, status, progress,
-message}]}`.
+`{id, status, updated, job_counts, progress, costs, usage, max_costs, stop_reason, sequence, delta: true, since,
+jobs: [{id, status, progress, message}]}`.
 `/ws/jobs_status?interval=N&filter=...`: the same envelope, data = the `/jobs_status` body, refreshed on
 events (and every interval for standalone jobs, which have no events), sent when it changed.
 """

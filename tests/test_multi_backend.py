@@ -366,8 +366,8 @@ def test_a_standalone_job_over_a_group(stack: Stack) -> None:
 
 @pytest.mark.parametrize(("endpoint", "message"), [
     ([], "service.endpoint"),
-    (["https://nowhere.example/openeo/1.2"], "is not a configured openEO backend or group"),
-    ("asia", "is not a configured openEO backend or group"),
+    (["https://nowhere.example/openeo/1.2"], "is not a configured backend or group"),
+    ("asia", "is not a configured backend or group"),
     ("__A__ __A__", "a second time"),
     ("eu __B__", "a second time"),
     ([""], "must be a non-empty string"),

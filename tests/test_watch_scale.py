@@ -313,7 +313,8 @@ async def test_delta_websocket_sends_only_what_changed(workers_gateway: Gateway,
     assert deltas and all(d["delta"] is True for d in deltas)
     assert any(len(d["jobs"]) < 6 for d in deltas)  # only the changed jobs
     for d in deltas:
-        assert set(d) == {"id", "status", "updated", "job_counts", "progress", "sequence", "delta", "since", "jobs"}
+        assert set(d) == {"id", "status", "updated", "job_counts", "progress", "costs", "usage", "max_costs",
+                          "stop_reason", "sequence", "delta", "since", "jobs"}
         for change in d["jobs"]:
             assert set(change) == {"id", "status", "progress", "message"}
             state[change["id"]].update(change)

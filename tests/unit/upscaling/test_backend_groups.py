@@ -38,8 +38,8 @@ def test_lists_and_groups(backends: Backends) -> None:
     ([], "empty list"),
     ([A, 3], "service.endpoint[1] must be a non-empty string"),
     ([A, ""], "service.endpoint[1] must be a non-empty string"),
-    ("https://nowhere.example", "is not a configured openEO backend or group"),
-    (["asia"], "'asia' is not a configured openEO backend or group"),
+    ("https://nowhere.example", "is not a configured backend or group"),
+    (["asia"], "'asia' is not a configured backend or group"),
     ([A, "https://a.example"], "names backend https://a.example/openeo/1.2 a second time"),
     (["eu", B], "names backend https://b.example/openeo/1.2 a second time"),
 ])
