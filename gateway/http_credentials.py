@@ -5,18 +5,17 @@ user_refresh_token`, list what is stored (never a token), delete it."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 import grpc
 from fastapi import APIRouter, Depends, Query, Response
-from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import Principal, caller_or_fail
 from gateway.auth_http import caller
 from gateway.backend_credentials import BackendCredentials
 from gateway.http_errors import error_responses
+from gateway.task_views import proto_time
 from upscaling.credentials import Registration
 from upscaling.v1 import credentials_pb2, credentials_pb2_grpc
 
@@ -61,18 +60,10 @@ def create_credentials_router(get_credentials: Callable[[], BackendCredentials])
     return router
 
 
-def _stamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def registration_proto(registration: Registration) -> credentials_pb2.BackendCredentials:
     return credentials_pb2.BackendCredentials(endpoint=registration.endpoint, method=registration.method,
-                                              registered_at=_stamp(registration.registered_at),
-                                              refreshed_at=_stamp(registration.refreshed_at))
+                                              registered_at=proto_time(registration.registered_at),
+                                              refreshed_at=proto_time(registration.refreshed_at))
 
 
 class BackendCredentialsServicer(credentials_pb2_grpc.BackendCredentialsServiceServicer):

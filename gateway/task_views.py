@@ -21,7 +21,8 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _stamp(value: datetime | None) -> Timestamp | None:
+def proto_time(value: datetime | None) -> Timestamp | None:
+    """A protobuf Timestamp of a database time (None stays unset)."""
     if value is None:
         return None
     stamp = Timestamp()
@@ -132,8 +133,8 @@ def job_proto(job: Row) -> upscaling_pb2.UnitJob:
         id=job["id"], task_id=job["task_id"] or 0, title=job["title"], label=job["label"],
         status=job_status_to_proto(job["status"]), service=service_proto(job["service"]),
         parameters_json=_json(job["parameters"]), backend_job_id=job["backend_job_id"] or "",
-        progress=job["progress"] or 0.0, message=job["message"] or "", created=_stamp(job["created"]),
-        updated=_stamp(job["updated"]), costs=_costs(job.get("costs")), backend=job.get("backend") or "")
+        progress=job["progress"] or 0.0, message=job["message"] or "", created=proto_time(job["created"]),
+        updated=proto_time(job["updated"]), costs=_costs(job.get("costs")), backend=job.get("backend") or "")
     fill_usage(proto.usage, job.get("usage"))
     return proto
 
@@ -151,7 +152,8 @@ def task_proto(task: Row, jobs: Sequence[Row] | None = None, counts: Mapping[str
         status=task_status_to_proto(task["status"]),
         service=service_proto(task["service"]), parameters_json=_json(task["parameters"]), format=task["format"],
         dimension=dimension, job_counts={k: v for k, v in (counts or {}).items() if v},
-        jobs=[job_proto(j) for j in jobs or ()], created=_stamp(task["created"]), updated=_stamp(task["updated"]),
+        jobs=[job_proto(j) for j in jobs or ()], created=proto_time(task["created"]),
+        updated=proto_time(task["updated"]),
         costs=_costs(task.get("costs")) or 0.0, max_costs=_costs(task.get("max_costs")),
         stop_reason=task.get("stop_reason") or "")
     fill_usage(proto.usage, task.get("usage"))

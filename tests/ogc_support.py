@@ -6,10 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +14,6 @@ from typing import Any
 import requests
 
 from tests.infra import (
-    ROOT,
     ServiceProcess,
     free_port,
     stop_process,
@@ -27,7 +22,7 @@ from tests.infra import (
     wait_http_ok,
     with_database,
 )
-from tests.support import admin_sql, drop_private_resources
+from tests.support import admin_sql, drop_private_resources, spawn_listening
 
 PROCESS = "geometry-statistics"
 TAG_INPUT = "upscaling_tag"
@@ -37,18 +32,8 @@ class LocalOGC:
     """`python -m local_ogc --port 0` and its URL."""
 
     def __init__(self, run_seconds: float = 1.0) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_OGC_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local_ogc", "--port", "0", "--run-seconds", str(run_seconds)],
-            cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if match is None:
-            self.stop()
-            raise RuntimeError(f"local OGC server did not start: {line!r}")
-        self.url = match.group(1)
+        self.process, self.url = spawn_listening("local_ogc", ["--port", "0", "--run-seconds", str(run_seconds)],
+                                                 "LOCAL_OGC_")
         self.process_url = f"{self.url}/processes/{PROCESS}"
 
     def stop(self) -> None:

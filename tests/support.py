@@ -31,23 +31,29 @@ BASELINE_CONFIG: dict[str, Any] = {"faults": {}, "queue_seconds": 0.2, "run_seco
                                    "start_rate": 0, "job_error_fraction": 0}
 
 
+def spawn_listening(module: str, args: list[str], env_prefix: str) -> tuple[subprocess.Popen[str], str]:
+    """Start `python -m module args` (without the caller's `env_prefix*` variables) and wait for its first line,
+    `... listening on http://...`: (the process, that URL); RuntimeError (the process stopped) when it says else."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(env_prefix)}
+    process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
+                               env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"listening on (http://\S+)", line)
+    if match is None:
+        stop_process(process)
+        raise RuntimeError(f"{module} did not start: {line!r}")
+    return process, match.group(1)
+
+
 class LocalOpenEO:
     """The local openEO backend as a subprocess on a free port, with admin access and an openeo client."""
 
     def __init__(self, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_OPENEO_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local_openeo", "--port", "0", "--admin-token", ADMIN_TOKEN,
-             "--queue-seconds", "0.2", "--run-seconds", "0.5", "--result-size", "32", *args],
-            cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if match is None:
-            self.stop()
-            raise RuntimeError(f"local openEO backend did not start: {line!r}")
-        self.url = match.group(1)
+        self.process, self.url = spawn_listening(
+            "local_openeo", ["--port", "0", "--admin-token", ADMIN_TOKEN, "--queue-seconds", "0.2",
+                             "--run-seconds", "0.5", "--result-size", "32", *args], "LOCAL_OPENEO_")
         self.endpoint = f"{self.url}/openeo/1.2"
         self.application = self.udp("wind_turbine_detection")
         self.admin_http = requests.Session()
