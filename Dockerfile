@@ -29,10 +29,6 @@ RUN /opt/venv/bin/pip install --no-deps /src \
 
 # --- final: the base image, the virtualenv and the entry point; runs as an unprivileged user ---
 FROM ${BASE_IMAGE}
-# jemalloc: the gateway preloads it where present (GATEWAY_JEMALLOC; gateway/workers.py)
-RUN apt-get update -qq \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libjemalloc2 >/dev/null \
- && rm -rf /var/lib/apt/lists/*
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app
 COPY docker/entrypoint.sh /usr/local/bin/upscaling
 COPY --from=build /opt/venv /opt/venv

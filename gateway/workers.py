@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
-import ctypes.util
 import gc
 import logging
 import math
@@ -78,60 +77,30 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 
 ALLOCATOR_ENV = "GATEWAY_PYMALLOC"
-JEMALLOC_ENV = "GATEWAY_JEMALLOC"
-# jemalloc: unused pages go back to the system within a second (a background thread purges them), not lazily.
-JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
-
-
-def _flag(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    return default if not raw else raw in ("1", "true", "yes")
-
-
-def _jemalloc_preload() -> str | None:
-    """The jemalloc library to preload (GATEWAY_JEMALLOC, default true, when the machine has it), or None."""
-    if not _flag(JEMALLOC_ENV, True) or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
-        return None
-    return ctypes.util.find_library("jemalloc")
 
 
 def use_system_allocator() -> None:
-    """Run the gateway on a C allocator rather than Python's own small-object allocator: re-executes the same
-    command (these settings take effect only at process start) with PYTHONMALLOC=malloc, unless
-    GATEWAY_PYMALLOC=true or PYTHONMALLOC is set, and with jemalloc preloaded where the machine has it (Debian:
-    libjemalloc2; GATEWAY_JEMALLOC=false keeps glibc's malloc). Why: 1,000s of watchers leave Python's 1 MiB arenas
-    fragmented after they close, and Python returns an arena only when all of it is free (measured: PSS after close
-    +33 % over idle); with a C allocator `release_memory` returns the free pages (+12 %). jemalloc also sends
-    faster: in two runs of bench_watchers, gRPC p99 175 / 180 ms and WebSocket 155 / 167 ms against 201 and
-    236 ms on glibc's malloc."""
+    """Run the gateway on the C library's allocator rather than Python's own small-object allocator, unless
+    GATEWAY_PYMALLOC=true or PYTHONMALLOC is set: re-executes the same command with PYTHONMALLOC=malloc (which
+    takes effect only at interpreter start). Why: 1,000s of watchers leave Python's 1 MiB arenas fragmented after
+    they close, and Python returns an arena only when all of it is free (measured: PSS after close +33 % over
+    idle); glibc's malloc_trim (`release_memory`) returns every free page (+10 %)."""
+    if os.environ.get("PYTHONMALLOC") or os.environ.get(ALLOCATOR_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return
     if not sys.platform.startswith("linux") or not getattr(sys, "orig_argv", None):
         return
-    changed = False
-    if not os.environ.get("PYTHONMALLOC") and not _flag(ALLOCATOR_ENV, False):
-        os.environ["PYTHONMALLOC"] = "malloc"
-        changed = True
-    jemalloc = _jemalloc_preload() if os.environ.get("PYTHONMALLOC") == "malloc" else None
-    if jemalloc:
-        os.environ["LD_PRELOAD"] = " ".join(filter(None, (jemalloc, os.environ.get("LD_PRELOAD"))))
-        os.environ.setdefault("MALLOC_CONF", JEMALLOC_CONF)
-        changed = True
-    if not changed:
-        return
+    os.environ["PYTHONMALLOC"] = "malloc"
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, sys.orig_argv)
 
 
 def release_memory() -> None:
-    """Give the memory freed by closed watchers back to the system: a full collection, then the allocator's own
-    purge (glibc's malloc_trim, or jemalloc's purge of every arena; freed heap pages otherwise stay in the
-    process; no-op where neither is there)."""
+    """Give the memory freed by closed watchers back to the system: a full collection, then glibc's malloc_trim
+    (freed heap pages otherwise stay in the process; no-op where there is no glibc)."""
     gc.collect()
-    libc = ctypes.CDLL(None)
     with contextlib.suppress(Exception):
-        libc.malloc_trim(0)
-    with contextlib.suppress(Exception):
-        libc.mallctl(b"arena.4096.purge", None, None, None, 0)  # MALLCTL_ARENAS_ALL
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _die_with_parent() -> None:

@@ -3,8 +3,8 @@
 # `kubectl` renders the Kubernetes overlays (Debian's kubernetes-client is enough) and `podman` backs
 # `podman-compose config` (tests/test_deploy_manifests.py); `chromium` is the browser Playwright drives in the
 # map page tests (tests/test_map_page.py: Playwright cannot download its own browsers here); `node`/`npm` install
-# the map page's libraries and run the Node.js client example (examples/node); `libjemalloc2` is the allocator the
-# gateway preloads where present (as in the image). Otherwise those tests say what to install.
+# the map page's libraries and run the Node.js client example (examples/node). Otherwise those tests say what to
+# install.
 set -euo pipefail
 missing=()
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
@@ -12,7 +12,6 @@ command -v podman >/dev/null || missing+=(podman)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
-ldconfig -p 2>/dev/null | grep -q 'libjemalloc\.so\.2' || missing+=(libjemalloc2)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; then
   echo "installing ${missing[*]} (apt)"
