@@ -32,11 +32,11 @@ class Candidates:
 
 
 def candidates(backends: Backends, row: Row, message_endpoint: str) -> Candidates:
-    """The candidates of a job row (`candidates`, else `service.endpoint`, else the message's endpoint)."""
+    """The candidates of a job row: `candidates`, else the one backend stored when the job was (`backend`: what
+    its `service.endpoint` resolved to, a one-backend group included), else the message's endpoint."""
     names = list(row["candidates"] or ())
     if not names:
-        endpoint = (row["service"] or {}).get("endpoint") or message_endpoint
-        names = endpoint if isinstance(endpoint, list) else [endpoint]
+        names = [row["backend"] or message_endpoint]
     found: list[BackendConfig] = []
     for name in names:
         config = backends.find(name) if isinstance(name, str) else None

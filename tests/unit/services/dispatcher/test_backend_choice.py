@@ -20,8 +20,9 @@ def _backends(*limits: int) -> Backends:
                      for e, n in zip((A, B, C), limits, strict=False)])
 
 
-def _row(candidates: list[str] | None = None, endpoint: Any = A) -> dict[str, Any]:
-    return {"candidates": candidates, "service": {"endpoint": endpoint, "application": "https://udp"}}
+def _row(candidates: list[str] | None = None, backend: str | None = A, endpoint: Any = None) -> dict[str, Any]:
+    return {"candidates": candidates, "backend": backend,
+            "service": {"endpoint": endpoint or backend, "application": "https://udp"}}
 
 
 def test_candidates_from_the_column_else_the_endpoint() -> None:
@@ -31,6 +32,9 @@ def test_candidates_from_the_column_else_the_endpoint() -> None:
     assert [b.endpoint for b in candidates(backends, _row(None, None), C).backends] == [C]
     single = candidates(backends, _row(None, A), "")
     assert not single.several and single.missing is None
+    # a group of one backend: the job was stored with that backend, its service keeps the group's name
+    one = candidates(backends, _row(None, B, endpoint="solo"), "")
+    assert [b.endpoint for b in one.backends] == [B] and one.missing is None
 
 
 def test_a_candidate_no_longer_configured_is_reported() -> None:
