@@ -9,16 +9,20 @@ owner's backend `Account`, refreshed before they expire.
 - No token is ever returned by an API or written to a log: every decrypted or received token is registered for
   redaction (`user_tokens.register_token`), listings carry endpoints and times only.
 - Refreshing: `account` returns a token valid for at least `min_valid_s`; otherwise it refreshes it under the
-  row's lock (`SELECT ... FOR UPDATE`), so one replica refreshes and the others take its rotated tokens.
+  row's lock (`SELECT ... FOR UPDATE`), so one replica refreshes and the others take its rotated tokens. `call`
+  runs backend calls as the owner and refreshes once more when the backend refuses the token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import asyncpg
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -28,8 +32,11 @@ from upscaling.db import AnyConnection
 from upscaling.logs import register_secret
 from upscaling.openeo_backend import user_tokens
 from upscaling.openeo_backend.connection import Account
-from upscaling.openeo_backend.errors import BackendError, BackendPermanentError, BackendTransientError
+from upscaling.openeo_backend.errors import BackendAuthError, BackendError, BackendPermanentError, BackendTransientError
 from upscaling.openeo_backend.user_tokens import CredentialsRefused, Tokens, register_token
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 KEY_ENV = "CREDENTIALS_KEY"
 # A token with less time left than this is refreshed before use (covers one backend call and the clock skew).
@@ -39,6 +46,10 @@ DEFAULT_MIN_VALID_S = 60.0
 class CredentialsError(BackendPermanentError):
     """The owner has no usable credentials for the backend (none stored, or refused beyond refresh): a permanent
     error of their jobs there, which fail with this message."""
+
+
+class ProviderUnavailable(BackendTransientError):
+    """The identity provider that refreshes a user's backend token cannot be reached now: try again later."""
 
 
 class Cipher:
@@ -137,11 +148,22 @@ class CredentialStore:
 
     # ---- reads of the dispatcher and the monitor ---------------------------------------------------------
 
+    async def call(self, backend: BackendConfig, owner: str, run: Callable[[Account], Awaitable[T]]) -> T:
+        """`run(account)` as the owner's backend account; when the backend refuses the token (BackendAuthError),
+        it is refreshed and `run` repeated once (a refused request did nothing; a second refusal is raised)."""
+        account = await self.account(backend, owner)
+        try:
+            return await run(account)
+        except BackendAuthError as exc:
+            log.warning("backend refused the owner's token; refreshing it",
+                        extra={"backend": backend.endpoint, "owner": owner, "error": str(exc)})
+        return await run(await self.account(backend, owner, force_refresh=True))
+
     async def account(self, backend: BackendConfig, owner: str, force_refresh: bool = False) -> Account:
         """The owner's backend account with an access token valid for at least `min_valid_s` (refreshed under
         the row lock when it is not, or when `force_refresh`: the backend refused it). CredentialsError when the
-        owner has none or they are refused beyond refresh; BackendTransientError when the identity provider
-        cannot be reached."""
+        owner has none or they are refused beyond refresh; ProviderUnavailable when the identity provider cannot
+        be reached."""
         row = await self.pool.fetchrow(
             "SELECT access_token, expires_at, refresh_token FROM backend_credentials WHERE owner = $1 AND backend = $2",
             owner, backend.endpoint)
@@ -195,8 +217,9 @@ class CredentialStore:
         except CredentialsRefused as exc:
             raise CredentialsError(f"the backend credentials of user {owner!r} for {backend.endpoint} could not be "
                                    f"refreshed ({exc}): {self._remedy(backend)}") from None
-        except BackendTransientError:
-            raise
+        except BackendTransientError as exc:
+            raise ProviderUnavailable(f"the identity provider of backend {backend.endpoint} cannot be reached: "
+                                      f"{exc}", code=exc.code, http_status=exc.http_status) from exc
         except BackendError as exc:
             raise CredentialsError(f"the backend credentials of user {owner!r} for {backend.endpoint} could not be "
                                    f"refreshed: {exc}") from None

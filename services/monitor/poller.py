@@ -25,7 +25,7 @@ from services.monitor.store import FailureLogs, JobChange
 from upscaling import jobs, metrics
 from upscaling.backends import BackendConfig, Backends
 from upscaling.config import Settings
-from upscaling.credentials import CredentialsError, CredentialStore
+from upscaling.credentials import CredentialsError, CredentialStore, ProviderUnavailable
 from upscaling.jobs.costs import as_costs, as_usage
 from upscaling.logs import correlation_id
 from upscaling.openeo_backend import jobs as backend_jobs
@@ -179,49 +179,37 @@ class Monitor:
 
     async def _poll_owner(self, backend: BackendConfig, owner: str, rows: list[asyncpg.Record],
                           result: CycleResult) -> None:
-        """Poll one owner's jobs on a backend with per-user credentials, as the owner's account (its token refreshed
-        when it nears expiry, and once more when the backend refuses it). Jobs whose owner has no usable credentials
-        any more fail with the reason; an unreachable identity provider skips the owner this cycle."""
+        """Poll one owner's jobs on a backend with per-user credentials, as the owner's account
+        (`CredentialStore.call`: its token refreshed when it nears expiry, and once more when the backend refuses
+        it). Jobs whose owner has no usable credentials any more fail with the reason; an unreachable identity
+        provider skips the owner this cycle."""
         try:
-            for force in (False, True):
-                account = await self._owner_account(backend, owner, force)
-                if account is None:
-                    return
-                try:
-                    await self._poll(backend, rows, result, account)
-                    return
-                except BackendAuthError as exc:
-                    log.warning("backend refused the owner's token; refreshing it",
-                                extra={"backend": backend.endpoint, "owner": owner, "error": str(exc)})
-                    refused = exc
-            raise CredentialsError(f"backend {backend.endpoint} refused the credentials of user {owner!r} even "
-                                   f"after a refresh: {refused}")
-        except CredentialsError as error:
-            changes = []
-            for row in rows:
-                change = JobChange(row["id"], row["task_id"], row["correlation_id"])
-                change.fields = {"status": "failed", "message": str(error)}
-                changes.append(change)
-            log.warning("jobs failed: the owner's backend credentials are unusable",
-                        extra={"backend": backend.endpoint, "owner": owner, "job_ids": [r["id"] for r in rows],
-                               "error": str(error)})
-            result.changes += len(changes)
-            await self._record(changes)
-
-    async def _owner_account(self, backend: BackendConfig, owner: str, force_refresh: bool) -> Account | None:
-        """The owner's backend account; None when the identity provider cannot be reached now (CredentialsError
-        when the owner has no usable credentials)."""
-        if self.credentials is None:
-            raise CredentialsError(f"backend {backend.endpoint} needs its users' own credentials, which this "
-                                   "monitor cannot read")
-        try:
-            return await self.credentials.account(backend, owner, force_refresh=force_refresh)
-        except CredentialsError:
-            raise
-        except BackendError as exc:
+            if self.credentials is None:
+                raise CredentialsError(f"backend {backend.endpoint} needs its users' own credentials, which this "
+                                       "monitor cannot read")
+            await self.credentials.call(backend, owner, functools.partial(self._poll, backend, rows, result))
+        except ProviderUnavailable as exc:
             log.warning("cannot get the owner's backend credentials; trying again next cycle",
                         extra={"backend": backend.endpoint, "owner": owner, "error": str(exc)})
-            return None
+        except BackendAuthError as exc:
+            await self._fail_owner(backend, owner, rows, result, CredentialsError(
+                f"backend {backend.endpoint} refused the credentials of user {owner!r} even after a refresh: {exc}"))
+        except CredentialsError as error:
+            await self._fail_owner(backend, owner, rows, result, error)
+
+    async def _fail_owner(self, backend: BackendConfig, owner: str, rows: list[asyncpg.Record],
+                          result: CycleResult, error: CredentialsError) -> None:
+        """Fail the owner's jobs with the reason their credentials cannot be used."""
+        changes = []
+        for row in rows:
+            change = JobChange(row["id"], row["task_id"], row["correlation_id"])
+            change.fields = {"status": "failed", "message": str(error)}
+            changes.append(change)
+        log.warning("jobs failed: the owner's backend credentials are unusable",
+                    extra={"backend": backend.endpoint, "owner": owner, "job_ids": [r["id"] for r in rows],
+                           "error": str(error)})
+        result.changes += len(changes)
+        await self._record(changes)
 
     async def _poll(self, backend: BackendConfig, rows: list[asyncpg.Record], result: CycleResult,
                     account: Account = SERVICE) -> None:

@@ -14,7 +14,7 @@ from services.monitor import poller, store
 from services.monitor.poller import Monitor
 from services.monitor.store import JobChange
 from upscaling.backends import parse_backend
-from upscaling.credentials import CredentialsError
+from upscaling.credentials import CredentialsError, CredentialStore
 from upscaling.openeo_backend.connection import SERVICE, Account
 from upscaling.openeo_backend.errors import BackendAuthError
 
@@ -30,6 +30,8 @@ class Credentials:
     def __init__(self, refused: frozenset[str] = frozenset(), stale: frozenset[str] = frozenset()) -> None:
         self.refused, self.stale = refused, stale
         self.forced: list[str] = []
+
+    call = CredentialStore.call  # the store's own rule: refresh once when the backend refuses the token
 
     async def account(self, backend: Any, owner: str, force_refresh: bool = False) -> Account:
         if owner in self.refused:
