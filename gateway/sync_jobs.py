@@ -222,7 +222,7 @@ class SyncJobs:
         backend = self.tasks.backends.find(endpoint)
         assert backend is not None  # check_job found it
         account = backend_connection.SERVICE
-        if self.tasks.credentials is not None and backend.auth.method.startswith("user_"):
+        if self.tasks.credentials is not None and backend.auth.per_user:
             # a backend that runs each user's jobs with the user's own credentials runs this one so too
             await self.tasks.credentials.prepare(caller, endpoint)
             try:

@@ -198,6 +198,7 @@ class Backends:
     def per_user(self) -> list[BackendConfig]:
         """The backends whose jobs run with their owners' own credentials."""
         return [c for c in self.configs if c.auth.per_user]
+
     def group(self, name: str) -> list[BackendConfig]:
         """The backends of a group (configuration order); empty when no backend lists it."""
         return [c for c in self.configs if name in c.groups]
