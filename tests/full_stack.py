@@ -54,6 +54,56 @@ class FullStack:
         return "\n".join(f"--- {p.name}\n{p.log()[-3000:]}" for p in self.processes)
 
 
+@dataclass
+class Services:
+    """A gateway, its dispatchers and a monitor running on a database and broker prefix of their own."""
+
+    http: str
+    grpc: str
+    database_url: str
+    processes: list[ServiceProcess]
+
+
+@contextlib.contextmanager
+def services(infra: Any, service_env: dict[str, str], tiler_address: str, logs: Path, env: dict[str, str], *,
+             name: str, dispatchers: int = 1, log_prefix: str = "") -> Iterator[Services]:
+    """Start a gateway (which applies the migrations), `dispatchers` dispatchers and a monitor on a fresh database
+    and broker prefix named after `name`, with the test's `env` (backends, UDP allow-list, ...) over the defaults
+    here; each is waited for until it serves. Stopped, and the database and broker names dropped, after."""
+    prefix = unique_name(name)
+    db_name = unique_name(f"{name}_test")
+    asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
+    database_url = with_database(infra.admin_database_url, db_name)
+    http_port, grpc_port = free_port(), free_port()
+    base = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": database_url, "TILER_ADDRESS": tiler_address,
+            "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port), "HEALTH_HOST": "127.0.0.1",
+            "MONITOR_HEALTH_PORT": str(free_port()), "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1",
+            "OUTBOX_POLL_S": "0.5", "GRPC_GRACE_S": "3",
+            "DB_POOL_MAX": "4",  # small pools: these stacks run beside the session's gateways on one PostgreSQL
+            **env}
+    gateway = ServiceProcess("gateway", "gateway", base, logs / f"{log_prefix}gateway.log")
+    workers = [(ServiceProcess("dispatcher" if dispatchers == 1 else f"dispatcher-{i}", "services.dispatcher",
+                               {**base, "DISPATCHER_HEALTH_PORT": (port := str(free_port()))},
+                               logs / f"{log_prefix}dispatcher{'' if dispatchers == 1 else f'-{i}'}.log"), port)
+               for i in range(1, dispatchers + 1)]
+    monitor = ServiceProcess("monitor", "services.monitor", base, logs / f"{log_prefix}monitor.log")
+    started: list[ServiceProcess] = []
+    try:
+        gateway.start()
+        started.append(gateway)
+        wait_http_ok(f"http://127.0.0.1:{http_port}/health", gateway)  # migrations are applied by now
+        wait_grpc_serving(f"127.0.0.1:{grpc_port}", gateway)
+        for proc, port in (*workers, (monitor, base["MONITOR_HEALTH_PORT"])):
+            proc.start()
+            started.append(proc)
+            wait_grpc_serving(f"127.0.0.1:{port}", proc)
+        yield Services(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", database_url, started)
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
+
+
 @contextlib.contextmanager
 def full_stack(infra: Any, service_env: dict[str, str], tiler_address: str, logs: Path, *,
                queue_seconds: float, run_seconds: float, max_running_jobs: int = 8, result_px: int = 32
@@ -61,33 +111,10 @@ def full_stack(infra: Any, service_env: dict[str, str], tiler_address: str, logs
     """Start backend, gateway, dispatcher and monitor; stop them and drop the database and broker names after."""
     backend = LocalOpenEO("--queue-seconds", str(queue_seconds), "--run-seconds", str(run_seconds),
                           "--result-size", str(result_px))
-    prefix = unique_name("full")
-    db_name = unique_name("full_test")
-    asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
-    http_port, grpc_port = free_port(), free_port()
-    env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": with_database(infra.admin_database_url, db_name),
-           "TILER_ADDRESS": tiler_address, "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
-           "OPENEO_BACKENDS": backend.backends_env(max_running_jobs=max_running_jobs), "HEALTH_HOST": "127.0.0.1",
-           "UDP_ALLOWED_URLS": backend.udp_catalogue,
-           "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
-           "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OUTBOX_POLL_S": "0.5", "GRPC_GRACE_S": "3",
-           "DB_POOL_MAX": "4"}  # small pools: these stacks run beside the session's gateways on one PostgreSQL
-    gateway = ServiceProcess("gateway", "gateway", env, logs / "gateway.log")
-    dispatcher = ServiceProcess("dispatcher", "services.dispatcher", env, logs / "dispatcher.log")
-    monitor = ServiceProcess("monitor", "services.monitor", env, logs / "monitor.log")
-    started: list[ServiceProcess] = []
     try:
-        gateway.start()
-        started.append(gateway)
-        wait_http_ok(f"http://127.0.0.1:{http_port}/health", gateway)  # migrations are applied by now
-        wait_grpc_serving(f"127.0.0.1:{grpc_port}", gateway)
-        for proc, port in ((dispatcher, env["DISPATCHER_HEALTH_PORT"]), (monitor, env["MONITOR_HEALTH_PORT"])):
-            proc.start()
-            started.append(proc)
-            wait_grpc_serving(f"127.0.0.1:{port}", proc)
-        yield FullStack(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", backend, started)
+        with services(infra, service_env, tiler_address, logs, name="full",
+                      env={"OPENEO_BACKENDS": backend.backends_env(max_running_jobs=max_running_jobs),
+                           "UDP_ALLOWED_URLS": backend.udp_catalogue}) as running:
+            yield FullStack(running.http, running.grpc, backend, running.processes)
     finally:
-        for proc in reversed(started):
-            proc.stop()
         backend.stop()
-        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))

@@ -3,7 +3,6 @@ stack of real processes (gateway, dispatcher, monitor) whose only backend it is.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import Iterator
@@ -13,16 +12,12 @@ from typing import Any
 
 import requests
 
+from tests.full_stack import services
 from tests.infra import (
     ServiceProcess,
-    free_port,
     stop_process,
-    unique_name,
-    wait_grpc_serving,
-    wait_http_ok,
-    with_database,
 )
-from tests.support import admin_sql, drop_private_resources, spawn_listening
+from tests.support import spawn_listening
 
 PROCESS = "geometry-statistics"
 TAG_INPUT = "upscaling_tag"
@@ -69,35 +64,10 @@ def ogc_stack(infra: Any, service_env: dict[str, str], tiler_address: str, logs:
     """Gateway, dispatcher and monitor on a database and broker prefix of their own, with `ogc` as backend
     (reached through `via`, a proxy URL, when given)."""
     entry = ogc.entry(max_running_jobs=8, **({"url": via} if via else {}))
-    prefix = unique_name("ogc")
-    db_name = unique_name("ogc_test")
-    asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
-    http_port, grpc_port = free_port(), free_port()
-    env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": with_database(infra.admin_database_url, db_name),
-           "TILER_ADDRESS": tiler_address, "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
-           "OPENEO_BACKENDS": json.dumps([entry, *(extra_backends or [])]),
-           "HEALTH_HOST": "127.0.0.1", "UDP_ALLOWED_URLS": f"{via or ogc.url}/processes/",
-           "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
-           "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OUTBOX_POLL_S": "0.5", "GRPC_GRACE_S": "3",
-           "DB_POOL_MAX": "4"}
-    gateway = ServiceProcess("gateway", "gateway", env, logs / "ogc-gateway.log")
-    dispatcher = ServiceProcess("dispatcher", "services.dispatcher", env, logs / "ogc-dispatcher.log")
-    monitor = ServiceProcess("monitor", "services.monitor", env, logs / "ogc-monitor.log")
-    started: list[ServiceProcess] = []
-    try:
-        gateway.start()
-        started.append(gateway)
-        wait_http_ok(f"http://127.0.0.1:{http_port}/health", gateway)
-        wait_grpc_serving(f"127.0.0.1:{grpc_port}", gateway)
-        for proc, port in ((dispatcher, env["DISPATCHER_HEALTH_PORT"]), (monitor, env["MONITOR_HEALTH_PORT"])):
-            proc.start()
-            started.append(proc)
-            wait_grpc_serving(f"127.0.0.1:{port}", proc)
-        yield OgcStack(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", ogc, started)
-    finally:
-        for proc in reversed(started):
-            proc.stop()
-        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
+    env = {"OPENEO_BACKENDS": json.dumps([entry, *(extra_backends or [])]),
+           "UDP_ALLOWED_URLS": f"{via or ogc.url}/processes/"}
+    with services(infra, service_env, tiler_address, logs, env, name="ogc", log_prefix="ogc-") as running:
+        yield OgcStack(running.http, running.grpc, ogc, running.processes)
 
 
 class AnswerDroppingProxy:

@@ -21,10 +21,9 @@ import pytest
 import requests
 import websockets
 
-from tests.infra import ServiceProcess, free_port, unique_name, wait_grpc_serving, with_database
-from tests.support import EXTENT, POLYGON, LocalOpenEO, admin_sql, db_connect, drop_private_resources, tiles
+from tests.full_stack import services
+from tests.support import EXTENT, POLYGON, LocalOpenEO, db_connect, tiles
 from upscaling import jobs as jobstore
-from upscaling.migrations import migrate
 from upscaling.v1 import common_pb2, upscaling_pb2, upscaling_pb2_grpc
 
 pytestmark = pytest.mark.timeout(240)
@@ -44,52 +43,27 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(infra: Any, service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(infra: Any, service_env: dict[str, str], stack: Any, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[Stack]:
+    tiler_address = stack.tiler_address  # the session's stack (this fixture overrides its name)
     logs = tmp_path_factory.mktemp("multi_backend")
     a, b, c = (LocalOpenEO("--queue-seconds", "0.1", "--run-seconds", "1.0") for _ in range(3))
     for backend in (a, b, c):
         backend.configure(max_concurrent=LIMIT)  # the backend refuses a start over the limit: a breach would show
-    db_name = unique_name("upscaling_multi")
-    asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
-    db_url = with_database(infra.admin_database_url, db_name)
-    asyncio.run(migrate(db_url))
-    http_port, grpc_port = free_port(), free_port()
     backends = [{"endpoint": x.endpoint, "auth": AUTH, "max_running_jobs": LIMIT, "groups": groups}
                 for x, groups in ((a, ["eu", "all"]), (b, ["eu", "all"]), (c, ["all"]))]
-    env = {**service_env, "DATABASE_URL": db_url, "BROKER_PREFIX": unique_name("multi"),
-           "OPENEO_BACKENDS": json.dumps(backends), "UDP_ALLOWED_URLS": a.udp_catalogue,
-           "MIGRATE_ON_START": "false", "HEALTH_HOST": "127.0.0.1",
-           "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
-           "TILER_ADDRESS": f"127.0.0.1:{free_port()}", "MONITOR_HEALTH_PORT": str(free_port()),
-           "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OPENEO_TIMEOUT_S": "3",
-           "SUBMIT_BACKOFF_BASE_S": "0.05", "SUBMIT_BACKOFF_MAX_S": "0.5", "GRPC_GRACE_S": "5",
-           "OUTBOX_POLL_S": "0.5", "BACKEND_HEALTH_INTERVAL_S": "0.5", "BACKEND_DRAIN_FAILURES": "3",
+    env = {"OPENEO_BACKENDS": json.dumps(backends), "UDP_ALLOWED_URLS": a.udp_catalogue, "DB_POOL_MAX": "10",
+           "OPENEO_TIMEOUT_S": "3", "SUBMIT_BACKOFF_BASE_S": "0.05", "SUBMIT_BACKOFF_MAX_S": "0.5",
+           "GRPC_GRACE_S": "5", "BACKEND_HEALTH_INTERVAL_S": "0.5", "BACKEND_DRAIN_FAILURES": "3",
            "BACKEND_DRAIN_COOLDOWN_S": "1"}
-    gateway = ServiceProcess("gateway", "gateway", env, logs / "gateway.log")
-    monitor = ServiceProcess("monitor", "services.monitor", env, logs / "monitor.log")
-    # Two dispatcher replicas: the running-job limits must hold across them.
-    dispatchers = [ServiceProcess(f"dispatcher-{i}", "services.dispatcher",
-                                  {**env, "DISPATCHER_HEALTH_PORT": str(free_port())}, logs / f"dispatcher-{i}.log")
-                   for i in (1, 2)]
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     try:
-        gateway.start()
-        wait_grpc_serving(f"127.0.0.1:{grpc_port}", gateway)
-        monitor.start()
-        for dispatcher in dispatchers:
-            dispatcher.start()
-        for dispatcher in dispatchers:
-            wait_grpc_serving(f"127.0.0.1:{dispatcher.env['DISPATCHER_HEALTH_PORT']}", dispatcher)
-        yield Stack(f"http://127.0.0.1:{http_port}", upscaling_pb2_grpc.UpscalingServiceStub(channel), a, b, c,
-                    db_url)
+        # Two dispatcher replicas: the running-job limits must hold across them.
+        with services(infra, service_env, tiler_address, logs, env, name="multi",
+                      dispatchers=2) as running, grpc.insecure_channel(running.grpc) as channel:
+            yield Stack(running.http, upscaling_pb2_grpc.UpscalingServiceStub(channel), a, b, c, running.database_url)
     finally:
-        channel.close()
-        for proc in (*dispatchers, monitor, gateway):
-            proc.stop()
         for backend in (a, b, c):
             backend.stop()
-        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url,
-                                           env["BROKER_PREFIX"]))
 
 
 def body(s: Stack, endpoint: Any, n: int) -> dict[str, Any]:

@@ -27,8 +27,9 @@ import requests
 from cryptography.fernet import Fernet
 
 from tests.auth_support import AUDIENCE, OidcIssuer
-from tests.infra import ROOT, ServiceProcess, free_port, unique_name, wait_grpc_serving, wait_http_ok, with_database
-from tests.support import LocalOpenEO, admin_sql, drop_private_resources, tiles
+from tests.full_stack import services
+from tests.infra import ROOT, ServiceProcess, free_port
+from tests.support import LocalOpenEO, tiles
 from upscaling.v1 import common_pb2, credentials_pb2, credentials_pb2_grpc, upscaling_pb2, upscaling_pb2_grpc
 
 EXCHANGE_CLIENT, EXCHANGE_SECRET = "upscaling-exchange", "exchange-client-secret-4d1f9a"
@@ -100,41 +101,17 @@ def creds_stack(infra: Any, service_env: dict[str, str], tiler_address: str, log
         {"endpoint": refresh, "auth": {"method": "user_refresh_token", "client_id": PUBLIC_CLIENT,
                                        "provider_id": "egi"}},
     ]
-    prefix = unique_name("creds")
-    db_name = unique_name("creds_test")
-    asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
-    database_url = with_database(infra.admin_database_url, db_name)
-    http_port, grpc_port = free_port(), free_port()
-    env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": database_url, "TILER_ADDRESS": tiler_address,
-           "GATEWAY_HTTP_PORT": str(http_port), "GATEWAY_GRPC_PORT": str(grpc_port),
-           "OPENEO_BACKENDS": json.dumps(backends), "EXCHANGE_SECRET": EXCHANGE_SECRET,
+    env = {"OPENEO_BACKENDS": json.dumps(backends), "EXCHANGE_SECRET": EXCHANGE_SECRET,
            "CREDENTIALS_KEY": f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
-           "UDP_ALLOWED_URLS": backend.udp_catalogue, "HEALTH_HOST": "127.0.0.1",
-           "AUTH_MODE": "oidc", "OIDC_ISSUER": issuer.url, "OIDC_AUDIENCE": AUDIENCE, "OIDC_ADMIN_VALUE": "ops-admin",
-           "DISPATCHER_HEALTH_PORT": str(free_port()), "MONITOR_HEALTH_PORT": str(free_port()),
-           "MONITOR_INTERVAL_MIN_S": "0.2", "MONITOR_INTERVAL_MAX_S": "1", "OUTBOX_POLL_S": "0.5",
-           "GRPC_GRACE_S": "3", "DB_POOL_MAX": "4", "LOG_LEVEL": "DEBUG"}
-    gateway = ServiceProcess("gateway", "gateway", env, logs / "gateway.log")
-    dispatcher = ServiceProcess("dispatcher", "services.dispatcher", env, logs / "dispatcher.log")
-    monitor = ServiceProcess("monitor", "services.monitor", env, logs / "monitor.log")
-    started: list[ServiceProcess] = []
+           "UDP_ALLOWED_URLS": backend.udp_catalogue, "AUTH_MODE": "oidc", "OIDC_ISSUER": issuer.url,
+           "OIDC_AUDIENCE": AUDIENCE, "OIDC_ADMIN_VALUE": "ops-admin", "LOG_LEVEL": "DEBUG"}
     try:
-        gateway.start()
-        started.append(gateway)
-        wait_http_ok(f"http://127.0.0.1:{http_port}/health", gateway)
-        for proc, port in ((dispatcher, env["DISPATCHER_HEALTH_PORT"]), (monitor, env["MONITOR_HEALTH_PORT"])):
-            proc.start()
-            started.append(proc)
-            wait_grpc_serving(f"127.0.0.1:{port}", proc)
-        wait_grpc_serving(f"127.0.0.1:{grpc_port}", gateway)
-        yield CredsStack(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", backend, issuer, exchange, refresh,
-                         database_url, started)
+        with services(infra, service_env, tiler_address, logs, env, name="creds") as running:
+            yield CredsStack(running.http, running.grpc, backend, issuer, exchange, refresh, running.database_url,
+                             running.processes)
     finally:
-        for proc in reversed(started):
-            proc.stop()
         backend.stop()
         issuer.stop()
-        asyncio.run(drop_private_resources(infra.admin_database_url, db_name, infra.rabbitmq_url, prefix))
 
 
 @pytest.fixture(scope="module")
