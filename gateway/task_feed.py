@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +47,8 @@ CATCH_UP_S = 30.0
 FILL_BATCH = 5000  # events read from the database per query when filling a gap
 # A WatchTaskBatches message holds at most about this many bytes of events (gRPC clients accept 4 MB by default).
 BATCH_BYTES = 1024 * 1024
+# At the task's end a gRPC stream waits at most this long for the WebSockets' terminal snapshots (`after_sockets`).
+SOCKETS_FIRST_S = 0.1
 Loader = Callable[[int], Awaitable[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]]
 
 
@@ -181,6 +183,9 @@ class TaskFeed:
         self._version = -1  # the sequence the cached views below were built for
         self._cache: dict[Any, Any] = {}
         self.closed = False
+        self._sockets_due = 0  # watchers whose terminal message goes before the streams' ends (`socket_turn`)
+        self._sockets_done = asyncio.Event()
+        self._sockets_timer: asyncio.TimerHandle | None = None
 
     # ---- state ----------------------------------------------------------------------------------------------
 
@@ -240,6 +245,7 @@ class TaskFeed:
         self._cache.clear()
         self._notify()
         self._ended.set()
+        self._open_sockets_gate()
 
     # ---- events in --------------------------------------------------------------------------------------------
 
@@ -360,6 +366,47 @@ class TaskFeed:
             await asyncio.wait_for(self._ended.wait(), wait_s)
         except TimeoutError:
             pass
+
+    @contextlib.contextmanager
+    def socket_turn(self) -> Iterator[Callable[[], None]]:
+        """Held by a WebSocket while it watches; yields `sent`, to call once it sent the terminal snapshot.
+
+        At the task's end every watcher of the process wakes at once. A WebSocket's terminal snapshot is one of
+        the handful of messages it gets (and what a notebook waits for), a gRPC stream's last events one of
+        hundreds, and ending a stream costs the gateway far more than sending a text; so the streams' last
+        messages wait (`after_sockets`, at most SOCKETS_FIRST_S) until every WebSocket of the task sent its
+        snapshot or left."""
+        self._sockets_due += 1
+        done = False
+
+        def sent() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._sockets_due -= 1
+                if self._sockets_due == 0:
+                    self._open_sockets_gate()
+
+        try:
+            yield sent
+        finally:
+            sent()
+
+    async def after_sockets(self) -> None:
+        """Before a gRPC stream sends the task's end: until the WebSockets sent theirs (see `socket_turn`), at
+        most SOCKETS_FIRST_S (one timer for all the streams waiting)."""
+        if self._sockets_due == 0 or self.closed:
+            return
+        if self._sockets_timer is None:
+            self._sockets_timer = asyncio.get_running_loop().call_later(SOCKETS_FIRST_S, self._open_sockets_gate)
+        await self._sockets_done.wait()
+
+    def _open_sockets_gate(self) -> None:
+        if self._sockets_timer is not None:
+            self._sockets_timer.cancel()
+            self._sockets_timer = None
+        opened, self._sockets_done = self._sockets_done, asyncio.Event()
+        opened.set()
 
     def entries_after(self, sequence: int) -> list[Entry] | None:
         """The kept events after `sequence`, in order; None when some of them are no longer kept."""

@@ -60,6 +60,8 @@ async def _full(feed: TaskFeed, send: Send, after_sequence: int) -> None:
         if entries is None:
             entries = await feed.stored_after(last)
         for entry in entries:
+            if entry.terminal and entry.sequence >= feed.last:
+                await feed.after_sockets()
             await send(entry.body)
             last = entry.sequence
             if entry.terminal and last >= feed.last:
@@ -86,6 +88,8 @@ async def _full_batches(feed: TaskFeed, send: Send, after_sequence: int) -> None
         entries = kept if kept is not None else stored
         if entries:
             body, end = feed.batch_after(last, entries, kept is not None)
+            if end.terminal and end.sequence >= feed.last:
+                await feed.after_sockets()
             await send(body)
             if kept is None:
                 del stored[:end.sequence - stored[0].sequence + 1]  # (stored sequences are consecutive)
@@ -118,6 +122,8 @@ async def _task_level(feed: TaskFeed, send: Send, after_sequence: int, batched: 
             last, terminal, key = feed.last, feed.terminal, feed.summary_key()
             if key != sent:
                 sent = key
+                if terminal:
+                    await feed.after_sockets()
                 await send(summary())
             if terminal:
                 return

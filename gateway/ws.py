@@ -130,7 +130,7 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
         await websocket.send_json(envelope("init", None, f"watching upscale task {tid}", tid))
         async with hub.watch(tid, "websocket") as feed:
 
-            async def send_loop() -> None:
+            async def send_loop(terminal_sent: Callable[[], None]) -> None:
                 # Every socket of the task sends the same text for the same version (built once by the feed); a
                 # socket that was slow to send simply sends the latest version next: nothing queues up.
                 sent, terminal = feed.last, feed.terminal  # (the feed may move on while a text is sent)
@@ -150,10 +150,12 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
                     since, sent, terminal = sent, feed.last, feed.terminal
                     await websocket.send_text(feed.delta_text(since) if as_delta else feed.snapshot_text())
                     if terminal:
+                        terminal_sent()  # the gRPC streams of the task may end now (TaskFeed.socket_turn)
                         return
                     last_sent = time.monotonic()
 
-            await _run_until_client_leaves(websocket, send_loop())
+            with feed.socket_turn() as terminal_sent:
+                await _run_until_client_leaves(websocket, send_loop(terminal_sent))
 
     @router.websocket("/ws/jobs_status")
     async def watch_jobs_status(websocket: WebSocket, interval: str | None = None) -> None:

@@ -167,3 +167,57 @@ def test_workers_default_to_the_cpus_available_within_a_container_quota(tmp_path
         monkeypatch.setenv("GATEWAY_WORKERS", bad)
         with pytest.raises(ValueError, match="GATEWAY_WORKERS"):
             workers.worker_count()
+
+
+async def test_at_the_end_streams_send_after_the_sockets_terminal_snapshots() -> None:
+    import asyncio
+
+    from gateway.watch import _full_batches
+    feed = await loaded_feed(StoredEvents())
+    order: list[str] = []
+    snapshot_sent = asyncio.Event()
+
+    async def send(body: bytes) -> None:
+        order.append("stream")
+        snapshot_sent.set()
+
+    async def socket() -> None:
+        with feed.socket_turn() as sent:
+            await feed.wait_terminal(5.0)
+            order.append("socket")
+            sent()
+
+    stream = asyncio.create_task(_full_batches(feed, send, 0))
+    watcher = asyncio.create_task(socket())
+    await snapshot_sent.wait()
+    event = task_event(1, "finished")
+    feed.push(event.SerializeToString(), event)
+    feed.flush()
+    await asyncio.wait_for(asyncio.gather(stream, watcher), 5.0)
+    assert order == ["stream", "socket", "stream"]
+
+
+async def test_a_socket_that_does_not_send_holds_the_streams_end_back_only_briefly(monkeypatch: Any) -> None:
+    import asyncio
+    import time
+
+    from gateway import task_feed
+    from gateway.watch import _full_batches
+    monkeypatch.setattr(task_feed, "SOCKETS_FIRST_S", 0.2)
+    feed = await loaded_feed(StoredEvents())
+    sent_at: list[float] = []
+    snapshot_sent = asyncio.Event()
+
+    async def send(body: bytes) -> None:
+        sent_at.append(time.monotonic())
+        snapshot_sent.set()
+
+    with feed.socket_turn():  # a WebSocket that never gets to send its snapshot
+        stream = asyncio.create_task(_full_batches(feed, send, 0))
+        await snapshot_sent.wait()
+        event = task_event(1, "finished")
+        feed.push(event.SerializeToString(), event)
+        feed.flush()
+        ended = time.monotonic()
+        await asyncio.wait_for(stream, 5.0)
+    assert len(sent_at) == 2 and 0.15 <= sent_at[1] - ended < 2.0
