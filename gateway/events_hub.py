@@ -59,6 +59,7 @@ class EventsHub:
         self._any = asyncio.Event()  # set on every event of any task (the /ws/jobs_status wake-up)
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._releasing = False
+        self.all_watchers = 0  # watch_all's (/ws/jobs_status sockets)
         self.received = 0
 
     async def start(self) -> None:
@@ -170,6 +171,7 @@ class EventsHub:
         self._releasing = False
         ws_deflate.SHARED.clear()
         workers.release_memory()
+        workers.check_memory(self.watcher_count() + self.all_watchers)  # (may ask the supervisor for a fresh worker)
 
     @asynccontextmanager
     async def watch_all(self, kind: str = "websocket") -> AsyncIterator[Callable[[float], Awaitable[None]]]:
@@ -177,6 +179,7 @@ class EventsHub:
         the next event of any task or after the timeout."""
         watchers = metrics.WATCHERS.labels(kind)
         watchers.inc()
+        self.all_watchers += 1
 
         async def wait(timeout_s: float) -> None:
             tick = self._any
@@ -189,6 +192,8 @@ class EventsHub:
             yield wait
         finally:
             watchers.dec()
+            self.all_watchers -= 1
+            workers.retire_if_idle(self.watcher_count() + self.all_watchers)
 
     def watcher_count(self) -> int:
         return sum(f.watchers for f in self._feeds.values())

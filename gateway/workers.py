@@ -5,10 +5,21 @@ listening on the same ports with SO_REUSEPORT, so the kernel spreads connections
 The supervisor imports everything, freezes the garbage collector's view of those objects (so the workers share
 their pages) and forks the workers; it restarts a worker that dies, forwards SIGTERM/SIGINT to all and exits
 with 0 once they stopped gracefully. One worker runs in the process itself, without a supervisor.
+
+Recycling: memory that thousands of watchers fragmented is not all returned to the system when they close, even
+after `release_memory` (native allocations of gRPC and zlib interleaved with survivors). A worker whose private
+memory, once its watchers left and their memory was released, exceeds what it had the first time it was in
+that state (its baseline; a replacement inherits it) by more than GATEWAY_RECYCLE_MB asks the supervisor for a
+fresh worker (`check_memory`): the supervisor forks the replacement, gives it RECYCLE_HANDOVER_S to start
+serving on the shared ports, then tells the old one to retire (SIGUSR2). The old worker stops as at shutdown
+(in-flight requests finish, idle connections are closed and their clients reconnect to the other workers) at
+once if it still has no watchers, else as soon as its watchers are gone (`install_retire`): a watcher that
+arrived meanwhile is never cut. Only with several workers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import ctypes
@@ -16,6 +27,7 @@ import gc
 import logging
 import math
 import os
+import select
 import signal
 import socket
 import sys
@@ -27,8 +39,18 @@ from pathlib import Path
 log = logging.getLogger("gateway")
 
 WORKERS_ENV = "GATEWAY_WORKERS"
+RECYCLE_ENV = "GATEWAY_RECYCLE_MB"
+DEFAULT_RECYCLE_MB = 8.0
+RECYCLE_HANDOVER_S = 2.0  # the replacement starts serving before the old worker stops
+RECYCLE_MIN_AGE_S = 20.0  # a worker younger than this does not ask (no replacement chain)
+SUPERVISOR_TICK_S = 0.2
 WORKER_HEADER = "x-gateway-worker"  # gRPC initial metadata / WebSocket handshake header: the serving worker
 _current = 0
+_recycle_fd: int | None = None  # in a worker: the write end of the supervisor's recycle pipe
+_started = 0.0  # in a worker: when it started (time.monotonic())
+_baseline: int | None = None  # a worker's private memory the first time its watchers' memory was released
+_recycle_requested = False
+_retire: Callable[[], None] | None = None  # set once the supervisor told this worker to retire (stops it)
 
 
 def current() -> int:
@@ -58,6 +80,84 @@ def worker_count() -> int:
     if count < 1:
         raise ValueError(f"{WORKERS_ENV} must be a positive integer, got {raw!r}")
     return count
+
+
+def recycle_limit_mb() -> float:
+    """GATEWAY_RECYCLE_MB (default 8; 0: never recycle); ValueError when not a non-negative number."""
+    raw = os.environ.get(RECYCLE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_RECYCLE_MB
+    try:
+        limit = float(raw)
+    except ValueError:
+        limit = -1.0
+    if not limit >= 0 or math.isinf(limit):
+        raise ValueError(f"{RECYCLE_ENV} must be a non-negative number of megabytes, got {raw!r}")
+    return limit
+
+
+def private_memory(rollup: Path = Path("/proc/self/smaps_rollup")) -> int | None:
+    """This process's private memory in bytes (Private_Clean + Private_Dirty); None where unknown."""
+    try:
+        text = rollup.read_text()
+    except OSError:
+        return None
+    total = 0
+    for line in text.splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1]) * 1024
+    return total or None
+
+
+def check_memory(watchers: int) -> None:
+    """Called after the memory of closed watchers was released (`release_memory`): the first call records this
+    worker's private memory; a later one, while the worker has no watchers, asks the supervisor for a fresh worker
+    when it grew by more than GATEWAY_RECYCLE_MB since (once per worker)."""
+    global _baseline, _recycle_requested
+    if retire_if_idle(watchers):
+        return
+    if _recycle_fd is None or _recycle_requested or watchers:
+        return
+    now = private_memory()
+    if now is None:
+        return
+    if _baseline is None:
+        _baseline = now
+        return
+    limit = recycle_limit_mb()
+    grown = now - _baseline
+    if not limit or grown <= limit * 2**20 or time.monotonic() - _started < RECYCLE_MIN_AGE_S:
+        return
+    _recycle_requested = True
+    log.info("gateway worker memory grew since it was last idle; asking for a fresh worker",
+             extra={"worker": _current, "grown_mb": round(grown / 2**20, 1), "limit_mb": limit})
+    with contextlib.suppress(OSError):
+        os.write(_recycle_fd, f"{os.getpid()}:{_baseline}\n".encode())
+
+
+def retire_if_idle(watchers: int) -> bool:
+    """Stop this worker if it was replaced (told to retire) and has no watchers (left); whether it stops."""
+    if _retire is None or watchers:
+        return False
+    _retire()
+    return True
+
+
+def install_retire(stop: Callable[[], None], watchers: Callable[[], int]) -> None:
+    """In a worker (on its running loop): on the supervisor's SIGUSR2 (a replacement serves now), call `stop`
+    at once when `watchers()` is 0, else at the first `check_memory` without watchers."""
+    loop = asyncio.get_running_loop()
+
+    def retire() -> None:
+        global _retire
+        _retire = stop
+        if not watchers():
+            stop()
+        else:
+            log.info("gateway worker replaced; it stops once its watchers are gone", extra={"worker": _current})
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGUSR2, retire)
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -109,13 +209,18 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _child(index: int, run_worker: Callable[[int], None]) -> None:
-    global _current
+def _child(index: int, run_worker: Callable[[int], None], recycle_fd: int | None = None,
+           baseline: int | None = None) -> None:
+    global _current, _recycle_fd, _baseline, _started
     _current = index
+    _recycle_fd = recycle_fd
+    _started = time.monotonic()
+    _baseline = baseline  # a replacement keeps the baseline of the worker it replaces
     code = 0
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # until `install_retire`
         _die_with_parent()
         run_worker(index)
     except SystemExit as exc:
@@ -138,16 +243,33 @@ def run(count: int, run_worker: Callable[[int], None], on_exit: Callable[[int], 
     if count == 1:
         run_worker(0)
         return 0
+    recycling = recycle_limit_mb() > 0
     gc.collect()
     gc.freeze()  # objects created so far are never touched by the collector: their pages stay shared
     children: dict[int, int] = {}
+    retiring: dict[int, float] = {}  # recycled workers: when to tell them to retire (inf: told)
     stopping = False
+    recycle_read, recycle_write = os.pipe()  # workers write "<pid>:<baseline>" lines: replace me
+    os.set_blocking(recycle_read, False)
 
-    def spawn(index: int) -> None:
+    def spawn(index: int, baseline: int | None = None) -> None:
         pid = os.fork()
         if pid == 0:
-            _child(index, run_worker)
+            os.close(recycle_read)
+            _child(index, run_worker, recycle_write if recycling else None, baseline)
         children[pid] = index
+
+    def recycle(requests: list[bytes]) -> None:
+        for raw in requests:
+            pid_text, _, baseline = raw.decode(errors="replace").partition(":")
+            pid = int(pid_text) if pid_text.isdigit() else 0
+            if stopping or pid not in children or pid in retiring:
+                continue
+            index = children[pid]
+            retiring[pid] = time.monotonic() + RECYCLE_HANDOVER_S
+            spawn(index, int(baseline) if baseline.isdigit() else None)
+            log.info("gateway worker recycled", extra={"worker": index, "old_pid": pid,
+                                                       "new_pids": sorted(set(children) - set(retiring))})
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -164,31 +286,47 @@ def run(count: int, run_worker: Callable[[int], None], on_exit: Callable[[int], 
     exit_code = 0
     recent: collections.deque[float] = collections.deque()
     while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        if pid not in children:
-            continue
-        index = children.pop(pid)
-        if on_exit is not None:
-            with contextlib.suppress(Exception):
-                on_exit(pid)
-        code = os.waitstatus_to_exitcode(status)
-        if stopping:
-            exit_code = exit_code or (code if code > 0 else 0)
-            continue
+        # Wake on a recycle request, else every SUPERVISOR_TICK_S to reap workers that ended.
+        if select.select([recycle_read], [], [], SUPERVISOR_TICK_S)[0]:
+            with contextlib.suppress(BlockingIOError):
+                recycle(os.read(recycle_read, 4096).split())
         now = time.monotonic()
-        recent.append(now)
-        while recent and recent[0] < now - 60:
-            recent.popleft()
-        if len(recent) > 3 * count:
-            log.error("gateway workers keep failing; stopping", extra={"worker": index, "exit_code": code})
-            exit_code = 1
-            stop(signal.SIGTERM, None)
-            continue
-        log.error("gateway worker exited; restarting it", extra={"worker": index, "exit_code": code})
-        time.sleep(1.0)
-        if not stopping:
-            spawn(index)
+        for pid, at in list(retiring.items()):
+            if at <= now:  # its replacement serves by now
+                retiring[pid] = math.inf
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR2)
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                children.clear()
+                break
+            if pid == 0:
+                break
+            if pid not in children:
+                continue
+            index = children.pop(pid)
+            if on_exit is not None:
+                with contextlib.suppress(Exception):
+                    on_exit(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if retiring.pop(pid, None) is not None:
+                continue
+            if stopping:
+                exit_code = exit_code or (code if code > 0 else 0)
+                continue
+            now = time.monotonic()
+            recent.append(now)
+            while recent and recent[0] < now - 60:
+                recent.popleft()
+            if len(recent) > 3 * count:
+                log.error("gateway workers keep failing; stopping", extra={"worker": index, "exit_code": code})
+                exit_code = 1
+                stop(signal.SIGTERM, None)
+                continue
+            log.error("gateway worker exited; restarting it", extra={"worker": index, "exit_code": code})
+            time.sleep(1.0)
+            if not stopping:
+                spawn(index)
     return exit_code

@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 import websockets
 
+from gateway import events_hub
 from gateway.workers import WORKER_HEADER
 from tests.infra import wait_grpc_serving, wait_http_ok
 from tests.support import db_connect
@@ -393,4 +394,46 @@ def test_a_worker_that_dies_is_replaced_and_the_gateway_stops_cleanly(
                 stub = upscaling_pb2_grpc.UpscalingServiceStub(channel)
                 reply = stub.ListTasks(upscaling_pb2.ListTasksRequest(page_size=1), timeout=30)
                 assert list(reply.tasks) == []
+        assert gw.process.stop() == 0
+
+
+def test_a_worker_whose_memory_grew_under_watchers_is_replaced_once_they_left(
+        stack: Any, service_env: dict[str, str], infra: Any, tmp_path: Any) -> None:
+    with gateway_process(stack, service_env, infra, tmp_path, name="recycle", GATEWAY_WORKERS="2",
+                         GATEWAY_RECYCLE_MB="0.5", MAX_WATCHES_PER_USER="0") as gw:
+        assert gw.process.process is not None
+        supervisor = psutil.Process(gw.process.process.pid)
+        task = create(gw, 20)
+
+        async def watch_and_leave(sockets: int, streams: int) -> set[str]:
+            ws = [WsWatcher(gw.http, task, "interval=1") for _ in range(sockets)]
+            grpc_ = [GrpcWatcher(gw.grpc, task, batched=True) for _ in range(streams)]
+            await asyncio.gather(*(w.started() for w in ws), *(g.started() for g in grpc_))
+            for w in ws:
+                await w.ws.close()
+            for g in grpc_:
+                g.call.cancel()
+                await g.channel.close()
+            return {w.worker for w in [*ws, *grpc_]}
+
+        original = {p.pid for p in supervisor.children()}
+        assert len(original) == 2
+        assert len(asyncio.run(watch_and_leave(20, 4))) == 2  # both workers served watchers ...
+        time.sleep(events_hub.LINGER_S + 3)  # ... and, once their feeds expired, measured their memory
+        asyncio.run(watch_and_leave(300, 60))  # more memory than the 0.5 MB allowed: replaced once idle again
+        deadline = time.monotonic() + 90
+        while not (original - {p.pid for p in supervisor.children()}) or len(supervisor.children()) != 2:
+            assert time.monotonic() < deadline, f"workers {[p.pid for p in supervisor.children()]}"
+            time.sleep(0.2)
+        wait_http_ok(f"{gw.http}/health", gw.process)
+        wait_grpc_serving(gw.grpc, gw.process)
+
+        async def new_watcher() -> dict[str, Any]:
+            watcher = WsWatcher(gw.http, task, "interval=1")
+            await watcher.started()
+            await watcher.ws.close()
+            return watcher.statuses()[0]
+
+        for _ in range(6):  # new connections land on the fresh worker too: all served
+            assert asyncio.run(new_watcher())["status"] == "created"
         assert gw.process.stop() == 0
