@@ -170,6 +170,7 @@ class EventsHub:
     def _release(self) -> None:
         self._releasing = False
         ws_deflate.SHARED.clear()
+        ws_deflate.FRAMES.clear()
         workers.release_memory()
         workers.check_memory(self.watcher_count() + self.all_watchers)  # (may ask the supervisor for a fresh worker)
 

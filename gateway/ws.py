@@ -31,6 +31,7 @@ from gateway.auth_http import caller
 from gateway.events_hub import EventsHub
 from gateway.http_tasks import jobs_status_body, parse_filters
 from gateway.tasks import TaskService
+from gateway.ws_protocol import SHARED_TEXT
 from upscaling.errors import InvalidArgument, ResourceExhausted, ServiceError, Unauthenticated
 from upscaling.limits import SubscriptionCounter
 
@@ -100,6 +101,14 @@ async def _run_until_client_leaves(websocket: WebSocket, sender: Awaitable[None]
             await websocket.close(code=1000)
 
 
+async def _send_text(websocket: WebSocket, text: str) -> None:
+    """Send a text every socket of the task sends: as the frame bytes built once per worker when the connection
+    allows it (`gateway.ws_protocol`), else the ASGI way."""
+    shared = (websocket.scope.get("extensions") or {}).get(SHARED_TEXT)
+    if shared is None or not await shared(text):
+        await websocket.send_text(text)
+
+
 def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[], EventsHub],
                      watches: SubscriptionCounter) -> APIRouter:
     """The WebSocket routes (the caller is authenticated by the AuthMiddleware at the handshake; each socket
@@ -134,7 +143,7 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
                 # Every socket of the task sends the same text for the same version (built once by the feed); a
                 # socket that was slow to send simply sends the latest version next: nothing queues up.
                 sent, terminal = feed.last, feed.terminal  # (the feed may move on while a text is sent)
-                await websocket.send_text(feed.snapshot_text())
+                await _send_text(websocket, feed.snapshot_text())
                 if terminal:
                     return
                 last_sent = -math.inf  # the first change after the initial snapshot goes out at once
@@ -148,7 +157,7 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
                     if feed.last <= sent:
                         continue
                     since, sent, terminal = sent, feed.last, feed.terminal
-                    await websocket.send_text(feed.delta_text(since) if as_delta else feed.snapshot_text())
+                    await _send_text(websocket, feed.delta_text(since) if as_delta else feed.snapshot_text())
                     if terminal:
                         terminal_sent()  # the gRPC streams of the task may end now (TaskFeed.socket_turn)
                         return

@@ -1,4 +1,5 @@
-"""permessage-deflate that compresses a message once per gateway worker, however many sockets send it.
+"""permessage-deflate that compresses a message once per gateway worker, however many sockets send it; and the
+whole frame of a text, built once per worker for every socket with the same compression (`FRAMES`).
 
 Every WebSocket of a task sends the same snapshot text (`gateway.task_feed`); with per-socket compression each
 socket would still compress its own copy, and 1,000 sockets on a 260-job task spend more CPU compressing than
@@ -14,8 +15,9 @@ import zlib
 from collections import OrderedDict
 from typing import Any
 
+from websockets.extensions import Extension
 from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
-from websockets.frames import CONT, CTRL_OPCODES, Frame
+from websockets.frames import CONT, CTRL_OPCODES, Frame, Opcode
 
 SHARED_MIN_BYTES = 4096  # messages below this are compressed per socket
 CACHE_ENTRIES = 8         # latest messages kept with their payloads (a few tasks' current snapshots)
@@ -86,3 +88,52 @@ class SharedDeflateFactory(ServerPerMessageDeflateFactory):
                                          extension.remote_max_window_bits, extension.local_max_window_bits,
                                          extension.compress_settings)
         return response, shared
+
+
+Signature = tuple[Any, ...]
+
+
+def signature(extensions: list[Extension]) -> Signature | None:
+    """What the bytes of a server's text frame depend on, for a connection's negotiated extensions: none, or
+    permessage-deflate without context takeover (each message compressed on its own, so the bytes depend only on
+    the settings); None for anything else (its frames cannot be shared)."""
+    if not extensions:
+        return ("plain",)
+    if len(extensions) == 1 and isinstance(extensions[0], SharedPerMessageDeflate):
+        ext = extensions[0]
+        if ext.local_no_context_takeover:
+            return ("deflate", ext.local_max_window_bits, tuple(sorted(ext.compress_settings.items())))
+    return None
+
+
+class FrameCache:
+    """The serialized text frames of the latest texts, per extension signature. Looked up by the identity of the
+    text (a task feed hands every socket the same str object for a version; the entry keeps the text alive, so
+    its id cannot be reused while cached)."""
+
+    def __init__(self, entries: int = 2 * CACHE_ENTRIES) -> None:
+        self.entries = entries
+        self._items: OrderedDict[tuple[int, Signature], tuple[str, bytes]] = OrderedDict()
+
+    def frame(self, text: str, extensions: list[Extension]) -> bytes | None:
+        """The bytes of `text` as one unmasked text frame for a connection with these extensions (None when its
+        frames cannot be shared)."""
+        sig = signature(extensions)
+        if sig is None:
+            return None
+        key = (id(text), sig)
+        item = self._items.get(key)
+        if item is not None and item[0] is text:
+            self._items.move_to_end(key)
+            return item[1]
+        data = Frame(Opcode.TEXT, text.encode(), True).serialize(mask=False, extensions=extensions)
+        self._items[key] = (text, data)
+        if len(self._items) > self.entries:
+            self._items.popitem(last=False)
+        return data
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+FRAMES = FrameCache()

@@ -68,3 +68,42 @@ def test_a_checksum_collision_never_sends_another_message(monkeypatch) -> None:
     assert client.decode(server.encode(Frame(OP_TEXT, first))).data == first
     assert client.decode(server.encode(Frame(OP_TEXT, second))).data == second
     assert ws_deflate.SHARED.hits == 0 and ws_deflate.SHARED.misses == 2
+
+
+def _read_frame(data: bytes, client: PerMessageDeflate) -> Frame:
+    """The frame a client reads from `data` (a server's unmasked frame bytes)."""
+    from websockets.streams import StreamReader
+
+    reader = StreamReader()
+    reader.feed_data(data)
+    parser = Frame.parse(reader.read_exact, mask=False, extensions=[client])
+    try:
+        next(parser)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("an incomplete frame")
+
+
+def test_a_text_frame_is_built_once_per_compression_and_every_peer_reads_it(monkeypatch) -> None:
+    monkeypatch.setattr(ws_deflate, "FRAMES", ws_deflate.FrameCache(entries=4))
+    pairs = [_pair() for _ in range(2)]
+    for size in (5, 400):  # below and above SHARED_MIN_BYTES
+        text = _text(size).decode()
+        built = [ws_deflate.FRAMES.frame(text, [server]) for server, _ in pairs]
+        assert built[0] is not None and built[0] is built[1]  # one frame for both sockets
+        plain = ws_deflate.FRAMES.frame(text, [])
+        assert plain is not None and plain != built[0]
+        assert plain == Frame(OP_TEXT, text.encode()).serialize(mask=False, extensions=[])
+        assert ws_deflate.FRAMES.frame(text, []) is plain  # same text object: a cache hit
+        for (_, client), data in zip(pairs, built, strict=True):
+            assert data is not None
+            frame = _read_frame(data, client)
+            assert frame.opcode is OP_TEXT and bytes(frame.data).decode() == text
+
+
+def test_frames_are_not_shared_when_messages_depend_on_a_connection(monkeypatch) -> None:
+    server, _ = _pair()
+    keeps_context = SharedPerMessageDeflate(False, False, 15, 15, {})  # context takeover: per-socket state
+    assert ws_deflate.signature([server]) is not None and ws_deflate.signature([]) == ("plain",)
+    assert ws_deflate.signature([keeps_context]) is None
+    assert ws_deflate.FRAMES.frame("x" * 10, [keeps_context]) is None
