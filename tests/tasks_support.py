@@ -68,7 +68,11 @@ def gateway_process(stack: Any, service_env: dict[str, str], infra: Any, log_dir
     prefix = unique_name(name)
     # A database of its own: the outbox is per database, and the stack's relays publish every row they see.
     db_name = unique_name(f"{name}_test")
-    asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
+    try:
+        asyncio.run(admin_sql(infra.admin_database_url, f'CREATE DATABASE "{db_name}"'))
+    except BaseException:
+        backend.stop()  # (e.g. called from a running event loop: no backend process is left behind)
+        raise
     database_url = with_database(infra.admin_database_url, db_name)
     http_port, grpc_port = free_port(), free_port()
     env = {**service_env, "BROKER_PREFIX": prefix, "DATABASE_URL": database_url, "TILER_ADDRESS": stack.tiler_address,
