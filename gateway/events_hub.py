@@ -59,7 +59,7 @@ class EventsHub:
         self._any = asyncio.Event()  # set on every event of any task (the /ws/jobs_status wake-up)
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._releasing = False
-        self.all_watchers = 0  # watch_all's (/ws/jobs_status sockets)
+        self._all_watchers = 0  # watch_all's (/ws/jobs_status sockets)
         self.received = 0
 
     async def start(self) -> None:
@@ -169,10 +169,9 @@ class EventsHub:
 
     def _release(self) -> None:
         self._releasing = False
-        ws_deflate.SHARED.clear()
-        ws_deflate.FRAMES.clear()
+        ws_deflate.forget()
         workers.release_memory()
-        workers.check_memory(self.watcher_count() + self.all_watchers)  # (may ask the supervisor for a fresh worker)
+        workers.check_memory(self.connected())  # (may ask the supervisor for a fresh worker)
 
     @asynccontextmanager
     async def watch_all(self, kind: str = "websocket") -> AsyncIterator[Callable[[float], Awaitable[None]]]:
@@ -180,7 +179,7 @@ class EventsHub:
         the next event of any task or after the timeout."""
         watchers = metrics.WATCHERS.labels(kind)
         watchers.inc()
-        self.all_watchers += 1
+        self._all_watchers += 1
 
         async def wait(timeout_s: float) -> None:
             tick = self._any
@@ -193,11 +192,15 @@ class EventsHub:
             yield wait
         finally:
             watchers.dec()
-            self.all_watchers -= 1
-            workers.retire_if_idle(self.watcher_count() + self.all_watchers)
+            self._all_watchers -= 1
+            workers.retire_if_idle(self.connected())
 
     def watcher_count(self) -> int:
         return sum(f.watchers for f in self._feeds.values())
+
+    def connected(self) -> int:
+        """Every watcher of this process: of a task, and of every task (/ws/jobs_status)."""
+        return self.watcher_count() + self._all_watchers
 
     def feed_count(self) -> int:
         return len(self._feeds)

@@ -86,7 +86,7 @@ async def main(settings: Settings, worker: int = 0, ws_deflate: bool = False) ->
     http_tasks = {asyncio.create_task(server.serve(sockets=[sock])) for server, sock in zip(servers, sockets,
                                                                                               strict=True)}
     hub = deps.events_hub()
-    workers.install_retire(stop.set, lambda: hub.watcher_count() + hub.all_watchers)  # (recycling: gateway.workers)
+    workers.install_retire(stop.set, hub.connected)  # (recycling: gateway.workers)
     log.info("gateway worker serving", extra={"worker": worker, "pid": os.getpid()})
     stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait({*http_tasks, stop_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from websockets.extensions import Extension
 from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
@@ -24,6 +24,33 @@ CACHE_ENTRIES = 8         # latest messages kept with their payloads (a few task
 WINDOW_BITS = 12
 COMPRESS_SETTINGS = {"memLevel": 5}
 _EMPTY_BLOCK = b"\x00\x00\xff\xff"
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Latest(Generic[K, V]):
+    """The latest `entries` items by key, the least recently used dropped first."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        if len(self._items) > self.entries:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class CompressedCache:
@@ -32,8 +59,7 @@ class CompressedCache:
     kept message (a memcmp), so a CRC collision can never send another message's payload."""
 
     def __init__(self, entries: int = CACHE_ENTRIES) -> None:
-        self.entries = entries
-        self._items: OrderedDict[tuple[int, int, int], tuple[bytes, bytes]] = OrderedDict()
+        self._items: _Latest[tuple[int, int, int], tuple[bytes, bytes]] = _Latest(entries)
         self.hits = 0
         self.misses = 0
 
@@ -44,16 +70,13 @@ class CompressedCache:
         item = self._items.get(key)
         if item is not None and item[0] == data:
             self.hits += 1
-            self._items.move_to_end(key)
             return item[1]
         self.misses += 1
         encoder = zlib.compressobj(wbits=-window_bits, **settings)
         payload = encoder.compress(data) + encoder.flush(zlib.Z_SYNC_FLUSH)
         assert payload.endswith(_EMPTY_BLOCK)
         payload = payload[:-4]
-        self._items[key] = (data, payload)
-        if len(self._items) > self.entries:
-            self._items.popitem(last=False)
+        self._items.put(key, (data, payload))
         return payload
 
     def clear(self) -> None:
@@ -112,8 +135,7 @@ class FrameCache:
     its id cannot be reused while cached)."""
 
     def __init__(self, entries: int = 2 * CACHE_ENTRIES) -> None:
-        self.entries = entries
-        self._items: OrderedDict[tuple[int, Signature], tuple[str, bytes]] = OrderedDict()
+        self._items: _Latest[tuple[int, Signature], tuple[str, bytes]] = _Latest(entries)
 
     def frame(self, text: str, extensions: list[Extension]) -> bytes | None:
         """The bytes of `text` as one unmasked text frame for a connection with these extensions (None when its
@@ -124,12 +146,9 @@ class FrameCache:
         key = (id(text), sig)
         item = self._items.get(key)
         if item is not None and item[0] is text:
-            self._items.move_to_end(key)
             return item[1]
         data = Frame(Opcode.TEXT, text.encode(), True).serialize(mask=False, extensions=extensions)
-        self._items[key] = (text, data)
-        if len(self._items) > self.entries:
-            self._items.popitem(last=False)
+        self._items.put(key, (text, data))
         return data
 
     def clear(self) -> None:
@@ -137,3 +156,9 @@ class FrameCache:
 
 
 FRAMES = FrameCache()
+
+
+def forget() -> None:
+    """Drop every cached payload and frame (the watchers are gone)."""
+    SHARED.clear()
+    FRAMES.clear()
