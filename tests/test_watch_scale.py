@@ -351,10 +351,12 @@ async def test_task_level_watch_sends_counts_not_jobs(workers_gateway: Gateway, 
     async with wdb.transaction():
         events = await jobstore.update_job(wdb, jobs[0], progress=50.0)
     await jobstore.publish(wexchange, events)
-    for job in jobs:
+    # (each change is awaited: a watcher behind the feed gets only the latest counts, by design)
+    for n, job in enumerate(jobs, start=3):
         async with wdb.transaction():
             events = await jobstore.update_job(wdb, job, status="finished")
         await jobstore.publish(wexchange, events)
+        await wait_items(watcher, n)
     await asyncio.wait_for(reader, 60)
     counts = [dict(i.task_event.job_counts) for i in watcher.items[1:]]
     assert counts == [{"created": 2, "running": 1}, {"created": 2, "finished": 1}, {"created": 1, "finished": 2},
