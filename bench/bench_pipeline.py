@@ -228,6 +228,9 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+INFRASTRUCTURE = ("local-openeo", "postgresql", "rabbitmq")  # CpuMeter groups that are not our services
+
+
 class CpuMeter:
     """CPU seconds per named group of processes between `start()` and `stop()`. A group is the descendants of
     some root pids, or (PostgreSQL) the server processes of this run's database, or (RabbitMQ) the broker's
@@ -259,6 +262,12 @@ class CpuMeter:
         total = sum(self.used.values())
         parts = ", ".join(f"{name} {1000 * s / jobs:.2f}" for name, s in self.used.items())
         return f"{1000 * total / jobs:.2f} ms per job ({parts})"
+
+    def ours_ms(self, jobs: int) -> float:
+        """CPU ms per job of this project's services (gateway, monitor, dispatchers): the issue's accounting, whose
+        5.85 ms baseline was the dispatchers' 4.7 plus the monitor's 1.1; not the openEO backend or the broker and
+        database servers."""
+        return 1000 * sum(s for name, s in self.used.items() if name not in INFRASTRUCTURE) / jobs
 
 
 def naive_loop(backend: Backend, sample: int) -> float:
@@ -592,10 +601,12 @@ class Run:
                  f"answering them, nothing else | {client_cpu + backend_cpu:.2f} ms (client {client_cpu:.2f}, "
                  f"local backend {backend_cpu:.2f}) |")
         self.out(f"| duplicate backend jobs | {len(duplicates)} |")
-        self.out(f"| CPU, CreateTask to all finished ({finished_s:.1f} s wall) | **{meter.per_job(args.jobs)}** |")
-        cpu_ms = 1000 * sum(meter.used.values()) / args.jobs
+        self.out(f"| CPU, CreateTask to all finished ({finished_s:.1f} s wall), all processes | "
+                 f"{meter.per_job(args.jobs)} |")
+        ours_ms = meter.ours_ms(args.jobs)
+        self.out(f"| CPU of our services (gateway, monitor, dispatchers) | **{ours_ms:.2f} ms per job** |")
         self.ok["throughput >= 500 jobs/s"] = rate >= 500
-        self.ok["CPU <= 2.5 ms/job"] = cpu_ms <= 2.5
+        self.ok["CPU of our services <= 2.5 ms/job"] = ours_ms <= 2.5
         self.ok["no duplicates (zero latency)"] = not duplicates
 
     def monitor(self) -> None:
