@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ FILL_BATCH = 5000  # events read from the database per query when filling a gap
 BATCH_BYTES = 1024 * 1024
 # At the task's end a gRPC stream waits at most this long for the WebSockets' terminal snapshots (`after_sockets`).
 SOCKETS_FIRST_S = 0.1
+# A gRPC stream that sent the task's terminal state as it happened ends this long after that state reached the
+# process (`before_end`).
+END_AFTER_S = 0.3
 Loader = Callable[[int], Awaitable[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]]
 
 
@@ -179,6 +183,7 @@ class TaskFeed:
         self._filling: asyncio.Task[None] | None = None
         self.catch_up_s = catch_up_s
         self._event_at = time.monotonic()  # when the last event was applied (or the state loaded)
+        self._terminal_at = -math.inf  # when a live event made the task terminal
         self._watchdog: asyncio.Task[None] | None = None
         self._version = -1  # the sequence the cached views below were built for
         self._cache: dict[Any, Any] = {}
@@ -283,6 +288,7 @@ class TaskFeed:
         self.state.apply(event)
         if self.state.terminal:
             self._ended.set()
+            self._terminal_at = time.monotonic()
         elif self._ended.is_set():  # retried: running again
             self._ended = asyncio.Event()
         self._event_at = time.monotonic()
@@ -400,6 +406,17 @@ class TaskFeed:
         if self._sockets_timer is None:
             self._sockets_timer = asyncio.get_running_loop().call_later(SOCKETS_FIRST_S, self._open_sockets_gate)
         await self._sockets_done.wait()
+
+    async def before_end(self) -> None:
+        """Before a gRPC stream that sent the task's terminal state ends: until END_AFTER_S after that state
+        reached the process (at once for a task that ended earlier, or when the feed closes).
+
+        Ending a stream (its trailers, then the client's channel teardown on both sides) costs far more than a
+        message, and every stream of the task ends at the same instant: deferred a little, those ends no longer
+        compete with the terminal messages and snapshots the other watchers are still receiving and reading."""
+        wait = self._terminal_at + END_AFTER_S - time.monotonic()
+        if wait > 0 and not self.closed:
+            await asyncio.sleep(wait)
 
     def _open_sockets_gate(self) -> None:
         if self._sockets_timer is not None:

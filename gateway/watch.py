@@ -65,6 +65,7 @@ async def _full(feed: TaskFeed, send: Send, after_sequence: int) -> None:
             await send(entry.body)
             last = entry.sequence
             if entry.terminal and last >= feed.last:
+                await feed.before_end()
                 return
         if not entries:
             if feed.terminal and last >= feed.last:
@@ -95,6 +96,7 @@ async def _full_batches(feed: TaskFeed, send: Send, after_sequence: int) -> None
                 del stored[:end.sequence - stored[0].sequence + 1]  # (stored sequences are consecutive)
             last = end.sequence
             if end.terminal and last >= feed.last:
+                await feed.before_end()
                 return
         elif feed.terminal and last >= feed.last:
             return
@@ -126,6 +128,7 @@ async def _task_level(feed: TaskFeed, send: Send, after_sequence: int, batched: 
                     await feed.after_sockets()
                 await send(summary())
             if terminal:
+                await feed.before_end()
                 return
         elif feed.terminal:
             return

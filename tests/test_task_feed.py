@@ -221,3 +221,40 @@ async def test_a_socket_that_does_not_send_holds_the_streams_end_back_only_brief
         ended = time.monotonic()
         await asyncio.wait_for(stream, 5.0)
     assert len(sent_at) == 2 and 0.15 <= sent_at[1] - ended < 2.0
+
+
+async def test_a_stream_sends_the_terminal_state_at_once_and_ends_a_moment_later(monkeypatch: Any) -> None:
+    import asyncio
+    import time
+
+    from gateway import task_feed
+    from gateway.watch import _full, _task_level
+    monkeypatch.setattr(task_feed, "END_AFTER_S", 0.3)
+    feed = await loaded_feed(StoredEvents())
+    sent_at: list[float] = []
+    snapshot_sent = asyncio.Event()
+
+    async def send(body: bytes) -> None:
+        sent_at.append(time.monotonic())
+        snapshot_sent.set()
+
+    streams = [asyncio.create_task(_full(feed, send, 0)), asyncio.create_task(_task_level(feed, send, 0))]
+    await snapshot_sent.wait()
+    event = task_event(1, "finished")
+    feed.push(event.SerializeToString(), event)
+    feed.flush()
+    applied = time.monotonic()
+    await asyncio.wait_for(streams[0], 5.0)
+    await asyncio.wait_for(streams[1], 5.0)
+    ended = time.monotonic()
+    assert len(sent_at) == 4
+    assert max(sent_at) - applied < 0.3 <= 1.01 * (ended - applied)  # the terminal state at once, the end later
+    # a watcher arriving after the end gets the terminal snapshot and its end at once
+    late: list[float] = []
+
+    async def late_send(body: bytes) -> None:
+        late.append(time.monotonic())
+
+    started = time.monotonic()
+    await asyncio.wait_for(_full(feed, late_send, 0), 5.0)
+    assert len(late) == 1 and time.monotonic() - started < 0.3
