@@ -178,6 +178,7 @@ class TaskFeed:
         self._log_bytes = 0
         self._pending: dict[int, tuple[bytes, upscaling_pb2.WatchTaskResponse]] = {}
         self._tick = asyncio.Event()
+        self._socket_tick = asyncio.Event()  # WebSockets wake first (see `wait`)
         self._ended = asyncio.Event()  # set while the task is terminal (or the feed closed)
         self._lock = asyncio.Lock()
         self._filling: asyncio.Task[None] | None = None
@@ -309,7 +310,9 @@ class TaskFeed:
         self._log_bytes = sum(len(e.body) for e in self._log)
 
     def _notify(self) -> None:
+        socket_tick, self._socket_tick = self._socket_tick, asyncio.Event()
         tick, self._tick = self._tick, asyncio.Event()
+        socket_tick.set()
         tick.set()
 
     def fill(self) -> None:
@@ -351,10 +354,14 @@ class TaskFeed:
 
     # ---- watchers ---------------------------------------------------------------------------------------------
 
-    async def wait(self, beyond: int, wait_s: float | None = None) -> None:
-        """Until a sequence above `beyond` is applied or the feed closes (at most `wait_s` seconds if given)."""
+    async def wait(self, beyond: int, wait_s: float | None = None, socket: bool = False) -> None:
+        """Until a sequence above `beyond` is applied or the feed closes (at most `wait_s` seconds if given).
+
+        `socket`: a WebSocket's wait. Sockets wake before the gRPC streams on the same change (in the same loop
+        iteration, nobody waits for anybody): a change sends one text to each socket but a message to each stream,
+        and a socket's snapshot is one of the few it gets, so the snapshots are not queued behind the streams."""
         while self.last <= beyond and not self.closed:
-            tick = self._tick
+            tick = self._socket_tick if socket else self._tick
             if wait_s is None:
                 await tick.wait()
                 continue

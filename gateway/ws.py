@@ -148,7 +148,7 @@ def create_ws_router(get_tasks: Callable[[], TaskService], get_hub: Callable[[],
                     return
                 last_sent = -math.inf  # the first change after the initial snapshot goes out at once
                 while not feed.closed:
-                    await feed.wait(sent)
+                    await feed.wait(sent, socket=True)
                     while not feed.terminal:  # throttle to one message per interval; a terminal state goes at once
                         wait = last_sent + period - time.monotonic()
                         if wait <= 0:

@@ -258,3 +258,33 @@ async def test_a_stream_sends_the_terminal_state_at_once_and_ends_a_moment_later
     started = time.monotonic()
     await asyncio.wait_for(_full(feed, late_send, 0), 5.0)
     assert len(late) == 1 and time.monotonic() - started < 0.3
+
+
+async def test_on_a_change_the_sockets_wake_before_the_streams() -> None:
+    import asyncio
+
+    from gateway.watch import _full_batches
+    feed = await loaded_feed(StoredEvents())
+    order: list[str] = []
+    sent = asyncio.Event()
+
+    async def send(body: bytes) -> None:
+        order.append("stream")
+        sent.set()
+
+    async def socket() -> None:
+        await feed.wait(feed.last, socket=True)
+        order.append("socket")
+
+    stream = asyncio.create_task(_full_batches(feed, send, 0))  # waits for the change before the socket does
+    await sent.wait()
+    watcher = asyncio.create_task(socket())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    sent.clear()
+    event = job_event(1, 1, "running")
+    feed.push(event.SerializeToString(), event)
+    feed.flush()
+    await asyncio.wait_for(asyncio.gather(watcher, sent.wait()), 5.0)
+    stream.cancel()
+    assert order == ["stream", "socket", "stream"]
