@@ -3,7 +3,9 @@ views and WatchTaskBatches messages built once per version (the database is a li
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,6 +64,24 @@ async def loaded_feed(db: StoredEvents, log_size: int = 100) -> TaskFeed:
     return feed
 
 
+class Sent:
+    """A watcher's `send`: when each message went, and `first`, set once one did."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.first = asyncio.Event()
+
+    async def send(self, body: bytes) -> None:
+        self.times.append(time.monotonic())
+        self.first.set()
+
+
+def live(feed: TaskFeed, event: upscaling_pb2.WatchTaskResponse) -> None:
+    """An event arriving from the broker, applied and the watchers woken."""
+    feed.push(event.SerializeToString(), event)
+    feed.flush()
+
+
 def test_a_batch_is_split_into_the_bytes_of_its_events() -> None:
     bodies = [job_event(i, 1, "queued").SerializeToString() for i in range(1, 300)]
     assert event_wire.split_batch(event_wire.batch_body(bodies)) == bodies
@@ -98,9 +118,7 @@ async def test_views_are_built_once_per_version_and_deltas_carry_only_changed_jo
     feed = await loaded_feed(StoredEvents())
     text = feed.snapshot_text()
     assert feed.snapshot_text() is text and feed.snapshot_bytes() is feed.snapshot_bytes()
-    event = job_event(1, 2, "running", 30.0)
-    feed.push(event.SerializeToString(), event)
-    feed.flush()
+    live(feed, job_event(1, 2, "running", 30.0))
     assert feed.snapshot_text() is not text
     body = json.loads(feed.snapshot_text())["data"]
     assert body["sequence"] == 1 and body["job_counts"]["running"] == 1 and len(body["jobs"]) == 2
@@ -170,8 +188,6 @@ def test_workers_default_to_the_cpus_available_within_a_container_quota(tmp_path
 
 
 async def test_at_the_end_streams_send_after_the_sockets_terminal_snapshots() -> None:
-    import asyncio
-
     from gateway.watch import _full_batches
     feed = await loaded_feed(StoredEvents())
     order: list[str] = []
@@ -190,79 +206,49 @@ async def test_at_the_end_streams_send_after_the_sockets_terminal_snapshots() ->
     stream = asyncio.create_task(_full_batches(feed, send, 0))
     watcher = asyncio.create_task(socket())
     await snapshot_sent.wait()
-    event = task_event(1, "finished")
-    feed.push(event.SerializeToString(), event)
-    feed.flush()
+    live(feed, task_event(1, "finished"))
     await asyncio.wait_for(asyncio.gather(stream, watcher), 5.0)
     assert order == ["stream", "socket", "stream"]
 
 
 async def test_a_socket_that_does_not_send_holds_the_streams_end_back_only_briefly(monkeypatch: Any) -> None:
-    import asyncio
-    import time
-
     from gateway import task_feed
     from gateway.watch import _full_batches
     monkeypatch.setattr(task_feed, "SOCKETS_FIRST_S", 0.2)
     feed = await loaded_feed(StoredEvents())
-    sent_at: list[float] = []
-    snapshot_sent = asyncio.Event()
-
-    async def send(body: bytes) -> None:
-        sent_at.append(time.monotonic())
-        snapshot_sent.set()
-
+    sent = Sent()
     with feed.socket_turn():  # a WebSocket that never gets to send its snapshot
-        stream = asyncio.create_task(_full_batches(feed, send, 0))
-        await snapshot_sent.wait()
-        event = task_event(1, "finished")
-        feed.push(event.SerializeToString(), event)
-        feed.flush()
+        stream = asyncio.create_task(_full_batches(feed, sent.send, 0))
+        await sent.first.wait()
+        live(feed, task_event(1, "finished"))
         ended = time.monotonic()
         await asyncio.wait_for(stream, 5.0)
-    assert len(sent_at) == 2 and 0.15 <= sent_at[1] - ended < 2.0
+    assert len(sent.times) == 2 and 0.15 <= sent.times[1] - ended < 2.0
 
 
 async def test_a_stream_sends_the_terminal_state_at_once_and_ends_a_moment_later(monkeypatch: Any) -> None:
-    import asyncio
-    import time
-
     from gateway import task_feed
     from gateway.watch import _full, _task_level
     monkeypatch.setattr(task_feed, "END_AFTER_S", 0.3)
     feed = await loaded_feed(StoredEvents())
-    sent_at: list[float] = []
-    snapshot_sent = asyncio.Event()
-
-    async def send(body: bytes) -> None:
-        sent_at.append(time.monotonic())
-        snapshot_sent.set()
-
-    streams = [asyncio.create_task(_full(feed, send, 0)), asyncio.create_task(_task_level(feed, send, 0))]
-    await snapshot_sent.wait()
-    event = task_event(1, "finished")
-    feed.push(event.SerializeToString(), event)
-    feed.flush()
+    sent = Sent()
+    streams = [asyncio.create_task(_full(feed, sent.send, 0)), asyncio.create_task(_task_level(feed, sent.send, 0))]
+    await sent.first.wait()
+    live(feed, task_event(1, "finished"))
     applied = time.monotonic()
     await asyncio.wait_for(streams[0], 5.0)
     await asyncio.wait_for(streams[1], 5.0)
     ended = time.monotonic()
-    assert len(sent_at) == 4
-    assert max(sent_at) - applied < 0.3 <= 1.01 * (ended - applied)  # the terminal state at once, the end later
+    assert len(sent.times) == 4
+    assert max(sent.times) - applied < 0.3 <= 1.01 * (ended - applied)  # the terminal state at once, the end later
     # a watcher arriving after the end gets the terminal snapshot and its end at once
-    late: list[float] = []
-
-    async def late_send(body: bytes) -> None:
-        late.append(time.monotonic())
-
+    late = Sent()
     started = time.monotonic()
-    await asyncio.wait_for(_full(feed, late_send, 0), 5.0)
-    assert len(late) == 1 and time.monotonic() - started < 0.3
+    await asyncio.wait_for(_full(feed, late.send, 0), 5.0)
+    assert len(late.times) == 1 and time.monotonic() - started < 0.3
 
 
 async def test_on_a_change_the_sockets_wake_before_the_streams() -> None:
-    import asyncio
-
     from gateway.watch import _full_batches
     feed = await loaded_feed(StoredEvents())
     order: list[str] = []
@@ -282,9 +268,7 @@ async def test_on_a_change_the_sockets_wake_before_the_streams() -> None:
     for _ in range(3):
         await asyncio.sleep(0)
     sent.clear()
-    event = job_event(1, 1, "running")
-    feed.push(event.SerializeToString(), event)
-    feed.flush()
+    live(feed, job_event(1, 1, "running"))
     await asyncio.wait_for(asyncio.gather(watcher, sent.wait()), 5.0)
     stream.cancel()
     assert order == ["stream", "socket", "stream"]
